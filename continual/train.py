@@ -1,0 +1,260 @@
+"""The training loop: one prefix (and head) on a frozen backbone, read top to bottom.
+
+AdamW with linear warm-up and linear decay, gradient clipping, a seed, early stopping on a
+seeded validation split carved from the training data (never the eval set, whose score is what
+gets reported), and a progress bar with loss and throughput on stderr.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from continual.backbones import Backbone
+from continual.heads import ClassificationHead
+from continual.inference import TaskPrefix, evaluate
+from continual.objectives import TextLimits, decoder_loss, encoder_loss
+from continual.prefix import PrefixConfig, TrainablePrefix, single
+from tasks.errors import ConfigError
+from tasks.spec import Example, TaskData
+from tasks.split import stratified_split
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of one training run. `patience` counts validations without improvement
+    before stopping (0 = never stop early)."""
+
+    steps: int = 400
+    batch_size: int = 16
+    lr: float = 5e-3
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    eval_every: int = 50
+    patience: int = 4
+    val_fraction: float = 0.1
+    val_max: int = 300
+    eval_batch_size: int = 32
+    max_length: int = 128
+    max_target_length: int = 32
+
+    def __post_init__(self) -> None:
+        checks = {
+            "steps": self.steps >= 1,
+            "batch_size": self.batch_size >= 1,
+            "lr": self.lr > 0,
+            "warmup_ratio": 0 <= self.warmup_ratio < 1,
+            "eval_every": self.eval_every >= 1,
+            "patience": self.patience >= 0,
+            "val_fraction": 0 < self.val_fraction < 1,
+            "max_length": self.max_length >= 8,
+            "max_target_length": self.max_target_length >= 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"training option {name}={getattr(self, name)!r} is out of range")
+
+    @property
+    def limits(self) -> TextLimits:
+        return TextLimits(max_length=self.max_length, max_target_length=self.max_target_length)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+    def with_(self, **changes: Any) -> TrainConfig:
+        return replace(self, **changes)
+
+
+@dataclass
+class TrainResult:
+    """The trained task (`task.prefix` is the ejected prefix) and what happened on the way.
+
+    `state` holds what resuming needs: the reparameterized module, the head and the optimizer.
+    """
+
+    task: TaskPrefix
+    steps: int
+    best_step: int
+    losses: list[float]
+    validations: list[tuple[int, float]]
+    seconds: float
+    trainable_params: int
+    stopped_early: bool
+    state: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def final_loss(self) -> float:
+        tail = self.losses[-10:]
+        return sum(tail) / len(tail) if tail else float("nan")
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up to 1 over `warmup` steps, then linear decay to 0 at `total`."""
+    if step < warmup:
+        return (step + 1) / max(1, warmup)
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def batches(examples: Sequence[Example], batch_size: int, seed: int):
+    """Endless seeded batches: a fresh shuffle every epoch, the same for the same seed."""
+    rng = random.Random(seed)
+    order = list(range(len(examples)))
+    while True:
+        rng.shuffle(order)
+        for i in range(0, len(order) - batch_size + 1 if len(order) >= batch_size else 1, batch_size):
+            yield [examples[j] for j in order[i : i + batch_size]]
+
+
+def split_validation(data: TaskData, config: TrainConfig) -> tuple[list[Example], list[Example]]:
+    """(train, validation): a seeded, stratified slice of the training data, at most val_max."""
+    if len(data.train) < 10:
+        return list(data.train), []
+    fraction = min(config.val_fraction, config.val_max / len(data.train))
+    rest, held = stratified_split(list(data.train), fraction=fraction, seed=config.seed)
+    return list(rest), list(held)
+
+
+def _validate(backbone: Backbone, task: TaskPrefix, val: list[Example], config: TrainConfig,
+              loss_fn) -> float:
+    """Higher is better: accuracy for classification, minus the mean loss for generation."""
+    if task.spec.kind == "classification":
+        return evaluate(backbone, task, val, batch_size=config.eval_batch_size).score
+    with torch.no_grad():
+        total, n = 0.0, 0
+        for i in range(0, len(val), config.eval_batch_size):
+            chunk = val[i : i + config.eval_batch_size]
+            total += float(loss_fn(chunk, task.prefix)) * len(chunk)
+            n += len(chunk)
+    return -total / max(n, 1)
+
+
+def train(
+    backbone: Backbone,
+    data: TaskData,
+    prefix_config: PrefixConfig,
+    config: TrainConfig,
+    *,
+    init: torch.Tensor | None = None,
+    resume: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a prefix for `data.spec` on the frozen `backbone`.
+
+    init: a flat `[P, flat_dim]` prefix to start from exactly (None: random).
+    resume: a `TrainResult.state` to continue from (module, head and optimizer state).
+    """
+    spec = data.spec
+    if backbone.kind == "encoder" and spec.kind != "classification":
+        raise ConfigError(
+            f"task {spec.name}: encoder backbone {backbone.name} only does classification; "
+            "use a decoder backbone (e.g. smollm2) for generation"
+        )
+    torch.manual_seed(config.seed)
+    train_set, val_set = split_validation(data, config)
+    limits = config.limits
+
+    module = TrainablePrefix(prefix_config, base=init, seed=config.seed)
+    head = (
+        ClassificationHead(backbone.geometry.hidden_size, len(spec.labels), seed=config.seed)
+        if backbone.kind == "encoder"
+        else None
+    )
+    params = list(module.parameters()) + (list(head.parameters()) if head else [])
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    if resume is not None:
+        module.load_state_dict(resume["module"])
+        if head is not None and resume.get("head"):
+            head.load_state_dict(resume["head"])
+        if resume.get("optimizer"):
+            optimizer.load_state_dict(resume["optimizer"])
+    warmup = int(config.warmup_ratio * config.steps) if resume is None else 0
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, config.steps, warmup)
+    )
+
+    def loss_fn(chunk: Sequence[Example], flat: torch.Tensor) -> torch.Tensor:
+        rows = single(flat, prefix_config, len(chunk))
+        texts, targets = [e.text for e in chunk], [e.target for e in chunk]
+        if head is not None:
+            return encoder_loss(backbone, head, spec, texts, targets, rows, limits)
+        return decoder_loss(backbone, spec, texts, targets, rows, limits)
+
+    def snapshot() -> TaskPrefix:
+        return TaskPrefix(
+            spec=spec, config=prefix_config, prefix=module.eject(),
+            head=copy.deepcopy(head).eval() if head else None, limits=limits,
+        )
+
+    losses: list[float] = []
+    validations: list[tuple[int, float]] = []
+    best, best_score, best_step, bad, stopped = snapshot(), -math.inf, 0, 0, False
+    backbone.model.train()  # dropout on in the frozen backbone, as in PEFT; weights never change
+    started = time.perf_counter()
+    bar = tqdm(total=config.steps, desc=f"train {spec.name}", unit="step", file=sys.stderr,
+               disable=not progress, dynamic_ncols=True)
+    step = 0
+    stream = batches(train_set, config.batch_size, config.seed)
+    try:
+        for step in range(1, config.steps + 1):
+            module.train()
+            if head:
+                head.train()
+            chunk = next(stream)
+            loss = loss_fn(chunk, module())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+            elapsed = time.perf_counter() - started
+            bar.update(1)
+            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}",
+                            ex_s=f"{step * config.batch_size / elapsed:.1f}")
+            if val_set and (step % config.eval_every == 0 or step == config.steps):
+                current = snapshot()
+                value = _validate(backbone, current, val_set, config, loss_fn)
+                validations.append((step, value))
+                if value > best_score:
+                    best, best_score, best_step, bad = current, value, step, 0
+                else:
+                    bad += 1
+                bar.set_postfix(loss=f"{losses[-1]:.4f}", val=f"{value:.4f}")
+                if config.patience and bad >= config.patience:
+                    stopped = True
+                    break
+    finally:
+        bar.close()
+        backbone.model.eval()
+    if not val_set:
+        best, best_step = snapshot(), step
+    return TrainResult(
+        task=best,
+        steps=step,
+        best_step=best_step,
+        losses=losses,
+        validations=validations,
+        seconds=time.perf_counter() - started,
+        trainable_params=sum(p.numel() for p in params),
+        stopped_early=stopped,
+        state={
+            "module": module.state_dict(),
+            "head": head.state_dict() if head else {},
+            "optimizer": optimizer.state_dict(),
+        },
+    )
