@@ -1,0 +1,156 @@
+"""`continual registry ...`: the registry's commands, each a handler returning a JSON-able dict.
+
+    continual registry tasks [--limit N --offset N]
+    continual registry prefixes [--task NAME --limit N --offset N]
+    continual registry show TASK | history TASK | lineage TASK
+    continual registry export TASK --format peft|safetensors --out DIR
+    continual registry import DIR [--backbone-fingerprint FP] [--new-version]
+    continual registry check [--repair]
+    continual registry sync-mlflow
+    continual registry upgrade
+
+`check` finding problems returns {"ok": False, ..., "_exit_code": 1} so the process exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+Handler = Callable[[argparse.Namespace], dict[str, Any]]
+
+
+def add_registry_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    """Add `registry` and its subcommands to `subparsers`; leaves take `common`'s options."""
+    registry = subparsers.add_parser(
+        "registry",
+        help="query and maintain the prefix registry",
+        description="Query and maintain the prefix registry (SQL rows, safetensors files, MLflow).",
+    )
+    sub = registry.add_subparsers(dest="registry_command", required=True, metavar="COMMAND")
+
+    def leaf(name: str, func: Handler, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    p = leaf("tasks", cmd_tasks, "list tasks in order of arrival")
+    _paging(p)
+    p = leaf("prefixes", cmd_prefixes, "list prefix versions, newest first")
+    p.add_argument("--task", help="only this task's versions")
+    _paging(p)
+    leaf("show", cmd_show, "a task's current prefix, latest metrics and lineage").add_argument(
+        "task", metavar="TASK"
+    )
+    leaf("history", cmd_history, "every evaluation of a task over time").add_argument(
+        "task", metavar="TASK"
+    )
+    p = leaf("lineage", cmd_lineage, "which prefixes a task's prefix was initialised from")
+    p.add_argument("task", metavar="TASK")
+    p.add_argument("--version", type=int, help="that version instead of the current one")
+    p = leaf("export", cmd_export, "write a prefix as a PEFT adapter or safetensors files")
+    p.add_argument("task", metavar="TASK")
+    p.add_argument("--format", dest="fmt", choices=("peft", "safetensors"), required=True)
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write")
+    p.add_argument("--version", type=int, help="that version instead of the current one")
+    p = leaf("import", cmd_import, "register a prefix folder written by export (or by PEFT)")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument(
+        "--backbone-fingerprint", help="the backbone's fingerprint (needed for a bare PEFT adapter)"
+    )
+    p.add_argument(
+        "--new-version", action="store_true", help="add it as a new version of an existing task"
+    )
+    p = leaf("check", cmd_check, "find missing, corrupt and orphan artifact files")
+    p.add_argument(
+        "--repair", action="store_true", help="remove orphan files and mark broken prefixes"
+    )
+    leaf("sync-mlflow", cmd_sync_mlflow, "mirror to MLflow what it missed while unreachable")
+    leaf("upgrade", cmd_upgrade, "migrate the registry database to the newest schema")
+
+
+def _paging(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--limit", type=int, default=100, help="rows per page (default 100)")
+    p.add_argument("--offset", type=int, default=0, help="rows to skip (default 0)")
+
+
+def _home(a: argparse.Namespace) -> Path:
+    from pipelines.settings import workspace
+
+    return workspace(getattr(a, "home", None))
+
+
+def _url(a: argparse.Namespace) -> str | None:
+    return getattr(a, "registry_url", None) or os.environ.get("CONTINUAL_REGISTRY_URL") or None
+
+
+def _open(a: argparse.Namespace) -> Any:
+    from registry import Registry
+
+    return Registry.open(_home(a), url=_url(a), tracking_uri=getattr(a, "tracking_uri", None))
+
+
+def cmd_tasks(a: argparse.Namespace) -> dict[str, Any]:
+    with _open(a) as reg:
+        rows = reg.tasks(limit=a.limit, offset=a.offset)
+    return {"tasks": [r.to_dict() for r in rows], "limit": a.limit, "offset": a.offset}
+
+
+def cmd_prefixes(a: argparse.Namespace) -> dict[str, Any]:
+    with _open(a) as reg:
+        rows = reg.prefixes(task=a.task, limit=a.limit, offset=a.offset)
+    return {"prefixes": [r.to_dict() for r in rows], "limit": a.limit, "offset": a.offset}
+
+
+def cmd_show(a: argparse.Namespace) -> dict[str, Any]:
+    with _open(a) as reg:
+        return reg.show(a.task).to_dict()
+
+
+def cmd_history(a: argparse.Namespace) -> dict[str, Any]:
+    with _open(a) as reg:
+        return {"task": a.task, "evaluations": [e.to_dict() for e in reg.history(a.task)]}
+
+
+def cmd_lineage(a: argparse.Namespace) -> dict[str, Any]:
+    with _open(a) as reg:
+        edges = reg.lineage(a.task, version=a.version)
+    return {"task": a.task, "lineage": [e.to_dict() for e in edges]}
+
+
+def cmd_export(a: argparse.Namespace) -> dict[str, Any]:
+    with _open(a) as reg:
+        return reg.export(a.task, a.fmt, Path(a.out), version=a.version).to_dict()
+
+
+def cmd_import(a: argparse.Namespace) -> dict[str, Any]:
+    with _open(a) as reg:
+        record = reg.import_(
+            Path(a.dir), backbone_fingerprint=a.backbone_fingerprint, new_version=a.new_version
+        )
+    return {"imported": record.to_dict()}
+
+
+def cmd_check(a: argparse.Namespace) -> dict[str, Any]:
+    with _open(a) as reg:
+        result = reg.check(repair=a.repair).to_dict()
+    if not result["ok"]:
+        result["_exit_code"] = 1
+    return result
+
+
+def cmd_sync_mlflow(a: argparse.Namespace) -> dict[str, Any]:
+    with _open(a) as reg:
+        result = reg.sync_mlflow().to_dict()
+    if result["failed"]:
+        result["_exit_code"] = 1
+    return result
+
+
+def cmd_upgrade(a: argparse.Namespace) -> dict[str, Any]:
+    from registry import upgrade
+
+    return upgrade(_home(a), url=_url(a))

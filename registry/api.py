@@ -1,0 +1,443 @@
+"""The registry: one class over a workspace folder (artifacts, SQLite, MLflow) or a database URL.
+
+    reg = Registry.open(Path("~/.continual"))
+    record = reg.register_prefix(task=spec, ..., tensors={"prefix": p})
+    tensors, record = reg.load_prefix("trec", expected_backbone_fingerprint=fp)
+
+Writes land in the database first (the source of truth), the prefix file having been stored
+atomically just before; MLflow is mirrored afterwards and may lag (`sync_mlflow`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine
+from sqlalchemy import exc as sa_exc
+
+from registry import exchange, inputs, integrity, migrate, mirror, registration
+from registry.artifacts import ArtifactStore
+from registry.db import make_engine, resolve_url
+from registry.records import (
+    ArrivalRecord,
+    CheckReport,
+    EvaluationRecord,
+    ExportRecord,
+    LineageEdge,
+    PrefixRecord,
+    RunRecord,
+    SyncReport,
+    TaskEmbeddingRecord,
+    TaskRecord,
+    TaskView,
+)
+from registry.stream_repository import embedding_record, pack_vector, unpack_vector
+from registry.tracking import MlflowTracker, NullTracker, Tracker
+from registry.uow import Database, UnitOfWork
+from tasks.errors import ConfigError, IntegrityError
+from tasks.spec import TaskSpec, check_name
+
+if TYPE_CHECKING:
+    import torch
+
+MAX_PAGE = 10_000
+_LINEAGE_DEPTH = 64
+_LATEST_METRICS = 200
+
+
+class Registry:
+    """Prefixes, their lineage and evaluations, in SQL; tensors as verified safetensors files."""
+
+    def __init__(self, *, workspace: Path, database: Database, tracker: Tracker) -> None:
+        self.workspace = workspace
+        self.db = database
+        self.artifacts = ArtifactStore(workspace)
+        self.tracker = tracker
+
+    @classmethod
+    def open(
+        cls,
+        workspace: Path | str,
+        url: str | None = None,
+        tracking_uri: str | None = None,
+        *,
+        tracker: Tracker | None = None,
+    ) -> Registry:
+        """Open (creating or migrating as needed) the registry of `workspace`.
+
+        `url` selects the database (default: SQLite at `<workspace>/registry.db`);
+        `tracking_uri` (else $MLFLOW_TRACKING_URI, else `sqlite:///<workspace>/mlflow.db`) the
+        MLflow store, "none" for no tracking; `tracker` replaces MLflow altogether (tests).
+        """
+        ws, engine, _ = open_database(workspace, url)
+        return cls(
+            workspace=ws,
+            database=Database(engine),
+            tracker=tracker or default_tracker(ws, tracking_uri),
+        )
+
+    def close(self) -> None:
+        self.db.engine.dispose()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def url(self) -> str:
+        return self.db.engine.url.render_as_string(hide_password=True)
+
+    # ----------------------------------------------------------------------------------- writes
+
+    def register_prefix(
+        self,
+        *,
+        task: TaskSpec,
+        data_fingerprint: str,
+        backbone: dict[str, Any],
+        tensors: dict[str, torch.Tensor],
+        prefix_config: dict[str, Any],
+        train_summary: dict[str, Any],
+        lineage: list[tuple[int, float, str]] | tuple[()] = (),
+        run: dict[str, Any],
+        evaluation: dict[str, Any] | None = None,
+        optimizer_state: dict[str, torch.Tensor] | None = None,
+        new_version: bool = False,
+    ) -> PrefixRecord:
+        """Store a trained prefix as the task's new current version; returns its record.
+
+        `tensors["prefix"]` is [length, layers*2*kv_heads*head_dim] (see `inputs.prefix_config`),
+        beside optional head tensors ("head.weight", ...). The dicts hold:
+        backbone: name, source, fingerprint, n_params, config (extra keys ignored);
+        prefix_config: length, layers, kv_heads, head_dim (+ hidden_size, positions, ... kept);
+        train_summary: steps, seconds, final_loss, losses (one per step), optional n_trainable;
+        run: seed, config, packages, backbone_fingerprint (must equal the backbone's);
+        evaluation: metric, value, n, optional predictions_sha256 and position;
+        lineage: (source_prefix_id, weight, method) per source.
+        A task already in the registry needs `new_version=True` and the same kind. The file is
+        written (atomically) before the row is committed; MLflow is mirrored after, and a failure
+        there only warns (TrackingWarning) and leaves `mlflow_run_id` None.
+        """
+        record = registration.store(
+            self,
+            task=task,
+            data_fingerprint=data_fingerprint,
+            backbone=backbone,
+            tensors=tensors,
+            prefix_config=prefix_config,
+            train_summary=train_summary,
+            lineage=lineage,
+            run=run,
+            evaluation=evaluation,
+            optimizer_state=optimizer_state,
+            new_version=new_version,
+        )
+        run_id = self._mirror(record.id)
+        return replace(record, mlflow_run_id=run_id) if run_id else record
+
+    def record_evaluation(
+        self,
+        *,
+        task: str,
+        metric: str,
+        value: float,
+        n: int,
+        prefix_id: int | None = None,
+        position: int | None = None,
+        method: str = "prefix",
+        predictions_sha256: str | None = None,
+    ) -> EvaluationRecord:
+        """Store one score of `task`. With method 'prefix' and no `prefix_id`, the score is of
+        the task's current prefix; baselines pass their own method name and no prefix."""
+        check_name(task)
+        ev = inputs.evaluation(
+            {
+                "metric": metric,
+                "value": value,
+                "n": n,
+                "position": position,
+                "predictions_sha256": predictions_sha256,
+            }
+        )
+        assert ev is not None
+        if not isinstance(method, str) or not method:
+            raise ConfigError(f"evaluation of {task}: method must be a non-empty string")
+
+        def write(uow: UnitOfWork) -> tuple[EvaluationRecord, str | None]:
+            t = uow.tasks.get(task)
+            pid, run_id = prefix_id, None
+            if pid is None and method == "prefix":
+                current = uow.prefixes.current(t.id)
+                if current is None:
+                    raise ConfigError(f"task {task} has no prefix to evaluate; train it first")
+                pid = current.id
+            if pid is not None:
+                p = uow.prefixes.get(pid)
+                if p is None or p.task != task:
+                    raise ConfigError(f"prefix id {pid} is not a prefix of task {task}")
+                run_id = p.mlflow_run_id
+            eid = uow.evaluations.add(task_id=t.id, prefix_id=pid, method=method, **ev)
+            return uow.evaluations.get(eid), run_id
+
+        record, run_id = self.db.write(write)
+        if run_id and mirror.log_evaluation(self, record, run_id):
+            record = replace(record, mlflow_run_id=run_id)
+        return record
+
+    # ---------------------------------------------------------------------------------- queries
+
+    def tasks(self, limit: int = 100, offset: int = 0) -> list[TaskRecord]:
+        """Tasks in order of arrival."""
+        _page(limit, offset)
+        return self.db.read(lambda uow: uow.tasks.page(limit, offset))
+
+    def prefixes(
+        self, task: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[PrefixRecord]:
+        """Prefixes, newest first, of one task or of all."""
+        _page(limit, offset)
+
+        def read(uow: UnitOfWork) -> list[PrefixRecord]:
+            task_id = None if task is None else uow.tasks.get(check_name(task)).id
+            return uow.prefixes.page(task_id, limit, offset)
+
+        return self.db.read(read)
+
+    def prefix(self, ref: str | int, version: int | None = None) -> PrefixRecord:
+        """A prefix by id, or by task name (its current prefix, or `version`)."""
+        return self.db.read(lambda uow: _resolve(uow, ref, version))
+
+    def run(self, run_id: int) -> RunRecord:
+        found = self.db.read(lambda uow: uow.runs.get(run_id))
+        if found is None:
+            raise ConfigError(f"run id {run_id} is not in the registry")
+        return found
+
+    def show(self, task: str) -> TaskView:
+        """The task, its current prefix, that prefix's latest score per metric, its lineage."""
+        check_name(task)
+
+        def read(uow: UnitOfWork) -> TaskView:
+            t = uow.tasks.get(task)
+            current = uow.prefixes.current(t.id)
+            latest: dict[tuple[str, str], EvaluationRecord] = {}
+            if current is not None:
+                for e in uow.evaluations.for_prefix(current.id, _LATEST_METRICS):
+                    latest.setdefault((e.method, e.metric), e)
+            return TaskView(
+                task=t,
+                current=current,
+                versions=uow.prefixes.count(t.id),
+                metrics=tuple(sorted(latest.values(), key=lambda e: e.metric)),
+                lineage=current.lineage if current else (),
+                mlflow_run_id=current.mlflow_run_id if current else None,
+            )
+
+        return self.db.read(read)
+
+    def history(self, task: str) -> list[EvaluationRecord]:
+        """Every evaluation of the task, oldest first (all methods, all prefix versions)."""
+        check_name(task)
+        return self.db.read(lambda uow: uow.evaluations.history(uow.tasks.get(task).id))
+
+    def lineage(self, task: str, version: int | None = None) -> list[LineageEdge]:
+        """The ancestry of the task's current prefix (or `version`): direct sources at depth 1,
+        their sources at depth 2, and so on."""
+        check_name(task)
+
+        def read(uow: UnitOfWork) -> list[LineageEdge]:
+            frontier, seen, out = [_resolve(uow, task, version).id], set[int](), []
+            for depth in range(1, _LINEAGE_DEPTH + 1):
+                seen.update(frontier)
+                edges = uow.prefixes.lineage(frontier)
+                out += [replace(e, depth=depth) for e in edges]
+                frontier = sorted({e.source_prefix_id for e in edges} - seen)
+                if not frontier:
+                    break
+            return out
+
+        return self.db.read(read)
+
+    # ------------------------------------------------------------------------- tensors, files
+
+    def load_prefix(
+        self, ref: str | int, expected_backbone_fingerprint: str, *, version: int | None = None
+    ) -> tuple[dict[str, torch.Tensor], PrefixRecord]:
+        """The prefix's tensors (hash-verified) and record. Refuses, with IntegrityError, a
+        prefix trained on another backbone, a broken one, or a file that fails its sha256."""
+        record = self.prefix(ref, version)
+        where = f"prefix {record.task} v{record.version} (id {record.id})"
+        if record.status != "ok":
+            raise IntegrityError(
+                f"{where} is marked {record.status} by `continual registry check "
+                "--repair`; retrain it with --new-version or import it again"
+            )
+        if record.backbone_fingerprint != expected_backbone_fingerprint:
+            raise IntegrityError(
+                f"{where} was trained on backbone {record.backbone_name} with fingerprint "
+                f"{record.backbone_fingerprint}, not {expected_backbone_fingerprint}; load the "
+                "matching backbone or retrain the task with --new-version"
+            )
+        return self.artifacts.load_tensors(record.artifact_path, record.sha256), record
+
+    def load_optimizer_state(
+        self, ref: str | int, *, version: int | None = None
+    ) -> dict[str, torch.Tensor] | None:
+        """The stored optimizer state for resuming, hash-verified; None if none was stored."""
+        record = self.prefix(ref, version)
+        if record.optimizer_path is None or record.optimizer_sha256 is None:
+            return None
+        return self.artifacts.load_tensors(record.optimizer_path, record.optimizer_sha256)
+
+    def export(self, task: str, fmt: str, out: Path, *, version: int | None = None) -> ExportRecord:
+        """Write the prefix to `out` as a PEFT adapter ('peft') or our own files ('safetensors')."""
+        return exchange.export(self, task, fmt, Path(out), version=version)
+
+    def import_(
+        self,
+        path: Path,
+        *,
+        backbone_fingerprint: str | None = None,
+        task: TaskSpec | None = None,
+        new_version: bool = False,
+    ) -> PrefixRecord:
+        """Register a prefix exported by `export` (either format) or a PEFT prefix adapter."""
+        return exchange.import_(
+            self,
+            Path(path),
+            backbone_fingerprint=backbone_fingerprint,
+            task=task,
+            new_version=new_version,
+        )
+
+    # -------------------------------------------------------------------- upkeep and mirrors
+
+    def check(self, repair: bool = False, *, grace_s: float = integrity.GRACE_S) -> CheckReport:
+        """Find rows without files, files without rows and hash mismatches; with `repair`,
+        remove orphan files and mark broken rows (never deleting a good prefix)."""
+        return integrity.check(self, repair=repair, grace_s=grace_s)
+
+    def sync_mlflow(self) -> SyncReport:
+        """Mirror to MLflow every prefix (and evaluation) that has no MLflow run yet."""
+        return mirror.sync(self)
+
+    def _mirror(self, prefix_id: int) -> str | None:
+        try:
+            return mirror.log_prefix(self, prefix_id)
+        except Exception as e:  # noqa: BLE001 - MLflow may fail in any way; the row stands
+            mirror.warn(self.tracker, f"prefix id {prefix_id}", e)
+            return None
+
+    # ------------------------------------------------------------- embeddings, stream arrivals
+
+    def put_embedding(self, task: str, method: str, vector: Any) -> TaskEmbeddingRecord:
+        """Store a task embedding (any 1-D float sequence or tensor) under `method`."""
+        import torch
+
+        values = tuple(float(x) for x in torch.as_tensor(vector, dtype=torch.float32).flatten())
+
+        def write(uow: UnitOfWork) -> TaskEmbeddingRecord:
+            t = uow.tasks.get(check_name(task))
+            eid = uow.streams.add_embedding(
+                task_id=t.id, method=method, dim=len(values), vector=pack_vector(values)
+            )
+            row, name = uow.streams.embeddings(method, t.id)[0]
+            assert row.id == eid
+            return embedding_record(row, name, values)
+
+        return self.db.write(write)
+
+    def embeddings(self, method: str) -> list[TaskEmbeddingRecord]:
+        """The newest embedding of every task under `method`."""
+
+        def read(uow: UnitOfWork) -> list[TaskEmbeddingRecord]:
+            newest: dict[str, TaskEmbeddingRecord] = {}
+            for row, name in uow.streams.embeddings(method):
+                if name not in newest:
+                    newest[name] = embedding_record(row, name, unpack_vector(row.vector))
+            return list(newest.values())
+
+        return self.db.read(read)
+
+    def start_arrival(self, *, position: int, task: str, method: str) -> ArrivalRecord:
+        def write(uow: UnitOfWork) -> int:
+            t = uow.tasks.get(check_name(task))
+            return uow.streams.add_arrival(
+                position=position, task_id=t.id, method=method, status="running"
+            )
+
+        arrival_id = self.db.write(write)
+        return next(a for a in self.arrivals(method) if a.id == arrival_id)
+
+    def finish_arrival(self, arrival_id: int, status: str) -> ArrivalRecord:
+        from registry.orm import utcnow
+
+        self.db.write(lambda uow: uow.streams.finish_arrival(arrival_id, status, utcnow()))
+        return next(a for a in self.arrivals(None) if a.id == arrival_id)
+
+    def arrivals(self, method: str | None = None) -> list[ArrivalRecord]:
+        return self.db.read(lambda uow: uow.streams.arrivals(method))
+
+
+def open_database(
+    workspace: Path | str, url: str | None
+) -> tuple[Path, Engine, tuple[str | None, str]]:
+    """The workspace folder (created), an engine on its database migrated to head, and the
+    (before, after) schema revisions; an unreachable database is one clear ConfigError."""
+    ws = Path(workspace).expanduser().resolve()
+    ws.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(resolve_url(ws, url))
+    try:
+        revisions = migrate.upgrade(engine)
+    except sa_exc.OperationalError as e:
+        engine.dispose()
+        where = engine.url.render_as_string(hide_password=True)
+        raise ConfigError(
+            f"cannot open the registry database {where}: {str(e.orig).strip().splitlines()[0]}"
+            "; check --registry-url and that the server is running"
+        ) from None
+    except BaseException:
+        engine.dispose()
+        raise
+    return ws, engine, revisions
+
+
+def default_tracker(workspace: Path, tracking_uri: str | None) -> Tracker:
+    """MLflow at `tracking_uri`, else $MLFLOW_TRACKING_URI, else SQLite in the workspace."""
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    if uri.lower() == "none":
+        return NullTracker()
+    if not uri:
+        uri = f"sqlite:///{workspace / 'mlflow.db'}"
+    local = not uri.startswith(("http://", "https://", "databricks"))
+    location = (workspace / "mlartifacts").as_uri() if local else None
+    return MlflowTracker(tracking_uri=uri, artifact_location=location)
+
+
+def _page(limit: int, offset: int) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise ConfigError(f"--limit must be between 1 and {MAX_PAGE}, got {limit!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ConfigError(f"--offset must be 0 or more, got {offset!r}")
+
+
+def _resolve(uow: UnitOfWork, ref: str | int, version: int | None) -> PrefixRecord:
+    if isinstance(ref, int) and not isinstance(ref, bool):
+        found = uow.prefixes.get(ref)
+        if found is None:
+            raise ConfigError(f"prefix id {ref} is not in the registry")
+        return found
+    t = uow.tasks.get(check_name(ref))
+    found = uow.prefixes.current(t.id) if version is None else uow.prefixes.version(t.id, version)
+    if found is None:
+        which = "a current prefix" if version is None else f"a version {version}"
+        raise ConfigError(
+            f"task {ref} has no {which} in the registry; "
+            f"`continual registry prefixes --task {ref}` lists its versions"
+        )
+    return found

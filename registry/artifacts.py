@@ -1,0 +1,139 @@
+"""Content-addressed safetensors files under `<workspace>/artifacts/ab/abcdef....safetensors`.
+
+A file's name is the sha256 of its bytes. Writes go to a temporary file in the same folder, are
+fsynced, renamed into place with `os.replace` and the folder fsynced, so a crash leaves either
+no file or the whole file, and only then does the caller commit the row that points at it. Every
+read re-hashes the bytes and refuses a mismatch. Never pickles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tasks.errors import IntegrityError
+
+if TYPE_CHECKING:
+    import torch
+
+ARTIFACTS = "artifacts"
+SUFFIX = ".safetensors"
+TEMP_PREFIX = ".tmp-"
+REPAIR_HINT = "run `continual registry check --repair`"
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file in the store: `path` is relative to the workspace."""
+
+    path: str
+    sha256: str
+    n_bytes: int
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def tensors_to_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """The safetensors encoding of `tensors` (copied to contiguous CPU memory) with `metadata`."""
+    from safetensors.torch import save as save_safetensors
+
+    plain = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    return save_safetensors(plain, metadata=metadata)
+
+
+class ArtifactStore:
+    """The workspace's artifact folder."""
+
+    def __init__(self, workspace: Path) -> None:
+        self.workspace = workspace
+        self.root = workspace / ARTIFACTS
+
+    def put(self, data: bytes) -> StoredFile:
+        """Store `data` under its hash (a no-op when an intact copy is already there)."""
+        digest = sha256_bytes(data)
+        rel = f"{ARTIFACTS}/{digest[:2]}/{digest}{SUFFIX}"
+        final = self.workspace / rel
+        if final.exists() and self.hash_of(rel) == digest:
+            os.utime(final)  # fresh again: `check --repair` spares young unreferenced files
+            return StoredFile(rel, digest, len(data))
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=TEMP_PREFIX, suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(final.parent)
+        return StoredFile(rel, digest, len(data))
+
+    def put_tensors(self, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> StoredFile:
+        return self.put(tensors_to_bytes(tensors, metadata))
+
+    def read_verified(self, rel: str, expected_sha256: str) -> bytes:
+        """The bytes of `rel`, or IntegrityError if it is missing or its hash differs."""
+        path = self.workspace / rel
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise IntegrityError(
+                f"artifact {path} is missing (expected sha256 {expected_sha256}); {REPAIR_HINT}"
+            ) from None
+        actual = sha256_bytes(data)
+        if actual != expected_sha256:
+            raise IntegrityError(
+                f"artifact {path} is corrupt: expected sha256 {expected_sha256}, found {actual}; "
+                f"{REPAIR_HINT}"
+            )
+        return data
+
+    def load_tensors(self, rel: str, expected_sha256: str) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load as load_safetensors
+
+        return load_safetensors(self.read_verified(rel, expected_sha256))
+
+    def hash_of(self, rel: str) -> str | None:
+        """The sha256 of the file's bytes, None if it is missing."""
+        h = hashlib.sha256()
+        try:
+            with open(self.workspace / rel, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+        except FileNotFoundError:
+            return None
+        return h.hexdigest()
+
+    def files(self) -> Iterator[str]:
+        """Every file under the artifact folder (temporary leftovers included), workspace-relative."""
+        if not self.root.exists():
+            return
+        for path in sorted(self.root.rglob("*")):
+            if path.is_file():
+                yield path.relative_to(self.workspace).as_posix()
+
+    def age_s(self, rel: str, now: float) -> float:
+        try:
+            return now - (self.workspace / rel).stat().st_mtime
+        except FileNotFoundError:
+            return 0.0
+
+    def remove(self, rel: str) -> None:
+        (self.workspace / rel).unlink(missing_ok=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

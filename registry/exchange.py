@@ -1,0 +1,312 @@
+"""Export a stored prefix (as a PEFT prefix-tuning adapter or our own files) and import it back.
+
+Our format: `prefix.safetensors` (every tensor, byte-identical to the stored artifact) and
+`prefix.json` (task spec, data fingerprint, backbone, prefix config, training summary, run,
+lineage as it was, sha256 of the tensor file).
+
+PEFT format: `adapter_config.json` (PrefixTuningConfig fields) and `adapter_model.safetensors`
+holding `prompt_embeddings` [P, layers*2*kv_heads*head_dim], which PEFT views as
+[P, layers*2, kv_heads, head_dim]. Beside them `continual_export.json` carries what PEFT has no
+field for (task spec, backbone fingerprint, a note when the prefix's position convention is not
+PEFT's "shifted") and `continual_head.safetensors` any head tensors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from registry.artifacts import sha256_bytes, tensors_to_bytes
+from registry.inputs import PREFIX_KEY
+from registry.records import BackboneRecord, ExportRecord, PrefixRecord
+from tasks.errors import ConfigError, IntegrityError
+from tasks.spec import TaskSpec
+
+if TYPE_CHECKING:
+    from registry.api import Registry
+
+FORMAT = "continual.prefix/1"
+PEFT_POSITION = "shifted"  # PEFT feeds a prefix as past_key_values: real tokens start at P
+OURS_JSON, OURS_TENSORS = "prefix.json", "prefix.safetensors"
+PEFT_CONFIG, PEFT_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
+SIDECAR, HEAD_FILE = "continual_export.json", "continual_head.safetensors"
+_TASK_TYPE_FOR_KIND = {"classification": "SEQ_CLS", "generation": "CAUSAL_LM"}
+
+
+def file_metadata(task: str, backbone: BackboneRecord, config: dict[str, Any]) -> dict[str, str]:
+    """The safetensors header metadata of a stored prefix: enough to rebuild and check it."""
+    return {
+        "format": FORMAT,
+        "task": task,
+        "backbone": backbone.name,
+        "backbone_fingerprint": backbone.fingerprint,
+        "prefix_config": json.dumps(config, sort_keys=True),
+    }
+
+
+def export(reg: Registry, task: str, fmt: str, out: Path, *, version: int | None) -> ExportRecord:
+    if fmt not in ("peft", "safetensors"):
+        raise ConfigError(f"export format {fmt!r} is not one of peft, safetensors")
+    record = reg.prefix(task, version)
+    tensors, record = reg.load_prefix(record.id, record.backbone_fingerprint)
+    data = reg.artifacts.read_verified(record.artifact_path, record.sha256)
+    about = _about(reg, record)
+    out.mkdir(parents=True, exist_ok=True)
+    if fmt == "safetensors":
+        _write(out / OURS_TENSORS, data)
+        _write(out / OURS_JSON, _json(about))
+        files = [OURS_TENSORS, OURS_JSON]
+    else:
+        files = _export_peft(out, record, tensors, about)
+    return ExportRecord(
+        task=record.task,
+        version=record.version,
+        prefix_id=record.id,
+        format=fmt,
+        out=str(out),
+        files=tuple(files),
+    )
+
+
+def _about(reg: Registry, record: PrefixRecord) -> dict[str, Any]:
+    def read(uow: Any) -> dict[str, Any]:
+        t = uow.tasks.get(record.task)
+        b = uow.backbones.get(record.backbone_fingerprint)
+        run = uow.runs.get(record.run_id) if record.run_id is not None else None
+        return {
+            "format": FORMAT,
+            "task": t.spec,
+            "data_fingerprint": t.data_fingerprint,
+            "backbone": {
+                "name": b.name,
+                "source": b.source,
+                "fingerprint": b.fingerprint,
+                "n_params": b.n_params,
+                "config": b.config,
+            },
+            "prefix_config": record.config,
+            "version": record.version,
+            "sha256": record.sha256,
+            "train": {**record.train.to_dict(), "losses": uow.prefixes.losses(record.id)},
+            "run": None
+            if run is None
+            else {
+                "seed": run.seed,
+                "config": run.config,
+                "packages": run.packages,
+                "backbone_fingerprint": run.backbone_fingerprint,
+            },
+            "lineage": [e.to_dict() for e in record.lineage],
+        }
+
+    return reg.db.read(read)
+
+
+def _export_peft(
+    out: Path, record: PrefixRecord, tensors: dict[str, Any], about: dict[str, Any]
+) -> list[str]:
+    cfg = record.config
+    missing = [k for k in ("hidden_size",) if k not in cfg]
+    if missing:
+        raise ConfigError(
+            f"prefix {record.task} v{record.version}: prefix_config lacks "
+            f"{', '.join(missing)}, needed for a PEFT export"
+        )
+    kind = about["task"].get("kind", "")
+    task_type = cfg.get("task_type") or _TASK_TYPE_FOR_KIND.get(kind, "FEATURE_EXTRACTION")
+    adapter = {
+        "peft_type": "PREFIX_TUNING",
+        "task_type": task_type,
+        "num_virtual_tokens": cfg["length"],
+        "token_dim": cfg["kv_heads"] * cfg["head_dim"],
+        "num_layers": cfg["layers"],
+        "num_attention_heads": cfg["kv_heads"],
+        "num_transformer_submodules": 1,
+        "encoder_hidden_size": cfg["hidden_size"],
+        "prefix_projection": False,
+        "base_model_name_or_path": cfg.get("backbone") or record.backbone_name,
+        "revision": None,
+        "inference_mode": True,
+    }
+    heads = {k: v for k, v in tensors.items() if k != PREFIX_KEY}
+    position = cfg.get("positions", cfg.get("position"))
+    sidecar = dict(about)
+    if position != PEFT_POSITION:
+        sidecar["note"] = (
+            f"this prefix was trained with position convention {position!r}; PEFT runs a prefix "
+            f"with {PEFT_POSITION!r} positions (real tokens start at position "
+            f"{cfg['length']}), so outputs under PEFT can differ from continual's"
+        )
+    files = [PEFT_CONFIG, PEFT_WEIGHTS, SIDECAR]
+    _write(
+        out / PEFT_WEIGHTS,
+        tensors_to_bytes({"prompt_embeddings": tensors[PREFIX_KEY]}, {"format": "pt"}),
+    )
+    if heads:
+        sidecar["head_file"] = HEAD_FILE
+        _write(out / HEAD_FILE, tensors_to_bytes(heads, {"format": "pt"}))
+        files.append(HEAD_FILE)
+    _write(out / PEFT_CONFIG, _json(adapter))
+    _write(out / SIDECAR, _json(sidecar))
+    return files
+
+
+def import_(
+    reg: Registry,
+    path: Path,
+    *,
+    backbone_fingerprint: str | None,
+    task: TaskSpec | None,
+    new_version: bool,
+) -> PrefixRecord:
+    if (path / OURS_JSON).is_file():
+        about = _read_json(path / OURS_JSON)
+        data = _read(path / OURS_TENSORS)
+        if sha256_bytes(data) != about.get("sha256"):
+            raise IntegrityError(
+                f"{path / OURS_TENSORS} does not match {OURS_JSON}: expected sha256 "
+                f"{about.get('sha256')}, found {sha256_bytes(data)}; export it again"
+            )
+        tensors = _load_tensors(data)
+    elif (path / PEFT_CONFIG).is_file():
+        about, tensors = _read_peft(path)
+    else:
+        raise ConfigError(
+            f"{path} holds neither {OURS_JSON} (a continual export) nor "
+            f"{PEFT_CONFIG} (a PEFT adapter)"
+        )
+    fingerprint = _fingerprint(path, about, backbone_fingerprint)
+    spec = task or _spec(path, about)
+    backbone = dict(about["backbone"], fingerprint=fingerprint)
+    train = about.get("train") or {"steps": 0, "seconds": 0.0, "final_loss": None, "losses": []}
+    run = about.get("run") or {"seed": 0, "config": {}, "packages": {}}
+    run = dict(
+        run,
+        backbone_fingerprint=fingerprint,
+        config=dict(run.get("config") or {}, imported_from=str(path)),
+    )
+    return reg.register_prefix(
+        task=spec,
+        data_fingerprint=about.get("data_fingerprint") or "unknown",
+        backbone=backbone,
+        tensors=tensors,
+        prefix_config=about["prefix_config"],
+        train_summary=train,
+        lineage=[],
+        run=run,
+        evaluation=None,
+        optimizer_state=None,
+        new_version=new_version,
+    )
+
+
+def _read_peft(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    adapter = _read_json(path / PEFT_CONFIG)
+    if adapter.get("peft_type") != "PREFIX_TUNING":
+        raise ConfigError(
+            f"{path / PEFT_CONFIG}: peft_type is {adapter.get('peft_type')!r}, "
+            "only PREFIX_TUNING adapters can be imported"
+        )
+    if adapter.get("prefix_projection") or adapter.get("num_transformer_submodules", 1) != 1:
+        raise ConfigError(
+            f"{path / PEFT_CONFIG}: only adapters without prefix_projection and "
+            "with one transformer submodule (decoder-only) can be imported"
+        )
+    weights = _load_tensors(_read(path / PEFT_WEIGHTS))
+    if "prompt_embeddings" not in weights:
+        raise ConfigError(f"{path / PEFT_WEIGHTS} has no 'prompt_embeddings' tensor")
+    tensors = {PREFIX_KEY: weights["prompt_embeddings"]}
+    about = _read_json(path / SIDECAR) if (path / SIDECAR).is_file() else {}
+    if about.get("head_file"):
+        tensors |= _load_tensors(_read(path / about["head_file"]))
+    kv_heads = int(adapter["num_attention_heads"])
+    geometry = {
+        "length": int(adapter["num_virtual_tokens"]),
+        "layers": int(adapter["num_layers"]),
+        "kv_heads": kv_heads,
+        "head_dim": int(adapter["token_dim"]) // kv_heads,
+    }
+    config = about.get("prefix_config") or {
+        **geometry,
+        "hidden_size": adapter.get("encoder_hidden_size"),
+        "backbone": adapter.get("base_model_name_or_path"),
+        "positions": PEFT_POSITION,
+        "task_type": adapter.get("task_type"),
+    }
+    if any(config.get(k) != v for k, v in geometry.items()):
+        raise ConfigError(f"{path}: {SIDECAR} prefix_config disagrees with {PEFT_CONFIG}")
+    name = adapter.get("base_model_name_or_path") or "unknown"
+    about = {
+        **about,
+        "prefix_config": config,
+        "backbone": about.get("backbone")
+        or {"name": name, "source": "peft", "n_params": 0, "config": {}},
+    }
+    return about, tensors
+
+
+def _fingerprint(path: Path, about: dict[str, Any], given: str | None) -> str:
+    known = (about.get("backbone") or {}).get("fingerprint")
+    if given and known and given != known:
+        raise IntegrityError(
+            f"{path} was exported from backbone fingerprint {known}, not "
+            f"{given}; pass the matching --backbone-fingerprint"
+        )
+    if not (given or known):
+        raise ConfigError(
+            f"importing the PEFT adapter {path} needs the backbone's fingerprint: "
+            "pass --backbone-fingerprint"
+        )
+    return given or known
+
+
+def _spec(path: Path, about: dict[str, Any]) -> TaskSpec:
+    if not about.get("task"):
+        raise ConfigError(
+            f"{path} has no task spec ({SIDECAR} is missing); import it with an explicit task spec"
+        )
+    return TaskSpec.from_dict(about["task"])
+
+
+def _load_tensors(data: bytes) -> dict[str, Any]:
+    from safetensors.torch import load
+
+    return load(data)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path} is missing") from None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(_read(path))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path} must hold a JSON object")
+    return value
+
+
+def _json(value: Any) -> bytes:
+    return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Atomically replace `path` with `data`."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,355 @@
+"""Repositories: every query and write of the registry, over a session the caller owns.
+
+They never commit (the unit of work does) and hand out frozen records, never ORM rows. Values
+only ever reach SQL as bound parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import Row, func, select, update
+from sqlalchemy.orm import Session, aliased
+
+from registry import orm
+from registry.records import (
+    BackboneRecord,
+    LineageEdge,
+    PrefixRecord,
+    RunRecord,
+    TaskRecord,
+    TrainSummary,
+)
+from tasks.errors import ConfigError
+
+
+def aware(dt: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything stored is UTC."""
+    if dt is None:
+        return None
+    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+
+
+class Backbones:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def ensure(self, b: BackboneRecord) -> int:
+        """The id of the backbone with `b.fingerprint`, inserting it if new (first one wins)."""
+        found = self.s.scalar(
+            select(orm.Backbone.id).where(orm.Backbone.fingerprint == b.fingerprint)
+        )
+        if found is not None:
+            return found
+        row = orm.Backbone(
+            name=b.name,
+            source=b.source,
+            fingerprint=b.fingerprint,
+            n_params=b.n_params,
+            config=b.config,
+        )
+        self.s.add(row)
+        self.s.flush()
+        return row.id
+
+    def get(self, fingerprint: str) -> BackboneRecord | None:
+        row = self.s.scalar(select(orm.Backbone).where(orm.Backbone.fingerprint == fingerprint))
+        if row is None:
+            return None
+        return BackboneRecord(
+            id=row.id,
+            name=row.name,
+            source=row.source,
+            fingerprint=row.fingerprint,
+            n_params=row.n_params,
+            config=row.config,
+            created_at=aware(row.created_at),
+        )
+
+
+class Tasks:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def find(self, name: str) -> TaskRecord | None:
+        row = self.s.scalar(select(orm.Task).where(orm.Task.name == name))
+        return None if row is None else _task(row)
+
+    def get(self, name: str) -> TaskRecord:
+        found = self.find(name)
+        if found is None:
+            raise ConfigError(
+                f"task {name!r} is not in the registry; `continual registry tasks` lists them"
+            )
+        return found
+
+    def save(
+        self, *, name: str, kind: str, spec: dict[str, Any], data_fingerprint: str, description: str
+    ) -> int:
+        """Insert the task, or update its spec, data fingerprint and description."""
+        row = self.s.scalar(select(orm.Task).where(orm.Task.name == name))
+        if row is None:
+            row = orm.Task(
+                name=name,
+                kind=kind,
+                spec=spec,
+                data_fingerprint=data_fingerprint,
+                description=description,
+            )
+            self.s.add(row)
+        else:
+            row.spec, row.data_fingerprint, row.description = spec, data_fingerprint, description
+        self.s.flush()
+        return row.id
+
+    def page(self, limit: int, offset: int) -> list[TaskRecord]:
+        rows = self.s.scalars(select(orm.Task).order_by(orm.Task.id).limit(limit).offset(offset))
+        return [_task(r) for r in rows]
+
+    def count(self) -> int:
+        return self.s.scalar(select(func.count()).select_from(orm.Task)) or 0
+
+
+class Runs:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def add(
+        self,
+        *,
+        seed: int,
+        config: dict[str, Any],
+        packages: dict[str, Any],
+        backbone_fingerprint: str,
+    ) -> int:
+        row = orm.Run(
+            seed=seed, config=config, packages=packages, backbone_fingerprint=backbone_fingerprint
+        )
+        self.s.add(row)
+        self.s.flush()
+        return row.id
+
+    def get(self, run_id: int) -> RunRecord | None:
+        row = self.s.get(orm.Run, run_id)
+        if row is None:
+            return None
+        return RunRecord(
+            id=row.id,
+            seed=row.seed,
+            config=row.config,
+            packages=row.packages,
+            backbone_fingerprint=row.backbone_fingerprint,
+            created_at=aware(row.created_at),
+        )
+
+
+_P = orm.Prefix
+_PREFIX_COLUMNS = (_P, orm.Task.name, orm.Backbone.name, orm.Backbone.fingerprint)
+
+
+class Prefixes:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def _select(self) -> Any:
+        return (
+            select(*_PREFIX_COLUMNS)
+            .join(orm.Task, _P.task_id == orm.Task.id)
+            .join(orm.Backbone, _P.backbone_id == orm.Backbone.id)
+        )
+
+    def next_version(self, task_id: int) -> int:
+        latest = self.s.scalar(select(func.max(_P.version)).where(_P.task_id == task_id))
+        return (latest or 0) + 1
+
+    def add(
+        self,
+        *,
+        task_id: int,
+        version: int,
+        lineage: Sequence[tuple[int, float, str]],
+        **columns: Any,
+    ) -> int:
+        """Insert version `version` of the task as its current prefix, with its lineage."""
+        self.s.execute(
+            update(_P).where(_P.task_id == task_id, _P.is_current).values(is_current=False)
+        )
+        row = _P(task_id=task_id, version=version, is_current=True, status="ok", **columns)
+        self.s.add(row)
+        self.s.flush()
+        for source_id, weight, method in lineage:
+            self.s.add(
+                orm.PrefixLineage(
+                    prefix_id=row.id,
+                    source_prefix_id=source_id,
+                    weight=float(weight),
+                    method=method,
+                )
+            )
+        self.s.flush()
+        return row.id
+
+    def missing(self, ids: Iterable[int]) -> set[int]:
+        wanted = set(ids)
+        if not wanted:
+            return set()
+        return wanted - set(self.s.scalars(select(_P.id).where(_P.id.in_(wanted))))
+
+    def get(self, prefix_id: int) -> PrefixRecord | None:
+        found = self._records(self.s.execute(self._select().where(_P.id == prefix_id)).all())
+        return found[0] if found else None
+
+    def current(self, task_id: int) -> PrefixRecord | None:
+        stmt = self._select().where(_P.task_id == task_id, _P.is_current)
+        found = self._records(self.s.execute(stmt).all())
+        return found[0] if found else None
+
+    def version(self, task_id: int, version: int) -> PrefixRecord | None:
+        stmt = self._select().where(_P.task_id == task_id, _P.version == version)
+        found = self._records(self.s.execute(stmt).all())
+        return found[0] if found else None
+
+    def page(self, task_id: int | None, limit: int, offset: int) -> list[PrefixRecord]:
+        stmt = self._select()
+        if task_id is not None:
+            stmt = stmt.where(_P.task_id == task_id)
+        stmt = stmt.order_by(_P.id.desc()).limit(limit).offset(offset)
+        return self._records(self.s.execute(stmt).all())
+
+    def count(self, task_id: int) -> int:
+        return self.s.scalar(select(func.count()).where(_P.task_id == task_id)) or 0
+
+    def losses(self, prefix_id: int) -> list[float]:
+        return list(self.s.scalar(select(_P.losses).where(_P.id == prefix_id)) or [])
+
+    def pending_mlflow(self) -> list[int]:
+        stmt = select(_P.id).where(_P.mlflow_run_id.is_(None), _P.status == "ok").order_by(_P.id)
+        return list(self.s.scalars(stmt))
+
+    def set_mlflow_run(self, prefix_id: int, run_id: str) -> None:
+        self.s.execute(update(_P).where(_P.id == prefix_id).values(mlflow_run_id=run_id))
+        self.s.execute(
+            update(orm.Evaluation)
+            .where(orm.Evaluation.prefix_id == prefix_id, orm.Evaluation.mlflow_run_id.is_(None))
+            .values(mlflow_run_id=run_id)
+        )
+
+    def set_status(self, ids: Iterable[int], status: str) -> None:
+        ids = list(ids)
+        if ids:
+            self.s.execute(update(_P).where(_P.id.in_(ids)).values(status=status))
+
+    def drop_optimizer(self, ids: Iterable[int]) -> None:
+        ids = list(ids)
+        if ids:
+            self.s.execute(
+                update(_P).where(_P.id.in_(ids)).values(optimizer_path=None, optimizer_sha256=None)
+            )
+
+    def file_refs(self) -> list[Row[Any]]:
+        """(id, task, version, status, path, sha256, optimizer_path, optimizer_sha256) per row."""
+        stmt = (
+            select(
+                _P.id,
+                orm.Task.name,
+                _P.version,
+                _P.status,
+                _P.artifact_path,
+                _P.sha256,
+                _P.optimizer_path,
+                _P.optimizer_sha256,
+            )
+            .join(orm.Task, _P.task_id == orm.Task.id)
+            .order_by(_P.id)
+        )
+        return list(self.s.execute(stmt).all())
+
+    def lineage(self, prefix_ids: Sequence[int]) -> list[LineageEdge]:
+        """The direct sources of each prefix in `prefix_ids`."""
+        if not prefix_ids:
+            return []
+        child, source = aliased(orm.Prefix), aliased(orm.Prefix)
+        child_task, source_task = aliased(orm.Task), aliased(orm.Task)
+        L = orm.PrefixLineage
+        stmt = (
+            select(
+                L.prefix_id,
+                child_task.name,
+                child.version,
+                L.source_prefix_id,
+                source_task.name,
+                source.version,
+                L.weight,
+                L.method,
+            )
+            .join(child, L.prefix_id == child.id)
+            .join(child_task, child.task_id == child_task.id)
+            .join(source, L.source_prefix_id == source.id)
+            .join(source_task, source.task_id == source_task.id)
+            .where(L.prefix_id.in_(list(prefix_ids)))
+            .order_by(L.prefix_id, L.weight.desc(), L.source_prefix_id)
+        )
+        return [
+            LineageEdge(
+                prefix_id=r[0],
+                task=r[1],
+                version=r[2],
+                source_prefix_id=r[3],
+                source_task=r[4],
+                source_version=r[5],
+                weight=r[6],
+                method=r[7],
+            )
+            for r in self.s.execute(stmt)
+        ]
+
+    def _records(self, rows: Sequence[Row[Any]]) -> list[PrefixRecord]:
+        edges: dict[int, list[LineageEdge]] = {}
+        for e in self.lineage([r[0].id for r in rows]):
+            edges.setdefault(e.prefix_id, []).append(e)
+        return [_prefix(r[0], r[1], r[2], r[3], tuple(edges.get(r[0].id, ()))) for r in rows]
+
+
+def _task(row: orm.Task) -> TaskRecord:
+    return TaskRecord(
+        id=row.id,
+        name=row.name,
+        kind=row.kind,
+        spec=row.spec,
+        data_fingerprint=row.data_fingerprint,
+        description=row.description,
+        created_at=aware(row.created_at),
+    )
+
+
+def _prefix(
+    row: orm.Prefix, task: str, backbone: str, fingerprint: str, lineage: tuple[LineageEdge, ...]
+) -> PrefixRecord:
+    return PrefixRecord(
+        id=row.id,
+        task=task,
+        version=row.version,
+        is_current=row.is_current,
+        status=row.status,
+        backbone_name=backbone,
+        backbone_fingerprint=fingerprint,
+        config=row.config,
+        artifact_path=row.artifact_path,
+        sha256=row.sha256,
+        n_bytes=row.n_bytes,
+        n_stored=row.n_stored,
+        train=TrainSummary(
+            steps=row.train_steps,
+            seconds=row.train_seconds,
+            final_loss=row.final_loss,
+            n_trainable=row.n_trainable,
+        ),
+        run_id=row.run_id,
+        mlflow_run_id=row.mlflow_run_id,
+        created_at=aware(row.created_at),
+        optimizer_path=row.optimizer_path,
+        optimizer_sha256=row.optimizer_sha256,
+        lineage=lineage,
+    )

@@ -1,0 +1,159 @@
+"""Repositories of what a stream records: evaluations, task embeddings and arrivals.
+
+Like `registry.repository`, they work in the caller's session, never commit, and hand out frozen
+records.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from registry import orm
+from registry.records import ArrivalRecord, EvaluationRecord, TaskEmbeddingRecord
+from registry.repository import aware
+
+_E = orm.Evaluation
+_EVAL_COLUMNS = (_E, orm.Task.name, orm.Prefix.version)
+
+
+class Evaluations:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def _select(self) -> Any:
+        return (
+            select(*_EVAL_COLUMNS)
+            .join(orm.Task, _E.task_id == orm.Task.id)
+            .outerjoin(orm.Prefix, _E.prefix_id == orm.Prefix.id)
+        )
+
+    def add(self, **columns: Any) -> int:
+        row = _E(**columns)
+        self.s.add(row)
+        self.s.flush()
+        return row.id
+
+    def get(self, evaluation_id: int) -> EvaluationRecord:
+        return _evaluation(*self.s.execute(self._select().where(_E.id == evaluation_id)).one())
+
+    def history(self, task_id: int) -> list[EvaluationRecord]:
+        stmt = self._select().where(_E.task_id == task_id).order_by(_E.created_at, _E.id)
+        return [_evaluation(*r) for r in self.s.execute(stmt)]
+
+    def pending_mlflow(self) -> list[tuple[EvaluationRecord, str]]:
+        """Evaluations of prefixes mirrored to MLflow that are not yet in their prefix's run."""
+        stmt = (
+            self._select()
+            .add_columns(orm.Prefix.mlflow_run_id)
+            .where(_E.mlflow_run_id.is_(None), orm.Prefix.mlflow_run_id.is_not(None))
+            .order_by(_E.id)
+        )
+        return [(_evaluation(r[0], r[1], r[2]), r[3]) for r in self.s.execute(stmt)]
+
+    def set_mlflow_run(self, evaluation_id: int, run_id: str) -> None:
+        self.s.execute(update(_E).where(_E.id == evaluation_id).values(mlflow_run_id=run_id))
+
+    def for_prefix(self, prefix_id: int, limit: int) -> list[EvaluationRecord]:
+        """The prefix's evaluations, newest first."""
+        stmt = self._select().where(_E.prefix_id == prefix_id).order_by(_E.id.desc()).limit(limit)
+        return [_evaluation(*r) for r in self.s.execute(stmt)]
+
+
+class Streams:
+    """Task embeddings and stream arrivals."""
+
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def add_embedding(self, *, task_id: int, method: str, dim: int, vector: bytes) -> int:
+        row = orm.TaskEmbedding(task_id=task_id, method=method, dim=dim, vector=vector)
+        self.s.add(row)
+        self.s.flush()
+        return row.id
+
+    def embeddings(self, method: str, task_id: int | None = None) -> list[tuple[Any, str]]:
+        """(row, task name) pairs, newest first."""
+        T = orm.TaskEmbedding
+        stmt = (
+            select(T, orm.Task.name)
+            .join(orm.Task, T.task_id == orm.Task.id)
+            .where(T.method == method)
+        )
+        if task_id is not None:
+            stmt = stmt.where(T.task_id == task_id)
+        return [(r[0], r[1]) for r in self.s.execute(stmt.order_by(T.id.desc()))]
+
+    def add_arrival(self, *, position: int, task_id: int, method: str, status: str) -> int:
+        row = orm.Arrival(position=position, task_id=task_id, method=method, status=status)
+        self.s.add(row)
+        self.s.flush()
+        return row.id
+
+    def finish_arrival(self, arrival_id: int, status: str, when: datetime) -> None:
+        self.s.execute(
+            update(orm.Arrival)
+            .where(orm.Arrival.id == arrival_id)
+            .values(status=status, finished_at=when)
+        )
+
+    def arrivals(self, method: str | None) -> list[ArrivalRecord]:
+        A = orm.Arrival
+        stmt = select(A, orm.Task.name).join(orm.Task, A.task_id == orm.Task.id)
+        if method is not None:
+            stmt = stmt.where(A.method == method)
+        stmt = stmt.order_by(A.method, A.position, A.id)
+        return [
+            ArrivalRecord(
+                id=a.id,
+                position=a.position,
+                task=name,
+                method=a.method,
+                status=a.status,
+                started_at=aware(a.started_at),
+                finished_at=aware(a.finished_at),
+            )
+            for a, name in self.s.execute(stmt).all()
+        ]
+
+
+def pack_vector(values: Sequence[float]) -> bytes:
+    """Little-endian float32 bytes of an embedding."""
+    return struct.pack(f"<{len(values)}f", *values)
+
+
+def unpack_vector(data: bytes) -> tuple[float, ...]:
+    return struct.unpack(f"<{len(data) // 4}f", data)
+
+
+def embedding_record(row: Any, task: str, vector: tuple[float, ...]) -> TaskEmbeddingRecord:
+    return TaskEmbeddingRecord(
+        id=row.id,
+        task=task,
+        method=row.method,
+        dim=row.dim,
+        vector=vector,
+        created_at=aware(row.created_at),
+    )
+
+
+def _evaluation(row: orm.Evaluation, task: str, version: int | None) -> EvaluationRecord:
+    return EvaluationRecord(
+        id=row.id,
+        task=task,
+        prefix_id=row.prefix_id,
+        prefix_version=version,
+        position=row.position,
+        method=row.method,
+        metric=row.metric,
+        value=row.value,
+        n=row.n,
+        predictions_sha256=row.predictions_sha256,
+        mlflow_run_id=row.mlflow_run_id,
+        created_at=aware(row.created_at),
+    )

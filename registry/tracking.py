@@ -1,0 +1,174 @@
+"""Experiment tracking behind a small protocol: MLflow, or nothing.
+
+The registry's database is the source of truth; MLflow is a mirror for browsing runs. A tracker
+may fail (server down, store locked): the registry then keeps the row with `mlflow_run_id` NULL
+and `Registry.sync_mlflow()` catches up later. `MlflowTracker` imports mlflow and creates its
+store only on first use, so opening the registry for a query never pays for MLflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+EXPERIMENT = "continual"
+CURRENT_ALIAS = "current"
+PREFIX_ARTIFACTS = "prefix"
+_METRICS_PER_BATCH, _PARAMS_PER_BATCH = 1000, 100  # MLflow's log_batch limits
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking server cannot be reached."""
+
+
+class TrackingWarning(RuntimeWarning):
+    """The tracker failed; the registry row stands and `sync_mlflow` will catch up."""
+
+
+@dataclass(frozen=True)
+class TrainingLog:
+    """What one training run sends to the tracker.
+
+    `files` maps artifact file names to their bytes (the prefix safetensors file, its config);
+    `losses` is the training loss per step; `metrics` are (key, value, step) triples; `current` says whether this prefix version is its
+    task's current one (it then gets the registered-model alias `current`).
+    """
+
+    task: str
+    version: int
+    prefix_id: int
+    current: bool
+    params: dict[str, str]
+    tags: dict[str, str]
+    losses: tuple[float, ...]
+    metrics: tuple[tuple[str, float, int], ...]
+    files: dict[str, bytes] = field(default_factory=dict)
+
+
+class Tracker(Protocol):
+    """Where training runs are mirrored. Methods may raise; the registry survives it."""
+
+    @property
+    def uri(self) -> str: ...
+
+    def log_training(self, log: TrainingLog) -> str | None:
+        """Log a run (params, loss per step, metrics, files, tags) and register the prefix as a
+        model version; returns the run id, or None if this tracker keeps nothing."""
+        ...
+
+    def log_metric(self, run_id: str, key: str, value: float, step: int) -> None: ...
+
+
+class NullTracker:
+    """Tracks nothing; every prefix keeps `mlflow_run_id` NULL."""
+
+    uri = "none"
+
+    def log_training(self, log: TrainingLog) -> str | None:
+        return None
+
+    def log_metric(self, run_id: str, key: str, value: float, step: int) -> None:
+        return None
+
+
+class MlflowTracker:
+    """MLflow through `MlflowClient` with explicit run ids (never the fluent global API).
+
+    `artifact_location` is where a newly created experiment keeps artifacts (the workspace's
+    `mlartifacts/` for the default local store; None lets a server decide).
+    """
+
+    def __init__(self, *, tracking_uri: str, artifact_location: str | None = None) -> None:
+        self._uri = tracking_uri
+        self._artifact_location = artifact_location
+        self._client: Any = None
+        self._experiment_id: str | None = None
+
+    @property
+    def uri(self) -> str:
+        return self._uri
+
+    def log_training(self, log: TrainingLog) -> str | None:
+        from mlflow.entities import Metric, Param
+
+        client = self._connect()
+        run = client.create_run(self._experiment(), tags=log.tags, run_name=_run_name(log))
+        run_id = run.info.run_id
+        try:
+            now = int(time.time() * 1000)
+            params = [Param(k, v[:6000]) for k, v in sorted(log.params.items())]
+            metrics = [Metric("loss", float(x), now, step) for step, x in enumerate(log.losses)]
+            metrics += [Metric(k, float(v), now, step) for k, v, step in log.metrics]
+            for i in range(0, len(params), _PARAMS_PER_BATCH):
+                client.log_batch(run_id, params=params[i : i + _PARAMS_PER_BATCH])
+            for i in range(0, len(metrics), _METRICS_PER_BATCH):
+                client.log_batch(run_id, metrics=metrics[i : i + _METRICS_PER_BATCH])
+            with tempfile.TemporaryDirectory(prefix="continual-mlflow-") as tmp:
+                for name, data in log.files.items():
+                    (Path(tmp) / name).write_bytes(data)
+                client.log_artifacts(run_id, tmp, artifact_path=PREFIX_ARTIFACTS)
+            self._register(client, log, run_id, f"{run.info.artifact_uri}/{PREFIX_ARTIFACTS}")
+        except BaseException:
+            with contextlib.suppress(Exception):  # keep the original error
+                client.set_terminated(run_id, status="FAILED")
+            raise
+        client.set_terminated(run_id)
+        return run_id
+
+    def log_metric(self, run_id: str, key: str, value: float, step: int) -> None:
+        self._connect().log_metric(run_id, key, float(value), step=step)
+
+    def _register(self, client: Any, log: TrainingLog, run_id: str, source: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            client.create_registered_model(log.task)
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        tags = {"prefix_id": str(log.prefix_id), "prefix_version": str(log.version)}
+        mv = client.create_model_version(log.task, source=source, run_id=run_id, tags=tags)
+        if log.current:
+            client.set_registered_model_alias(log.task, CURRENT_ALIAS, mv.version)
+
+    def _connect(self) -> Any:
+        if self._client is None:
+            _probe(self._uri)
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self._uri, registry_uri=self._uri)
+        return self._client
+
+    def _experiment(self) -> str:
+        if self._experiment_id is None:
+            client = self._connect()
+            found = client.get_experiment_by_name(EXPERIMENT)
+            if found is not None:
+                self._experiment_id = found.experiment_id
+            else:
+                self._experiment_id = client.create_experiment(
+                    EXPERIMENT, artifact_location=self._artifact_location
+                )
+        return self._experiment_id
+
+
+def _run_name(log: TrainingLog) -> str:
+    return f"{log.task}-v{log.version}"
+
+
+def _probe(uri: str, timeout_s: float = 2.0) -> None:
+    """Fail fast on an unreachable HTTP server instead of sitting in MLflow's retry backoff."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname or "localhost", port), timeout=timeout_s).close()
+    except OSError as e:
+        raise TrackingUnavailable(f"MLflow server {uri} is unreachable: {e}") from None

@@ -1,0 +1,114 @@
+"""Unit of work: one session, its repositories, and an explicit commit.
+
+Leaving the `with` block without `commit()` rolls back. `transact` runs a function in a fresh
+unit of work and retries it when the database says "try again": SQLite's "database is locked",
+PostgreSQL's serialization failures and deadlocks, and (for writes that allocate numbers, such as
+prefix versions) a unique-constraint race lost to another process; other constraint failures
+are bugs and raise at once.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import TypeVar
+
+from sqlalchemy import Engine
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session, sessionmaker
+
+from registry.db import writer
+from registry.repository import Backbones, Prefixes, Runs, Tasks
+from registry.stream_repository import Evaluations, Streams
+from tasks.errors import IntegrityError
+
+T = TypeVar("T")
+ATTEMPTS = 12
+_PG_RETRY = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+_SQLITE_RETRY = ("database is locked", "database table is locked", "database is busy")
+
+
+class UnitOfWork:
+    """`with UnitOfWork(factory) as uow: ...; uow.commit()`. The caller owns the session."""
+
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self._factory = session_factory
+
+    def __enter__(self) -> UnitOfWork:
+        self.session = self._factory()
+        s = self.session
+        self.backbones, self.tasks, self.runs = Backbones(s), Tasks(s), Runs(s)
+        self.prefixes, self.evaluations, self.streams = Prefixes(s), Evaluations(s), Streams(s)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.session.rollback()  # a no-op after commit()
+        self.session.close()
+
+    def commit(self) -> None:
+        self.session.commit()
+
+
+class Database:
+    """Session factories over one engine: reads, and writes (`BEGIN IMMEDIATE` on SQLite)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.reads = sessionmaker(engine, expire_on_commit=False)
+        self.writes = sessionmaker(writer(engine), expire_on_commit=False)
+
+    def read(self, fn: Callable[[UnitOfWork], T]) -> T:
+        return transact(self.reads, fn, commit=False)
+
+    def write(self, fn: Callable[[UnitOfWork], T], *, retry_conflicts: bool = False) -> T:
+        return transact(self.writes, fn, commit=True, retry_conflicts=retry_conflicts)
+
+
+def transact(
+    factory: sessionmaker[Session],
+    fn: Callable[[UnitOfWork], T],
+    *,
+    commit: bool,
+    retry_conflicts: bool = False,
+    attempts: int = ATTEMPTS,
+) -> T:
+    """Run `fn` in a unit of work (committing if `commit`), retrying transient failures."""
+    for attempt in range(attempts):
+        try:
+            with UnitOfWork(factory) as uow:
+                result = fn(uow)
+                if commit:
+                    uow.commit()
+                return result
+        except sa_exc.OperationalError as e:
+            if not _transient(e) or attempt == attempts - 1:
+                raise
+        except sa_exc.IntegrityError as e:
+            if not (retry_conflicts and _unique_violation(e)):
+                raise
+            if attempt == attempts - 1:
+                raise IntegrityError(
+                    f"registry write kept conflicting with concurrent writers after {attempts} "
+                    f"tries: {e.orig}"
+                ) from e
+        time.sleep(min(2.0, 0.02 * 2**attempt) * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+def _unique_violation(e: sa_exc.IntegrityError) -> bool:
+    if getattr(e.orig, "sqlstate", None) == "23505":
+        return True
+    return "unique constraint failed" in str(e.orig).lower()
+
+
+def _transient(e: sa_exc.OperationalError) -> bool:
+    if getattr(e.orig, "sqlstate", None) in _PG_RETRY:
+        return True
+    return any(s in str(e.orig).lower() for s in _SQLITE_RETRY)
