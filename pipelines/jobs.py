@@ -1,4 +1,4 @@
-"""Single-task jobs behind the CLI: train, evaluate and predict with one prefix."""
+"""Single-task jobs behind the CLI: train (into the registry), evaluate and predict."""
 
 from __future__ import annotations
 
@@ -11,23 +11,30 @@ from continual import checkpoint
 from continual.backbones import Backbone, load_backbone
 from continual.backbones import catalog as catalog_backbones
 from continual.inference import TaskPrefix, evaluate, predict
+from continual.init import InitContext, initial_prefix
+from continual.objectives import TextLimits
 from continual.prefix import PrefixConfig
-from continual.train import TrainConfig, train
-from tasks.errors import ConfigError
+from continual.train import TrainConfig, flatten_state, train, unflatten_state
+from registry import Registry
+from tasks.errors import ConfigError, ContinualError
 from tasks.sources import load_files
-from tasks.spec import TaskData
+from tasks.spec import TaskData, TaskSpec
 
 
 @dataclass(frozen=True)
 class DataArgs:
-    """Where a task's data comes from: a catalog name or local files (or hub names)."""
+    """Where a task's data comes from: a catalog name or local files (or hub names).
+
+    An empty field name means the default: for training `text` and `label` (classification) or
+    `target` (generation); for evaluating a stored prefix, the fields its task was trained on.
+    """
 
     dataset: str | None = None
     train: str | None = None
     eval: str | None = None
     kind: str = "classification"
-    text_field: str = "text"
-    target_field: str = "label"
+    text_field: str = ""
+    target_field: str = ""
     description: str = ""
     max_train: int | None = None
     seed: int = 0
@@ -42,17 +49,30 @@ def load_data(args: DataArgs, name: str | None = None) -> TaskData:
 
         data = catalog.load(args.dataset, seed=args.seed, max_train=args.max_train)
         if name and name != data.spec.name:
-            data = TaskData(spec=data.spec.with_(name=name), train=data.train, eval=data.eval,
-                            fingerprint=data.fingerprint)
+            data = TaskData(
+                spec=data.spec.with_(name=name),
+                train=data.train,
+                eval=data.eval,
+                fingerprint=data.fingerprint,
+            )
         return data
     if not args.train:
-        raise ConfigError("no data: give --dataset NAME (see `continual data list`) or --train FILE")
+        raise ConfigError(
+            "no data: give --dataset NAME (see `continual data list`) or --train FILE"
+        )
     if not name:
         raise ConfigError("--name TASK is required with --train FILE")
+    default_target = "label" if args.kind == "classification" else "target"
     return load_files(
-        name=name, train=args.train, eval=args.eval, kind=args.kind,
-        text_field=args.text_field, target_field=args.target_field,
-        description=args.description, seed=args.seed, max_train=args.max_train,
+        name=name,
+        train=args.train,
+        eval=args.eval,
+        kind=args.kind,
+        text_field=args.text_field or "text",
+        target_field=args.target_field or default_target,
+        description=args.description,
+        seed=args.seed,
+        max_train=args.max_train,
     )
 
 
@@ -61,8 +81,45 @@ def prefix_config_for(backbone: Backbone, length: int, positions: str | None) ->
     # Encoders default to explicit positions (measured better, see README); decoders keep the
     # shifted positions that transformers and PEFT use with a cache.
     default = "explicit" if backbone.kind == "encoder" else "shifted"
-    return PrefixConfig(length=length, layers=g.layers, kv_heads=g.kv_heads, head_dim=g.head_dim,
-                        hidden_size=g.hidden_size, positions=positions or default)
+    return PrefixConfig(
+        length=length,
+        layers=g.layers,
+        kv_heads=g.kv_heads,
+        head_dim=g.head_dim,
+        hidden_size=g.hidden_size,
+        positions=positions or default,
+    )
+
+
+@dataclass(frozen=True)
+class RegistryArgs:
+    """Where the registry lives: the workspace, a database URL and an MLflow tracking URI."""
+
+    home: Path
+    url: str | None = None
+    tracking_uri: str | None = None
+
+    def open(self) -> Registry:
+        return Registry.open(self.home, url=self.url, tracking_uri=self.tracking_uri)
+
+
+def task_prefix_from_registry(reg: Registry, task: str, backbone: Backbone) -> TaskPrefix:
+    """The current prefix of `task`, verified against its sha256 and the backbone's fingerprint."""
+    view = reg.show(task)
+    if view.current is None:
+        raise ConfigError(f"task {task} has no usable prefix in the registry; train it first")
+    tensors, record = reg.load_prefix(task, backbone.fingerprint)
+    config = PrefixConfig.from_dict(record.config)
+    limits = TextLimits(**record.config.get("limits", {}))
+    return checkpoint.task_from_tensors(tensors, TaskSpec.from_dict(view.task.spec), config, limits)
+
+
+def _known(reg: Registry, name: str) -> bool:
+    try:
+        reg.show(name)
+    except ContinualError:
+        return False
+    return True
 
 
 def run_train(
@@ -73,38 +130,109 @@ def run_train(
     prefix_length: int,
     positions: str | None,
     config: TrainConfig,
-    home: Path,
-    out: Path | None,
+    registry: RegistryArgs,
+    init: str = "random",
+    out: Path | None = None,
+    new_version: bool = False,
+    resume: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train, evaluate on the eval split, store the prefix in the workspace; return a summary."""
+    """Train (or resume), evaluate on the eval split and register the prefix; return a summary.
+
+    Everything that can be refused (bad data, a task name already taken, a prefix from another
+    backbone) is checked before training starts, so a refusal writes nothing.
+    """
     started = time.perf_counter()
     data = load_data(data_args, name)
+    task = data.spec.name
     backbone = load_backbone(backbone_name)
-    pconfig = prefix_config_for(backbone, prefix_length, positions)
-    result = train(backbone, data, pconfig, config, progress=progress)
-    ev = evaluate(backbone, result.task, data.eval, batch_size=config.eval_batch_size)
-    tensors = checkpoint.task_tensors(result.task)
-    n_stored = sum(t.numel() for t in tensors.values())
-    meta = {
-        "backbone": backbone.info(),
-        "train_config": config.to_dict(),
-        "data_fingerprint": data.fingerprint,
-        "metrics": ev.summary(),
-        "training": {"steps": result.steps, "best_step": result.best_step,
-                     "seconds": result.seconds, "final_loss": result.final_loss,
-                     "stopped_early": result.stopped_early, "validations": result.validations},
-        "trainable_params": result.trainable_params,
-        "stored_params": n_stored,
-    }
-    folder = checkpoint.save(home / "prefixes" / data.spec.name, result.task, meta)
+    with registry.open() as reg:
+        exists = _known(reg, task)
+        if exists and not (new_version or resume):
+            raise ConfigError(
+                f"task {task} already exists in the registry; pass --new-version to train "
+                f"version 2, or --resume {task} to continue its current prefix"
+            )
+        resume_state, lineage = None, []
+        pconfig = prefix_config_for(backbone, prefix_length, positions).with_(init=init)
+        start = initial_prefix(init, InitContext(backbone, data.spec, pconfig, {}))
+        if resume:
+            if not exists:
+                raise ConfigError(f"--resume {task}: no such task in the registry")
+            current = task_prefix_from_registry(reg, task, backbone)
+            flat = reg.load_optimizer_state(task)
+            if flat is None:
+                raise ConfigError(
+                    f"--resume {task}: its current prefix has no stored training "
+                    "state (imported prefixes cannot be resumed)"
+                )
+            pconfig, start = current.config, None
+            resume_state = unflatten_state(flat)
+            lineage = [(reg.show(task).current.id, 1.0, "resume")]
+        result = train(
+            backbone, data, pconfig, config, init=start, resume=resume_state, progress=progress
+        )
+        ev = evaluate(backbone, result.task, data.eval, batch_size=config.eval_batch_size)
+        tensors = checkpoint.task_tensors(result.task)
+        record = reg.register_prefix(
+            task=data.spec,
+            data_fingerprint=data.fingerprint,
+            backbone=backbone.info(),
+            tensors=tensors,
+            prefix_config={
+                **pconfig.to_dict(),
+                "backbone": backbone.name,
+                "limits": {
+                    "max_length": config.max_length,
+                    "max_target_length": config.max_target_length,
+                },
+                "task_type": "SEQ_CLS" if backbone.kind == "encoder" else "CAUSAL_LM",
+            },
+            train_summary={
+                "steps": result.steps,
+                "seconds": result.seconds,
+                "final_loss": result.final_loss,
+                "losses": result.losses,
+                "n_trainable": result.trainable_params,
+            },
+            lineage=lineage,
+            run={
+                "seed": config.seed,
+                "config": {
+                    "train": config.to_dict(),
+                    "prefix": pconfig.to_dict(),
+                    "data": data.spec.to_dict(),
+                    "backbone": backbone.info(),
+                    "resumed": resume,
+                },
+                "packages": checkpoint.package_versions(),
+                "backbone_fingerprint": backbone.fingerprint,
+            },
+            evaluation={
+                "metric": ev.metric,
+                "value": ev.score,
+                "n": ev.n,
+                "predictions_sha256": ev.predictions_sha256,
+            },
+            optimizer_state=flatten_state(result.state),
+            new_version=exists,
+        )
     if out is not None:
-        checkpoint.save(Path(out), result.task, meta)
-    doc = checkpoint.read_meta(folder)
+        checkpoint.save(
+            Path(out),
+            result.task,
+            {
+                "backbone": backbone.info(),
+                "train_config": config.to_dict(),
+                "data_fingerprint": data.fingerprint,
+                "metrics": ev.summary(),
+            },
+        )
     stored = checkpoint.stored_bytes(tensors)
     return {
-        "task": data.spec.name,
+        "task": task,
         "kind": data.spec.kind,
+        "version": record.version,
         "backbone": backbone.name,
         "backbone_fingerprint": backbone.fingerprint,
         "metric": ev.metric,
@@ -113,55 +241,94 @@ def run_train(
         "n_eval": ev.n,
         "steps": result.steps,
         "best_step": result.best_step,
+        "first_loss": result.losses[0] if result.losses else None,
         "final_loss": result.final_loss,
         "trainable_params": result.trainable_params,
-        "stored_params": n_stored,
+        "stored_params": sum(t.numel() for t in tensors.values()),
         "stored_bytes": stored,
         "backbone_bytes": backbone.n_bytes,
         "stored_fraction": stored / backbone.n_bytes,
-        "prefix_path": str(folder),
-        "prefix_sha256": doc["sha256"],
+        "prefix_id": record.id,
+        "prefix_path": str(registry.home / record.artifact_path),
+        "prefix_sha256": record.sha256,
+        "mlflow_run_id": record.mlflow_run_id,
         "predictions_sha256": ev.predictions_sha256,
         "train_seconds": result.seconds,
         "seconds": time.perf_counter() - started,
+        **({"out": str(out)} if out is not None else {}),
     }
 
 
-def _load_prefix(prefix_dir: Path) -> tuple[Backbone, TaskPrefix, dict]:
-    doc = checkpoint.read_meta(prefix_dir)
-    info = doc["backbone"]
+def _backbone_for(info: dict[str, Any]) -> Backbone:
+    """Load the backbone a stored prefix names: a catalog name, a folder or a hub id."""
     if info["name"] in catalog_backbones():
-        source = info["name"]
-    else:
-        source = info["source"].removeprefix("hub:")
-    backbone = load_backbone(source)
-    task, doc = checkpoint.load(prefix_dir, backbone_fingerprint=backbone.fingerprint)
-    return backbone, task, doc
+        return load_backbone(info["name"])
+    return load_backbone(str(info["source"]).removeprefix("hub:"))
 
 
-def run_evaluate(*, prefix_dir: Path, data_args: DataArgs, batch_size: int) -> dict[str, Any]:
-    backbone, task, doc = _load_prefix(prefix_dir)
-    spec = task.spec
+def _load_task(
+    prefix_dir: Path | None, task: str | None, registry: RegistryArgs
+) -> tuple[Backbone, TaskPrefix]:
+    if (prefix_dir is None) == (task is None):
+        raise ConfigError(
+            "give either --prefix DIR (an exported prefix) or --task NAME (a task in the registry)"
+        )
+    if prefix_dir is not None:
+        doc = checkpoint.read_meta(prefix_dir)
+        backbone = _backbone_for(doc["backbone"])
+        loaded, _ = checkpoint.load(prefix_dir, backbone_fingerprint=backbone.fingerprint)
+        return backbone, loaded
+    with registry.open() as reg:
+        record = reg.show(task).current
+        if record is None:
+            raise ConfigError(f"task {task} has no usable prefix in the registry; train it first")
+        backbone = _backbone_for(reg.run(record.run_id).config["backbone"])
+        return backbone, task_prefix_from_registry(reg, task, backbone)
+
+
+def run_evaluate(
+    *,
+    prefix_dir: Path | None,
+    task: str | None,
+    registry: RegistryArgs,
+    data_args: DataArgs,
+    batch_size: int,
+) -> dict[str, Any]:
+    backbone, loaded = _load_task(prefix_dir, task, registry)
+    spec = loaded.spec
     if data_args.dataset:
         examples = load_data(data_args, spec.name).eval
     elif data_args.eval:
         # The file is read with the task's own fields and label set, so unknown labels are caught.
         examples = load_files(
-            name=spec.name, train=data_args.eval, eval=data_args.eval, kind=spec.kind,
+            name=spec.name,
+            train=data_args.eval,
+            eval=data_args.eval,
+            kind=spec.kind,
             text_field=data_args.text_field or spec.text_field,
             target_field=data_args.target_field or spec.target_field,
-            labels=list(spec.labels) or None, description=spec.description,
+            labels=list(spec.labels) or None,
+            description=spec.description,
         ).eval
     else:
         raise ConfigError("give the data to evaluate on: --dataset NAME or --eval FILE")
-    ev = evaluate(backbone, task, examples, batch_size=batch_size)
-    return {"task": task.spec.name, "backbone": backbone.name, **ev.summary()}
+    ev = evaluate(backbone, loaded, examples, batch_size=batch_size)
+    return {"task": spec.name, "backbone": backbone.name, **ev.summary()}
 
 
-def run_predict(*, prefix_dir: Path, texts: list[str], batch_size: int) -> dict[str, Any]:
+def run_predict(
+    *,
+    prefix_dir: Path | None,
+    task: str | None,
+    registry: RegistryArgs,
+    texts: list[str],
+    batch_size: int,
+) -> dict[str, Any]:
     if not texts:
         raise ConfigError("give at least one TEXT to predict")
-    backbone, task, _ = _load_prefix(prefix_dir)
-    preds = predict(backbone, [task], [(0, t) for t in texts], batch_size=batch_size)
-    return {"task": task.spec.name, "predictions": [
-        {"text": t, "prediction": p} for t, p in zip(texts, preds)]}
+    backbone, loaded = _load_task(prefix_dir, task, registry)
+    preds = predict(backbone, [loaded], [(0, t) for t in texts], batch_size=batch_size)
+    return {
+        "task": loaded.spec.name,
+        "predictions": [{"text": t, "prediction": p} for t, p in zip(texts, preds)],
+    }

@@ -46,7 +46,9 @@ class TaskSpec:
     def __post_init__(self) -> None:
         check_name(self.name)
         if self.kind not in KINDS:
-            raise ConfigError(f"task {self.name}: kind {self.kind!r} is not one of {', '.join(KINDS)}")
+            raise ConfigError(
+                f"task {self.name}: kind {self.kind!r} is not one of {', '.join(KINDS)}"
+            )
         if not self.metric:
             object.__setattr__(self, "metric", METRIC_FOR_KIND[self.kind])
         object.__setattr__(self, "labels", tuple(str(x) for x in self.labels))

@@ -1,0 +1,39 @@
+# One command per thing a person does. `make demo` and `make test` work on a fresh machine:
+# they create .venv, install torch==2.13.0 first (a bare `torch` would pull a multi-GB CUDA
+# build), then the project with its dev extras.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: install demo test lint format bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/continual train --backbone minilm --dataset trec --name trec-demo \
+		--prefix-length 16 --batch-size 16 --steps 400 --lr 1e-3
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: install lint
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python -m bench.registry
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .continual

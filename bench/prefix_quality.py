@@ -1,0 +1,153 @@
+"""Prefix quality on real data: the untrained (randomly initialised) prefix against the trained
+one, per backbone and task, on each task's eval split.
+
+    python -m bench.prefix_quality                 # all runs (about 30 min on 2 cores)
+    python -m bench.prefix_quality --only trec-minilm
+
+Prints a table and writes bench/results/prefix_quality.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from continual.backbones import load_backbone
+from continual.inference import TaskPrefix, evaluate
+from continual.prefix import PrefixConfig, TrainablePrefix
+from continual.train import TrainConfig, train
+from tasks import catalog
+
+RUNS = {
+    # name: (backbone, dataset, prefix length, positions, train config, max_train)
+    "trec-minilm": (
+        "minilm",
+        "trec",
+        16,
+        "explicit",
+        TrainConfig(steps=400, batch_size=16, lr=1e-3),
+        None,
+    ),
+    "trec-minilm-shifted": (
+        "minilm",
+        "trec",
+        16,
+        "shifted",
+        TrainConfig(steps=400, batch_size=16, lr=1e-3),
+        None,
+    ),
+    "sms_spam-smollm2": (
+        "smollm2",
+        "sms_spam",
+        16,
+        "shifted",
+        TrainConfig(steps=100, batch_size=8, lr=2e-3, eval_every=25, val_max=100, max_length=96),
+        None,
+    ),
+    "bbc_headlines-smollm2": (
+        "smollm2",
+        "bbc_headlines",
+        16,
+        "shifted",
+        TrainConfig(
+            steps=150,
+            batch_size=8,
+            lr=2e-3,
+            eval_every=50,
+            val_max=64,
+            max_length=96,
+            max_target_length=24,
+        ),
+        None,
+    ),
+}
+
+
+def machine() -> dict:
+    return {
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def run(name: str) -> dict:
+    bb_name, dataset, length, positions, config, max_train = RUNS[name]
+    data = catalog.load(dataset, max_train=max_train)
+    backbone = load_backbone(bb_name)
+    g = backbone.geometry
+    pconfig = PrefixConfig(
+        length=length,
+        layers=g.layers,
+        kv_heads=g.kv_heads,
+        head_dim=g.head_dim,
+        hidden_size=g.hidden_size,
+        positions=positions,
+    )
+    started = time.perf_counter()
+    result = train(backbone, data, pconfig, config)
+    trained = evaluate(backbone, result.task, data.eval, batch_size=config.eval_batch_size)
+    # The untrained prefix: the same random start, with the head of the same seed (encoders).
+    untrained_task = TaskPrefix(
+        spec=data.spec,
+        config=pconfig,
+        prefix=TrainablePrefix(pconfig, seed=config.seed).eject(),
+        head=None
+        if result.task.head is None
+        else type(result.task.head)(g.hidden_size, len(data.spec.labels), seed=config.seed).eval(),
+        limits=config.limits,
+    )
+    untrained = evaluate(backbone, untrained_task, data.eval, batch_size=config.eval_batch_size)
+    return {
+        "run": name,
+        "backbone": bb_name,
+        "dataset": dataset,
+        "metric": trained.metric,
+        "n_eval": trained.n,
+        "untrained": untrained.score,
+        "trained": trained.score,
+        "gain_points": 100 * (trained.score - untrained.score),
+        "bleu_trained": trained.extra.get("bleu"),
+        "bleu_untrained": untrained.extra.get("bleu"),
+        "steps": result.steps,
+        "best_step": result.best_step,
+        "train_seconds": result.seconds,
+        "total_seconds": time.perf_counter() - started,
+        "prefix_length": length,
+        "positions": positions,
+        "train_config": config.to_dict(),
+        "predictions_sha256": trained.predictions_sha256,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", nargs="*", choices=sorted(RUNS), help="runs to do (default: all)")
+    ap.add_argument("--out", default="bench/results/prefix_quality.json")
+    args = ap.parse_args()
+    out = Path(args.out)
+    previous = json.loads(out.read_text())["runs"] if out.exists() else {}
+    for name in args.only or list(RUNS):
+        previous[name] = run(name)
+        print(json.dumps(previous[name]), flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": machine(), "runs": previous}, indent=2))
+    print(f"\n{'run':26} {'metric':9} {'untrained':>9} {'trained':>8} {'gain':>7} {'steps':>5}")
+    for r in previous.values():
+        print(
+            f"{r['run']:26} {r['metric']:9} {r['untrained']:9.4f} {r['trained']:8.4f} "
+            f"{r['gain_points']:+7.2f} {r['steps']:5d}"
+        )
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
