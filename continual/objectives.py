@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from transformers import DynamicCache
 
 from continual.backbones import Backbone
 from continual.heads import ClassificationHead
@@ -142,6 +143,60 @@ def decoder_loss(
     return -logp.sum() / tmask.sum()
 
 
+def label_scores(
+    backbone: Backbone,
+    specs: Sequence[TaskSpec],
+    texts: Sequence[str],
+    prefix: RowPrefix | None,
+    limits: TextLimits,
+) -> list[torch.Tensor]:
+    """For row i, the summed log-probability of each of `specs[i].labels` (its tokens and the
+    end token) after the row's prompt: one tensor of `len(labels)` scores per row.
+
+    The prompt is encoded once per row; its keys and values (prefix included) are then shared by
+    all of that row's label candidates, which run together in a second, short pass.
+    """
+    tok = backbone.tokenizer
+    prompts = [prompt_ids(backbone, s, t, limits) for s, t in zip(specs, texts)]
+    ids, mask = _left_pad(prompts, tok.pad_token_id)
+    out = forward(backbone, Batch(ids, mask), prefix, logits_to_keep=1, use_cache=True)
+    first = out.logits[:, -1].float().log_softmax(-1)  # [B, V]: the first tail token
+    past_mask = mask if prefix is None else torch.cat([prefix.mask.to(mask.dtype), mask], dim=1)
+    last_pos = position_ids(mask, None if prefix is None else prefix.offset)[:, -1]
+
+    owner, tails = [], []
+    for i, spec in enumerate(specs):
+        for label in spec.labels:
+            owner.append(i)
+            tails.append(target_ids(backbone, label, limits))
+    index = torch.tensor(owner)
+    width = max(len(t) for t in tails)
+    tail_ids = torch.full((len(tails), width), tok.pad_token_id, dtype=torch.long)
+    tail_mask = torch.zeros((len(tails), width), dtype=torch.long)
+    for j, t in enumerate(tails):  # right-padded: pads come after every scored token
+        tail_ids[j, : len(t)] = torch.tensor(t)
+        tail_mask[j, : len(t)] = 1
+    scores = first[index].gather(-1, tail_ids[:, :1]).squeeze(-1)
+    if width > 1:
+        cache = out.past_key_values
+        past = [(layer.keys[index], layer.values[index]) for layer in cache.layers]
+        step = backbone.model(
+            input_ids=tail_ids[:, :-1],
+            attention_mask=torch.cat([past_mask[index], tail_mask[:, :-1]], dim=1),
+            position_ids=last_pos[index].unsqueeze(1) + 1 + torch.arange(width - 1),
+            past_key_values=DynamicCache(ddp_cache_data=past),
+            use_cache=False,
+        )
+        logp = step.logits.float().log_softmax(-1)  # predicts tail tokens 1..width-1
+        rest = logp.gather(-1, tail_ids[:, 1:].unsqueeze(-1)).squeeze(-1) * tail_mask[:, 1:]
+        scores = scores + rest.sum(-1)
+    per_row, j = [], 0
+    for spec in specs:
+        per_row.append(scores[j : j + len(spec.labels)])
+        j += len(spec.labels)
+    return per_row
+
+
 def rank_classify(
     backbone: Backbone,
     specs: Sequence[TaskSpec],
@@ -149,27 +204,9 @@ def rank_classify(
     prefix: RowPrefix | None,
     limits: TextLimits,
 ) -> list[str]:
-    """For row i (task `specs[i]`), the label whose words are most likely after the prompt.
-
-    Each (row, label) pair is one sequence in a single pass; a label's score is the summed
-    log-probability of its tokens and the end token.
-    """
-    prompts, tails, owner = [], [], []
-    for i, (spec, text) in enumerate(zip(specs, texts)):
-        p = prompt_ids(backbone, spec, text, limits)
-        for label in spec.labels:
-            prompts.append(p)
-            tails.append(target_ids(backbone, label, limits))
-            owner.append(i)
-    expanded = prefix.select(torch.tensor(owner)) if prefix is not None else None
-    logp, _ = _tail_logprob(backbone, prompts, tails, expanded)
-    scores = logp.sum(-1)
-    out, j = [], 0
-    for spec in specs:
-        n = len(spec.labels)
-        out.append(spec.labels[int(scores[j : j + n].argmax())])
-        j += n
-    return out
+    """For row i (task `specs[i]`), the label whose words are most likely after the prompt."""
+    scores = label_scores(backbone, specs, texts, prefix, limits)
+    return [spec.labels[int(s.argmax())] for spec, s in zip(specs, scores)]
 
 
 def generate(
