@@ -25,12 +25,13 @@ from continual.train import TrainConfig, train
 from tasks import catalog
 
 RUNS = {
-    # name: (backbone, dataset, prefix length, positions, train config, max_train)
+    # name: (backbone, dataset, prefix length, positions, init, train config, max_train)
     "trec-minilm": (
         "minilm",
         "trec",
         16,
         "explicit",
+        "random",
         TrainConfig(steps=400, batch_size=16, lr=1e-3),
         None,
     ),
@@ -39,6 +40,7 @@ RUNS = {
         "trec",
         16,
         "shifted",
+        "random",
         TrainConfig(steps=400, batch_size=16, lr=1e-3),
         None,
     ),
@@ -47,7 +49,8 @@ RUNS = {
         "sms_spam",
         16,
         "shifted",
-        TrainConfig(steps=100, batch_size=8, lr=2e-3, eval_every=25, val_max=100, max_length=96),
+        "words",
+        TrainConfig(steps=200, batch_size=8, lr=5e-3, eval_every=40, val_max=128, max_length=64),
         None,
     ),
     "bbc_headlines-smollm2": (
@@ -55,10 +58,11 @@ RUNS = {
         "bbc_headlines",
         16,
         "shifted",
+        "words",
         TrainConfig(
             steps=150,
             batch_size=8,
-            lr=2e-3,
+            lr=5e-3,
             eval_every=50,
             val_max=64,
             max_length=96,
@@ -80,7 +84,7 @@ def machine() -> dict:
 
 
 def run(name: str) -> dict:
-    bb_name, dataset, length, positions, config, max_train = RUNS[name]
+    bb_name, dataset, length, positions, init, config, max_train = RUNS[name]
     data = catalog.load(dataset, max_train=max_train)
     backbone = load_backbone(bb_name)
     g = backbone.geometry

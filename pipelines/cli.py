@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -52,7 +51,8 @@ def common_options() -> argparse.ArgumentParser:
     return p
 
 
-def _data_options(p: argparse.ArgumentParser, *, train: bool) -> None:
+def data_options(p: argparse.ArgumentParser, *, train: bool) -> None:
+    """Where a task's data comes from: a built-in dataset or files, and its fields."""
     g = p.add_argument_group("data")
     g.add_argument("--dataset", help="a built-in dataset (see `continual data list`)")
     if train:
@@ -67,9 +67,11 @@ def _data_options(p: argparse.ArgumentParser, *, train: bool) -> None:
     tgt.add_argument("--target-field", dest="target_field", help="target text field (generation)")
     g.add_argument("--description", default="", help="one line saying what the task is")
     g.add_argument("--max-train", type=int, help="seeded stratified subsample of the training set")
+    g.add_argument("--max-eval", type=int, help="seeded stratified subsample of the evaluation set")
 
 
-def _data_args(a: argparse.Namespace):
+def data_args(a: argparse.Namespace):
+    """The `DataArgs` of the options `data_options` added."""
     from pipelines.jobs import DataArgs
 
     return DataArgs(
@@ -81,6 +83,7 @@ def _data_args(a: argparse.Namespace):
         target_field=a.target_field or "",
         description=a.description,
         max_train=a.max_train,
+        max_eval=a.max_eval,
         seed=getattr(a, "seed", 0),
     )
 
@@ -173,11 +176,11 @@ def cmd_data_show(a: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
+def train_config(a: argparse.Namespace):
+    """The `TrainConfig` of the options `add_training_options` added."""
     from continual.train import TrainConfig
-    from pipelines.jobs import run_train
 
-    config = TrainConfig(
+    return TrainConfig(
         steps=a.steps,
         batch_size=a.batch_size,
         lr=a.lr,
@@ -187,16 +190,22 @@ def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
         max_length=a.max_length,
         max_target_length=a.max_target_length,
     )
+
+
+def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
+    from pipelines.jobs import run_train
+
+    config = train_config(a)
     if a.resume and a.name and a.name != a.resume:
         raise ConfigError(f"--resume {a.resume} and --name {a.name} name different tasks")
     return run_train(
         backbone_name=a.backbone,
-        data_args=_data_args(a),
+        data_args=data_args(a),
         name=a.resume or a.name,
         prefix_length=a.prefix_length,
         positions=a.positions,
         config=config,
-        registry=_registry_args(a),
+        registry=registry_args(a),
         init=a.init,
         out=Path(a.out) if a.out else None,
         new_version=a.new_version,
@@ -205,15 +214,11 @@ def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
     )
 
 
-def _registry_args(a: argparse.Namespace):
-    from pipelines.jobs import RegistryArgs
-    from pipelines.settings import workspace
+def registry_args(a: argparse.Namespace):
+    """Where the registry lives, from the common options and the environment."""
+    from pipelines.settings import RegistryArgs
 
-    return RegistryArgs(
-        home=workspace(getattr(a, "home", None)),
-        url=getattr(a, "registry_url", None) or os.environ.get("CONTINUAL_REGISTRY_URL") or None,
-        tracking_uri=getattr(a, "tracking_uri", None),
-    )
+    return RegistryArgs.from_namespace(a)
 
 
 def cmd_evaluate(a: argparse.Namespace) -> dict[str, Any]:
@@ -222,8 +227,8 @@ def cmd_evaluate(a: argparse.Namespace) -> dict[str, Any]:
     return run_evaluate(
         prefix_dir=Path(a.prefix) if a.prefix else None,
         task=a.task,
-        registry=_registry_args(a),
-        data_args=_data_args(a),
+        registry=registry_args(a),
+        data_args=data_args(a),
         batch_size=a.batch_size,
     )
 
@@ -234,10 +239,44 @@ def cmd_predict(a: argparse.Namespace) -> dict[str, Any]:
     return run_predict(
         prefix_dir=Path(a.prefix) if a.prefix else None,
         task=a.task,
-        registry=_registry_args(a),
+        registry=registry_args(a),
         texts=a.texts,
         batch_size=a.batch_size,
     )
+
+
+def add_training_options(t: argparse.ArgumentParser) -> None:
+    """The backbone, task name, data and training options of `train` (and `learn`)."""
+    t.add_argument("--backbone", required=True, help="minilm, smollm2, a model folder or hub id")
+    t.add_argument("--name", help="task name (default: the dataset's name)")
+    data_options(t, train=True)
+    h = t.add_argument_group("training")
+    h.add_argument("--prefix-length", type=int, default=16, help="prefix length P (default 16)")
+    h.add_argument(
+        "--positions",
+        choices=("explicit", "shifted"),
+        help="input position ids with a prefix (default: explicit for encoders, "
+        "shifted for decoders)",
+    )
+    h.add_argument(
+        "--init",
+        default="random",
+        help="where the prefix starts: random, or words (the backbone's own keys and "
+        "values for the task description, Li & Liang's real-word init)",
+    )
+    h.add_argument("--steps", type=int, default=400)
+    h.add_argument("--batch-size", type=int, default=16)
+    h.add_argument("--lr", type=float, default=1e-3)
+    h.add_argument("--seed", type=int, default=0)
+    h.add_argument("--eval-every", type=int, default=50, help="validate every N steps")
+    h.add_argument(
+        "--patience",
+        type=int,
+        default=4,
+        help="stop after N validations without improvement (0: never)",
+    )
+    h.add_argument("--max-length", type=int, default=128, help="input tokens kept")
+    h.add_argument("--max-target-length", type=int, default=32, help="target tokens kept")
 
 
 # --- parser ------------------------------------------------------------------------------------
@@ -277,36 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     ).add_argument("name")
 
     t = leaf(sub, "train", cmd_train, "train a prefix for one task on a frozen backbone")
-    t.add_argument("--backbone", required=True, help="minilm, smollm2, a model folder or hub id")
-    t.add_argument("--name", help="task name (default: the dataset's name)")
-    _data_options(t, train=True)
-    h = t.add_argument_group("training")
-    h.add_argument("--prefix-length", type=int, default=16, help="prefix length P (default 16)")
-    h.add_argument(
-        "--positions",
-        choices=("explicit", "shifted"),
-        help="input position ids with a prefix (default: explicit for encoders, "
-        "shifted for decoders)",
-    )
-    h.add_argument(
-        "--init",
-        default="random",
-        help="where the prefix starts: random, or words (the backbone's own keys and "
-        "values for the task description, Li & Liang's real-word init)",
-    )
-    h.add_argument("--steps", type=int, default=400)
-    h.add_argument("--batch-size", type=int, default=16)
-    h.add_argument("--lr", type=float, default=1e-3)
-    h.add_argument("--seed", type=int, default=0)
-    h.add_argument("--eval-every", type=int, default=50, help="validate every N steps")
-    h.add_argument(
-        "--patience",
-        type=int,
-        default=4,
-        help="stop after N validations without improvement (0: never)",
-    )
-    h.add_argument("--max-length", type=int, default=128, help="input tokens kept")
-    h.add_argument("--max-target-length", type=int, default=32, help="target tokens kept")
+    add_training_options(t)
     t.add_argument("--out", help="also export the prefix as plain files into this folder")
     t.add_argument(
         "--new-version",
@@ -323,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = leaf(sub, "evaluate", cmd_evaluate, "score a stored prefix on a dataset or file")
     e.add_argument("--prefix", help="an exported prefix folder (train --out, registry export)")
     e.add_argument("--task", help="a task in the registry (its current prefix)")
-    _data_options(e, train=False)
+    data_options(e, train=False)
     e.add_argument("--batch-size", type=int, default=32)
 
     p = leaf(sub, "predict", cmd_predict, "answer texts with a stored prefix")
@@ -332,12 +342,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("texts", nargs="*", metavar="TEXT")
     p.add_argument("--batch-size", type=int, default=32)
 
-    try:  # the registry commands, once the registry package provides them
-        from pipelines.cli_registry import add_registry_commands
+    from pipelines.cli_registry import add_registry_commands
+
+    add_registry_commands(sub, common)
+    try:  # the task-stream commands (learn, stream run, report), once they exist
+        from pipelines.cli_stream import add_stream_commands
     except ImportError:
         pass
     else:
-        add_registry_commands(sub, common)
+        add_stream_commands(sub, common)
     return root
 
 
@@ -357,6 +370,8 @@ def _jsonable(x: Any) -> Any:
 
 
 def _human(result: dict[str, Any]) -> str:
+    if isinstance(result.get("_human"), str):  # a command that writes its own text
+        return result["_human"]
     if "metric" in result and "score" in result and "task" in result:
         parts = [f"{result['task']}", f"{result['metric']} {result['score']:.4f}"]
         if "n_eval" in result or "n" in result:

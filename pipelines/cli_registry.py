@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -77,20 +76,14 @@ def _paging(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offset", type=int, default=0, help="rows to skip (default 0)")
 
 
-def _home(a: argparse.Namespace) -> Path:
-    from pipelines.settings import workspace
+def _args(a: argparse.Namespace) -> Any:
+    from pipelines.settings import RegistryArgs
 
-    return workspace(getattr(a, "home", None))
-
-
-def _url(a: argparse.Namespace) -> str | None:
-    return getattr(a, "registry_url", None) or os.environ.get("CONTINUAL_REGISTRY_URL") or None
+    return RegistryArgs.from_namespace(a)
 
 
 def _open(a: argparse.Namespace) -> Any:
-    from registry import Registry
-
-    return Registry.open(_home(a), url=_url(a), tracking_uri=getattr(a, "tracking_uri", None))
+    return _args(a).open()
 
 
 def cmd_tasks(a: argparse.Namespace) -> dict[str, Any]:
@@ -153,4 +146,5 @@ def cmd_sync_mlflow(a: argparse.Namespace) -> dict[str, Any]:
 def cmd_upgrade(a: argparse.Namespace) -> dict[str, Any]:
     from registry import upgrade
 
-    return upgrade(_home(a), url=_url(a))
+    where = _args(a)
+    return upgrade(where.home, url=where.url)

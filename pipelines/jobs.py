@@ -10,15 +10,17 @@ from typing import Any
 from continual import checkpoint
 from continual.backbones import Backbone, load_backbone
 from continual.backbones import catalog as catalog_backbones
-from continual.inference import TaskPrefix, evaluate, predict
+from continual.inference import EvalResult, TaskPrefix, evaluate, predict
 from continual.init import InitContext, initial_prefix
 from continual.objectives import TextLimits
 from continual.prefix import PrefixConfig
-from continual.train import TrainConfig, flatten_state, train, unflatten_state
-from registry import Registry
+from continual.train import TrainConfig, TrainResult, flatten_state, train, unflatten_state
+from pipelines.settings import RegistryArgs
+from registry import PrefixRecord, Registry
 from tasks.errors import ConfigError, ContinualError
 from tasks.sources import load_files
 from tasks.spec import TaskData, TaskSpec
+from tasks.split import fingerprint, subsample
 
 
 @dataclass(frozen=True)
@@ -37,11 +39,40 @@ class DataArgs:
     target_field: str = ""
     description: str = ""
     max_train: int | None = None
+    max_eval: int | None = None
     seed: int = 0
 
 
 def load_data(args: DataArgs, name: str | None = None) -> TaskData:
     """Validate and load a task's data (nothing is written before this succeeds)."""
+    data = _load_data(args, name)
+    if args.max_eval is None:
+        return data
+    return cap_eval(data, args.max_eval)
+
+
+def cap_eval(data: TaskData, n: int) -> TaskData:
+    """Keep a seeded stratified subsample of `n` eval examples (recorded in the spec's extra)."""
+    if n < 1:
+        raise ConfigError(f"task {data.spec.name}: --max-eval must be at least 1, got {n}")
+    if n >= len(data.eval):
+        return data
+    classify = data.spec.kind == "classification"
+    kept = subsample(data.eval, n, seed=data.spec.seed, stratified=classify)
+    how = "stratified " if classify else ""
+    note = (
+        "max_eval",
+        f"seeded {how}subsample of {len(kept)} of {len(data.eval)}, seed {data.spec.seed}",
+    )
+    return TaskData(
+        spec=data.spec.with_(extra=(*data.spec.extra, note)),
+        train=data.train,
+        eval=kept,
+        fingerprint=fingerprint(data.train, kept),
+    )
+
+
+def _load_data(args: DataArgs, name: str | None) -> TaskData:
     if args.dataset and args.train:
         raise ConfigError("give either --dataset NAME or --train FILE, not both")
     if args.dataset:
@@ -89,18 +120,6 @@ def prefix_config_for(backbone: Backbone, length: int, positions: str | None) ->
         hidden_size=g.hidden_size,
         positions=positions or default,
     )
-
-
-@dataclass(frozen=True)
-class RegistryArgs:
-    """Where the registry lives: the workspace, a database URL and an MLflow tracking URI."""
-
-    home: Path
-    url: str | None = None
-    tracking_uri: str | None = None
-
-    def open(self) -> Registry:
-        return Registry.open(self.home, url=self.url, tracking_uri=self.tracking_uri)
 
 
 def task_prefix_from_registry(reg: Registry, task: str, backbone: Backbone) -> TaskPrefix:
@@ -174,48 +193,17 @@ def run_train(
         )
         ev = evaluate(backbone, result.task, data.eval, batch_size=config.eval_batch_size)
         tensors = checkpoint.task_tensors(result.task)
-        record = reg.register_prefix(
-            task=data.spec,
-            data_fingerprint=data.fingerprint,
-            backbone=backbone.info(),
-            tensors=tensors,
-            prefix_config={
-                **pconfig.to_dict(),
-                "backbone": backbone.name,
-                "limits": {
-                    "max_length": config.max_length,
-                    "max_target_length": config.max_target_length,
-                },
-                "task_type": "SEQ_CLS" if backbone.kind == "encoder" else "CAUSAL_LM",
-            },
-            train_summary={
-                "steps": result.steps,
-                "seconds": result.seconds,
-                "final_loss": result.final_loss,
-                "losses": result.losses,
-                "n_trainable": result.trainable_params,
-            },
+        record = register_trained(
+            reg,
+            backbone=backbone,
+            data=data,
+            prefix_config=pconfig,
+            config=config,
+            result=result,
+            evaluation=ev,
             lineage=lineage,
-            run={
-                "seed": config.seed,
-                "config": {
-                    "train": config.to_dict(),
-                    "prefix": pconfig.to_dict(),
-                    "data": data.spec.to_dict(),
-                    "backbone": backbone.info(),
-                    "resumed": resume,
-                },
-                "packages": checkpoint.package_versions(),
-                "backbone_fingerprint": backbone.fingerprint,
-            },
-            evaluation={
-                "metric": ev.metric,
-                "value": ev.score,
-                "n": ev.n,
-                "predictions_sha256": ev.predictions_sha256,
-            },
-            optimizer_state=flatten_state(result.state),
             new_version=exists,
+            run_extra={"resumed": resume},
         )
     if out is not None:
         checkpoint.save(
@@ -257,6 +245,68 @@ def run_train(
         "seconds": time.perf_counter() - started,
         **({"out": str(out)} if out is not None else {}),
     }
+
+
+def register_trained(
+    reg: Registry,
+    *,
+    backbone: Backbone,
+    data: TaskData,
+    prefix_config: PrefixConfig,
+    config: TrainConfig,
+    result: TrainResult,
+    evaluation: EvalResult,
+    lineage: list[tuple[int, float, str]],
+    new_version: bool,
+    position: int | None = None,
+    run_extra: dict[str, Any] | None = None,
+) -> PrefixRecord:
+    """Register a trained prefix with its eval score (at stream `position`, if any) and what
+    reproduces the run; `run_extra` adds keys to the run's config."""
+    return reg.register_prefix(
+        task=data.spec,
+        data_fingerprint=data.fingerprint,
+        backbone=backbone.info(),
+        tensors=checkpoint.task_tensors(result.task),
+        prefix_config={
+            **prefix_config.to_dict(),
+            "backbone": backbone.name,
+            "limits": {
+                "max_length": config.max_length,
+                "max_target_length": config.max_target_length,
+            },
+            "task_type": "SEQ_CLS" if backbone.kind == "encoder" else "CAUSAL_LM",
+        },
+        train_summary={
+            "steps": result.steps,
+            "seconds": result.seconds,
+            "final_loss": result.final_loss,
+            "losses": result.losses,
+            "n_trainable": result.trainable_params,
+        },
+        lineage=lineage,
+        run={
+            "seed": config.seed,
+            "config": {
+                "train": config.to_dict(),
+                "prefix": prefix_config.to_dict(),
+                "data": data.spec.to_dict(),
+                "backbone": backbone.info(),
+                **(run_extra or {}),
+            },
+            "packages": checkpoint.package_versions(),
+            "backbone_fingerprint": backbone.fingerprint,
+        },
+        evaluation={
+            "metric": evaluation.metric,
+            "value": evaluation.score,
+            "n": evaluation.n,
+            "predictions_sha256": evaluation.predictions_sha256,
+            "position": position,
+        },
+        optimizer_state=flatten_state(result.state),
+        new_version=new_version,
+    )
 
 
 def _backbone_for(info: dict[str, Any]) -> Backbone:

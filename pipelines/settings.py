@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from registry import Registry
 
 from tasks.assets import cache_root
 
@@ -35,3 +40,29 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module=r"(transformers|torch|mlflow)")
     for name in ("transformers", "datasets", "huggingface_hub", "alembic", "mlflow"):
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@dataclass(frozen=True)
+class RegistryArgs:
+    """Where the registry lives: the workspace, a database URL and an MLflow tracking URI."""
+
+    home: Path
+    url: str | None = None
+    tracking_uri: str | None = None
+
+    @classmethod
+    def from_namespace(cls, args: Any) -> RegistryArgs:
+        """From parsed CLI options: `--home`, `--registry-url` (else $CONTINUAL_REGISTRY_URL),
+        `--tracking-uri` (else MLflow's own $MLFLOW_TRACKING_URI, else the workspace)."""
+        return cls(
+            home=workspace(getattr(args, "home", None)),
+            url=getattr(args, "registry_url", None)
+            or os.environ.get("CONTINUAL_REGISTRY_URL")
+            or None,
+            tracking_uri=getattr(args, "tracking_uri", None),
+        )
+
+    def open(self) -> Registry:
+        from registry import Registry
+
+        return Registry.open(self.home, url=self.url, tracking_uri=self.tracking_uri)
