@@ -144,12 +144,16 @@ def _validate(
     """Higher is better: accuracy for classification, minus the mean loss for generation."""
     if task.spec.kind == "classification":
         return evaluate(backbone, task, val, batch_size=config.eval_batch_size).score
-    with torch.no_grad():
-        total, n = 0.0, 0
-        for i in range(0, len(val), config.eval_batch_size):
-            chunk = val[i : i + config.eval_batch_size]
-            total += float(loss_fn(chunk, task.prefix)) * len(chunk)
-            n += len(chunk)
+    backbone.model.eval()  # no dropout: the same prefix must get the same validation loss
+    try:
+        with torch.no_grad():
+            total, n = 0.0, 0
+            for i in range(0, len(val), config.eval_batch_size):
+                chunk = val[i : i + config.eval_batch_size]
+                total += float(loss_fn(chunk, task.prefix)) * len(chunk)
+                n += len(chunk)
+    finally:
+        backbone.model.train()
     return -total / max(n, 1)
 
 
