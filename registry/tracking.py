@@ -9,6 +9,7 @@ store only on first use, so opening the registry for a query never pays for MLfl
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import tempfile
 import time
@@ -140,6 +141,7 @@ class MlflowTracker:
     def _connect(self) -> Any:
         if self._client is None:
             _probe(self._uri)
+            _create_sqlite_store_atomically(self._uri)
             from mlflow.tracking import MlflowClient
 
             self._client = MlflowClient(tracking_uri=self._uri, registry_uri=self._uri)
@@ -172,3 +174,34 @@ def _probe(uri: str, timeout_s: float = 2.0) -> None:
         socket.create_connection((parts.hostname or "localhost", port), timeout=timeout_s).close()
     except OSError as e:
         raise TrackingUnavailable(f"MLflow server {uri} is unreachable: {e}") from None
+
+
+def _create_sqlite_store_atomically(uri: str) -> None:
+    """Create a new SQLite MLflow store under a temporary name and link it into place.
+
+    MLflow builds its schema in many steps; a process killed midway would otherwise leave a
+    half-migrated `mlflow.db` that fails forever after. `os.link` refuses an existing target,
+    so of two processes racing here one store wins and nobody's runs are overwritten.
+    """
+    if not uri.startswith("sqlite:///"):
+        return
+    final = Path(uri[len("sqlite:///") :])
+    if final.exists():
+        return
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    tmp.unlink()
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=f"sqlite:///{tmp}", registry_uri=f"sqlite:///{tmp}")
+        client.search_experiments(max_results=1)  # builds the tracking schema
+        client.search_registered_models(max_results=1)  # and the model registry's
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, final)
+    finally:
+        for leftover in (tmp, tmp.with_name(tmp.name + "-journal")):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
