@@ -251,7 +251,7 @@ def add_training_options(t: argparse.ArgumentParser) -> None:
     t.add_argument("--name", help="task name (default: the dataset's name)")
     data_options(t, train=True)
     h = t.add_argument_group("training")
-    h.add_argument("--prefix-length", type=int, default=16, help="prefix length P (default 16)")
+    h.add_argument("--prefix-length", type=int, help="prefix length P (default 16)")
     h.add_argument(
         "--positions",
         choices=("explicit", "shifted"),
@@ -260,8 +260,7 @@ def add_training_options(t: argparse.ArgumentParser) -> None:
     )
     h.add_argument(
         "--init",
-        default="random",
-        help="where the prefix starts: random, or words (the backbone's own keys and "
+        help="where the prefix starts (default random): random, or words (the backbone's own keys and "
         "values for the task description, Li & Liang's real-word init)",
     )
     h.add_argument("--steps", type=int, default=400)

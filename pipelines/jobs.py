@@ -146,11 +146,11 @@ def run_train(
     backbone_name: str,
     data_args: DataArgs,
     name: str | None,
-    prefix_length: int,
+    prefix_length: int | None,
     positions: str | None,
     config: TrainConfig,
     registry: RegistryArgs,
-    init: str = "random",
+    init: str | None = None,
     out: Path | None = None,
     new_version: bool = False,
     resume: bool = False,
@@ -172,9 +172,17 @@ def run_train(
                 f"task {task} already exists in the registry; pass --new-version to train "
                 f"version 2, or --resume {task} to continue its current prefix"
             )
+        if resume and (prefix_length is not None or positions or init):
+            raise ConfigError(
+                f"--resume {task} keeps the stored prefix's length, positions and init; drop "
+                "--prefix-length, --positions and --init (or train --new-version instead)"
+            )
         resume_state, lineage = None, []
-        pconfig = prefix_config_for(backbone, prefix_length, positions).with_(init=init)
-        start = initial_prefix(init, InitContext(backbone, data.spec, pconfig, {}))
+        init = init or "random"
+        pconfig = prefix_config_for(backbone, prefix_length or 16, positions).with_(init=init)
+        start = (
+            None if resume else initial_prefix(init, InitContext(backbone, data.spec, pconfig, {}))
+        )
         if resume:
             if not exists:
                 raise ConfigError(f"--resume {task}: no such task in the registry")
@@ -247,6 +255,16 @@ def run_train(
     }
 
 
+def base_model_id(backbone: Backbone) -> str:
+    """What PEFT's `base_model_name_or_path` should say: the hub id of an embedded backbone
+    (whose weights, for smollm2, are a dequantized copy: the fingerprint is the real check), the
+    hub id given, or the local folder."""
+    entry = catalog_backbones().get(backbone.name)
+    if entry is not None:
+        return entry.hub_id
+    return backbone.source.removeprefix("hub:")
+
+
 def register_trained(
     reg: Registry,
     *,
@@ -271,6 +289,7 @@ def register_trained(
         prefix_config={
             **prefix_config.to_dict(),
             "backbone": backbone.name,
+            "base_model": base_model_id(backbone),
             "limits": {
                 "max_length": config.max_length,
                 "max_target_length": config.max_target_length,

@@ -127,7 +127,9 @@ def _export_peft(
         "num_transformer_submodules": 1,
         "encoder_hidden_size": cfg["hidden_size"],
         "prefix_projection": False,
-        "base_model_name_or_path": cfg.get("backbone") or record.backbone_name,
+        "base_model_name_or_path": cfg.get("base_model")
+        or cfg.get("backbone")
+        or record.backbone_name,
         "revision": None,
         "inference_mode": True,
     }
