@@ -18,8 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(BIN)/continual train --backbone minilm --dataset trec --name trec-demo \
-		--prefix-length 16 --batch-size 16 --steps 400 --lr 1e-3
+	$(BIN)/continual stream run streams/demo.yaml --home .continual/demo
 
 lint: install
 	$(BIN)/ruff check .

@@ -19,7 +19,9 @@ from pathlib import Path
 import torch
 
 from continual.backbones import load_backbone
+from continual.heads import ClassificationHead
 from continual.inference import TaskPrefix, evaluate
+from continual.init import InitContext, initial_prefix
 from continual.prefix import PrefixConfig, TrainablePrefix
 from continual.train import TrainConfig, train
 from tasks import catalog
@@ -49,8 +51,8 @@ RUNS = {
         "sms_spam",
         16,
         "shifted",
-        "words",
-        TrainConfig(steps=200, batch_size=8, lr=5e-3, eval_every=40, val_max=128, max_length=64),
+        "random",
+        TrainConfig(steps=200, batch_size=8, lr=1e-3, eval_every=40, val_max=128, max_length=64),
         None,
     ),
     "bbc_headlines-smollm2": (
@@ -58,11 +60,11 @@ RUNS = {
         "bbc_headlines",
         16,
         "shifted",
-        "words",
+        "random",
         TrainConfig(
             steps=150,
             batch_size=8,
-            lr=5e-3,
+            lr=1e-3,
             eval_every=50,
             val_max=64,
             max_length=96,
@@ -95,32 +97,42 @@ def run(name: str) -> dict:
         head_dim=g.head_dim,
         hidden_size=g.hidden_size,
         positions=positions,
+        init=init,
     )
+    start = initial_prefix(init, InitContext(backbone, data.spec, pconfig, {}))
     started = time.perf_counter()
-    result = train(backbone, data, pconfig, config)
+    result = train(backbone, data, pconfig, config, init=start)
     trained = evaluate(backbone, result.task, data.eval, batch_size=config.eval_batch_size)
-    # The untrained prefix: the same random start, with the head of the same seed (encoders).
-    untrained_task = TaskPrefix(
-        spec=data.spec,
-        config=pconfig,
-        prefix=TrainablePrefix(pconfig, seed=config.seed).eject(),
-        head=None
-        if result.task.head is None
-        else type(result.task.head)(g.hidden_size, len(data.spec.labels), seed=config.seed).eval(),
-        limits=config.limits,
-    )
-    untrained = evaluate(backbone, untrained_task, data.eval, batch_size=config.eval_batch_size)
+
+    def untrained(base: torch.Tensor | None):
+        """The prefix as initialised, before any step (encoders: the seed's fresh head)."""
+        head = None
+        if result.task.head is not None:
+            head = ClassificationHead(g.hidden_size, len(data.spec.labels), seed=config.seed)
+        task = TaskPrefix(
+            spec=data.spec,
+            config=pconfig,
+            prefix=TrainablePrefix(pconfig, base=base, seed=config.seed).eject(),
+            head=head.eval() if head is not None else None,
+            limits=config.limits,
+        )
+        return evaluate(backbone, task, data.eval, batch_size=config.eval_batch_size)
+
+    at_random = untrained(None)
+    at_init = at_random if start is None else untrained(start)
     return {
         "run": name,
         "backbone": bb_name,
         "dataset": dataset,
         "metric": trained.metric,
         "n_eval": trained.n,
-        "untrained": untrained.score,
+        "init": init,
+        "untrained": at_random.score,
+        "untrained_init": at_init.score,
         "trained": trained.score,
-        "gain_points": 100 * (trained.score - untrained.score),
+        "gain_points": 100 * (trained.score - at_random.score),
         "bleu_trained": trained.extra.get("bleu"),
-        "bleu_untrained": untrained.extra.get("bleu"),
+        "bleu_untrained": at_random.extra.get("bleu"),
         "steps": result.steps,
         "best_step": result.best_step,
         "train_seconds": result.seconds,
@@ -139,17 +151,18 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     previous = json.loads(out.read_text())["runs"] if out.exists() else {}
+    out.parent.mkdir(parents=True, exist_ok=True)
     for name in args.only or list(RUNS):
         previous[name] = run(name)
         print(json.dumps(previous[name]), flush=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": machine(), "runs": previous}, indent=2))
-    print(f"\n{'run':26} {'metric':9} {'untrained':>9} {'trained':>8} {'gain':>7} {'steps':>5}")
+        out.write_text(json.dumps({"machine": machine(), "runs": previous}, indent=2))
+    print(f"\n{'run':24} {'metric':9} {'init':>6} {'untrained':>9} {'trained':>8} {'gain':>7}")
     for r in previous.values():
         print(
-            f"{r['run']:26} {r['metric']:9} {r['untrained']:9.4f} {r['trained']:8.4f} "
-            f"{r['gain_points']:+7.2f} {r['steps']:5d}"
+            f"{r['run']:24} {r['metric']:9} {r.get('init', 'random'):>6} {r['untrained']:9.4f} "
+            f"{r['trained']:8.4f} {r['gain_points']:+7.2f}"
         )
+    print("untrained: a randomly initialised prefix before any step; gain: trained - untrained")
     print(f"wrote {out}")
 
 

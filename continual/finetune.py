@@ -1,0 +1,219 @@
+"""Full fine-tuning of a trainable copy of the backbone: the `sequential-ft` baseline's loop.
+
+The copy is made with `trainable_copy`; the frozen backbone the prefixes use is never touched.
+Encoders classify with a per-task head over mean-pooled features; decoders treat every task as
+text to text (rank classification, or greedy generation), exactly as prefixes do, only with no
+prefix. The loop mirrors `continual.train.train` (AdamW, linear warm-up and decay, clipping, a
+seed, early stopping on a seeded validation split of the training data) so the two compare on
+equal terms.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import torch
+from tqdm import tqdm
+
+from continual.backbones import Backbone
+from continual.heads import ClassificationHead
+from continual.inference import EvalResult, score
+from continual.objectives import (
+    TextLimits,
+    decoder_loss,
+    encoder_features,
+    encoder_loss,
+    generate,
+    rank_classify,
+)
+from continual.train import TrainConfig, batches, lr_factor, split_validation
+from tasks.errors import ConfigError
+from tasks.spec import Example, TaskData, TaskSpec
+
+
+def trainable_copy(backbone: Backbone) -> Backbone:
+    """A deep copy of `backbone` whose weights can train; the original stays frozen."""
+    model = copy.deepcopy(backbone.model)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return replace(backbone, model=model.eval(), fingerprint=f"trainable copy of {backbone.name}")
+
+
+def fresh_head(backbone: Backbone, spec: TaskSpec, seed: int) -> ClassificationHead | None:
+    """The head a new task starts with (encoders), seeded as `continual.train` seeds its own."""
+    if backbone.kind != "encoder":
+        return None
+    return ClassificationHead(backbone.geometry.hidden_size, len(spec.labels), seed=seed)
+
+
+@torch.no_grad()
+def predict_plain(
+    backbone: Backbone,
+    head: ClassificationHead | None,
+    spec: TaskSpec,
+    texts: Sequence[str],
+    *,
+    batch_size: int,
+    limits: TextLimits,
+) -> list[str]:
+    """Answers of the backbone with no prefix, `batch_size` texts per pass, in order."""
+    was_training = backbone.model.training
+    backbone.model.eval()
+    if head is not None:
+        head.eval()
+    out: list[str] = []
+    try:
+        for start in range(0, len(texts), batch_size):
+            chunk = list(texts[start : start + batch_size])
+            if backbone.kind == "encoder":
+                if head is None:
+                    raise ConfigError(f"task {spec.name} has no head for an encoder backbone")
+                logits = head(encoder_features(backbone, chunk, None, limits))
+                out += [spec.labels[int(i)] for i in logits.argmax(-1)]
+            elif spec.kind == "classification":
+                out += rank_classify(backbone, [spec] * len(chunk), chunk, None, limits)
+            else:
+                out += generate(backbone, [spec] * len(chunk), chunk, None, limits)
+    finally:
+        backbone.model.train(was_training)
+    return out
+
+
+def evaluate_plain(
+    backbone: Backbone,
+    head: ClassificationHead | None,
+    spec: TaskSpec,
+    examples: Sequence[Example],
+    *,
+    batch_size: int,
+    limits: TextLimits,
+) -> EvalResult:
+    preds = predict_plain(
+        backbone, head, spec, [e.text for e in examples], batch_size=batch_size, limits=limits
+    )
+    return score(spec, preds, examples)
+
+
+@dataclass
+class FinetuneResult:
+    steps: int
+    best_step: int
+    losses: list[float]
+    seconds: float
+    stopped_early: bool
+
+
+def finetune(
+    backbone: Backbone,
+    head: ClassificationHead | None,
+    data: TaskData,
+    config: TrainConfig,
+    *,
+    progress: bool = True,
+) -> FinetuneResult:
+    """Train every weight of `backbone` (a `trainable_copy`) and `head` on `data`, in place.
+
+    On return both hold the weights of the best validation step.
+    """
+    spec, limits = data.spec, config.limits
+    if backbone.kind == "encoder" and spec.kind != "classification":
+        raise ConfigError(f"task {spec.name}: an encoder backbone only does classification")
+    torch.manual_seed(config.seed)
+    train_set, val_set = split_validation(data, config)
+    model = backbone.model
+    params = [p for p in model.parameters() if p.requires_grad]
+    params += list(head.parameters()) if head is not None else []
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError("finetune needs a trainable copy of the backbone (trainable_copy)")
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    warmup = int(config.warmup_ratio * config.steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, config.steps, warmup)
+    )
+
+    def loss_fn(chunk: Sequence[Example]) -> torch.Tensor:
+        texts, targets = [e.text for e in chunk], [e.target for e in chunk]
+        if head is not None:
+            return encoder_loss(backbone, head, spec, texts, targets, None, limits)
+        return decoder_loss(backbone, spec, texts, targets, None, limits)
+
+    def validate() -> float:
+        """Higher is better: accuracy, or minus the mean loss for generation."""
+        if spec.kind == "classification":
+            return evaluate_plain(
+                backbone, head, spec, val_set, batch_size=config.eval_batch_size, limits=limits
+            ).score
+        with torch.no_grad():
+            model.eval()
+            total = sum(
+                float(loss_fn(val_set[i : i + config.eval_batch_size]))
+                * len(val_set[i : i + config.eval_batch_size])
+                for i in range(0, len(val_set), config.eval_batch_size)
+            )
+        return -total / max(len(val_set), 1)
+
+    def state() -> dict[str, dict[str, torch.Tensor]]:
+        return {
+            "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            "head": copy.deepcopy(head.state_dict()) if head is not None else {},
+        }
+
+    losses: list[float] = []
+    best_score, best_step, bad, stopped, best = -math.inf, 0, 0, False, None
+    started = time.perf_counter()
+    bar = tqdm(
+        total=config.steps,
+        desc=f"fine-tune {spec.name}",
+        unit="step",
+        file=sys.stderr,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    step = 0
+    stream = batches(train_set, config.batch_size, config.seed)
+    try:
+        for step in range(1, config.steps + 1):
+            model.train()
+            if head is not None:
+                head.train()
+            loss = loss_fn(next(stream))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}")
+            if val_set and (step % config.eval_every == 0 or step == config.steps):
+                value = validate()
+                if value > best_score:
+                    best, best_score, best_step, bad = state(), value, step, 0
+                else:
+                    bad += 1
+                bar.set_postfix(loss=f"{losses[-1]:.4f}", val=f"{value:.4f}")
+                if config.patience and bad >= config.patience:
+                    stopped = True
+                    break
+    finally:
+        bar.close()
+        model.eval()
+    if best is not None:
+        model.load_state_dict(best["model"])
+        if head is not None:
+            head.load_state_dict(best["head"])
+    else:
+        best_step = step
+    optimizer.zero_grad(set_to_none=True)
+    return FinetuneResult(
+        steps=step,
+        best_step=best_step,
+        losses=losses,
+        seconds=time.perf_counter() - started,
+        stopped_early=stopped,
+    )

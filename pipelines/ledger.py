@@ -1,0 +1,148 @@
+"""What the registry says about the task stream of a workspace.
+
+The stream is defined by the prefix method's arrivals: the task at position p is the one whose
+`prefix` arrival at p is done. Every method (ours and each baseline) has its own arrivals and
+its evaluations carry `method` and `position`, so the accuracy matrix of a method is read
+straight from the registry: `R[i][j]` = its score on task j recorded at position i.
+
+Scores of the starting points (for forward transfer) are evaluations of the arriving task under
+the methods `<method>/untrained-init` and `<method>/untrained-random` at its own position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from continual.inference import EvalResult
+from registry import ArrivalRecord, EvaluationRecord, Registry
+
+PREFIX = "prefix"
+UNTRAINED = ("init", "random")
+
+
+def untrained_method(method: str, which: str) -> str:
+    """The method name under which `method`'s untrained starting point is recorded."""
+    assert which in UNTRAINED
+    return f"{method}/untrained-{which}"
+
+
+def done_arrivals(reg: Registry, method: str) -> list[ArrivalRecord]:
+    """The finished arrivals of `method`, by position (the first of a position wins)."""
+    out: dict[int, ArrivalRecord] = {}
+    for a in reg.arrivals(method):
+        if a.status == "done":
+            out.setdefault(a.position, a)
+    return [out[p] for p in sorted(out)]
+
+
+def open_arrival(reg: Registry, method: str, position: int) -> ArrivalRecord | None:
+    """An unfinished arrival of `method` at `position` (left by a run that died), if any."""
+    for a in reg.arrivals(method):
+        if a.position == position and a.status != "done":
+            return a
+    return None
+
+
+def stream_tasks(reg: Registry) -> list[str]:
+    """The task at each position of the stream, in order (the prefix method's done arrivals);
+    a gap (a missing position) ends the stream there."""
+    tasks = []
+    for p, a in enumerate(done_arrivals(reg, PREFIX)):
+        if a.position != p:
+            break
+        tasks.append(a.task)
+    return tasks
+
+
+def methods_in(reg: Registry) -> list[str]:
+    """Every method with at least one arrival: `prefix` first, then the baselines by name."""
+    found = {a.method for a in reg.arrivals(None)}
+    return ([PREFIX] if PREFIX in found else []) + sorted(found - {PREFIX})
+
+
+def find(
+    evaluations: Sequence[EvaluationRecord], method: str, position: int
+) -> EvaluationRecord | None:
+    """The first evaluation of `method` at `position` among one task's evaluations."""
+    for e in evaluations:
+        if e.method == method and e.position == position:
+            return e
+    return None
+
+
+@dataclass(frozen=True)
+class MethodView:
+    """One method's view of the stream: its matrix and starting-point scores, with hashes."""
+
+    method: str
+    tasks: tuple[str, ...]
+    R: list[list[float | None]]
+    sha: list[list[str | None]]
+    init: list[float | None]
+    random: list[float | None]
+
+
+def method_view(
+    method: str,
+    tasks: Sequence[str],
+    evaluations: dict[str, list[EvaluationRecord]],
+    n_done: int,
+) -> MethodView:
+    """The method's T x T matrix over its first `n_done` positions (None where not recorded)."""
+    T = min(n_done, len(tasks))
+    R: list[list[float | None]] = [[None] * T for _ in range(T)]
+    sha: list[list[str | None]] = [[None] * T for _ in range(T)]
+    for j, task in enumerate(tasks[:T]):
+        for i in range(j, T):
+            e = find(evaluations.get(task, []), method, i)
+            if e is not None:
+                R[i][j], sha[i][j] = e.value, e.predictions_sha256
+    starts: dict[str, list[float | None]] = {}
+    for which in UNTRAINED:
+        starts[which] = []
+        for j, task in enumerate(tasks[:T]):
+            e = find(evaluations.get(task, []), untrained_method(method, which), j)
+            starts[which].append(e.value if e is not None else None)
+    return MethodView(method, tuple(tasks[:T]), R, sha, starts["init"], starts["random"])
+
+
+def read_stream(reg: Registry) -> dict[str, Any]:
+    """Tasks, every task's evaluations, and per method its done-arrival count and view."""
+    tasks = stream_tasks(reg)
+    evaluations = {t: reg.history(t) for t in tasks}
+    views = {}
+    for method in methods_in(reg):
+        n = len(done_arrivals(reg, method))
+        views[method] = method_view(method, tasks, evaluations, n)
+    return {"tasks": tasks, "evaluations": evaluations, "views": views}
+
+
+# --- writing scores -----------------------------------------------------------------------------
+
+
+def ev_dict(ev: EvalResult) -> dict[str, Any]:
+    """An evaluation as the plain dict that is recorded (and saved in a baseline's log)."""
+    return {
+        "metric": ev.metric,
+        "value": ev.score,
+        "n": ev.n,
+        "predictions_sha256": ev.predictions_sha256,
+    }
+
+
+def record(
+    reg: Registry, task: str, method: str, position: int, ev: EvalResult | dict[str, Any]
+) -> None:
+    """Record one score of `task` by `method` at stream `position`."""
+    d = ev_dict(ev) if isinstance(ev, EvalResult) else ev
+    reg.record_evaluation(
+        task=task,
+        metric=d["metric"],
+        value=d["value"],
+        n=d["n"],
+        position=position,
+        method=method,
+        predictions_sha256=d["predictions_sha256"],
+    )

@@ -1,0 +1,326 @@
+"""A stream file: the tasks that arrive, in order, on one backbone, with the baselines beside them.
+
+    backbone: minilm
+    defaults:                 # any option of `continual learn`, spelt with _ (or -)
+      steps: 150
+      lr: 1.0e-3
+      max_train: 1000
+    baselines: [sequential-ft, shared-prefix]   # or {name: sequential-ft, lr: 5.0e-5}
+    arrivals:
+      - dataset: sms_spam     # a built-in dataset; the task is named after it
+      - name: tickets         # or files, relative to this stream file
+        train: data/tickets-train.jsonl
+        eval: data/tickets-eval.jsonl
+        text_field: body
+        label_field: queue
+        steps: 300            # per-arrival overrides win over the defaults
+
+Parsing validates everything a file can get wrong (unknown keys, a missing name or data source,
+duplicate names, out-of-range values) and says where, before any arrival starts.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from continual.train import TrainConfig
+from pipelines.jobs import DataArgs
+from tasks.errors import ConfigError, ContinualError
+from tasks.spec import check_name
+
+DATA_KEYS = (
+    "dataset",
+    "train",
+    "eval",
+    "kind",
+    "text_field",
+    "label_field",
+    "target_field",
+    "description",
+    "max_train",
+    "max_eval",
+)
+PREFIX_KEYS = ("prefix_length", "positions", "init")
+TRAIN_KEYS = (
+    "steps",
+    "batch_size",
+    "lr",
+    "seed",
+    "eval_every",
+    "patience",
+    "max_length",
+    "max_target_length",
+    "val_max",
+    "eval_batch_size",
+)
+OPTION_KEYS = DATA_KEYS + PREFIX_KEYS + TRAIN_KEYS
+TOP_KEYS = ("name", "description", "backbone", "defaults", "baselines", "arrivals")
+
+
+@dataclass(frozen=True)
+class ArrivalPlan:
+    """One arrival: the task's name, where its data comes from, and how its prefix is trained."""
+
+    name: str
+    data: DataArgs
+    config: TrainConfig = field(default_factory=TrainConfig)
+    prefix_length: int = 16
+    positions: str | None = None
+    init: str = "random"
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+        if self.prefix_length < 1:
+            raise ConfigError(f"arrival {self.name}: prefix_length must be at least 1")
+        if self.positions not in (None, "explicit", "shifted"):
+            raise ConfigError(
+                f"arrival {self.name}: positions must be explicit or shifted, not {self.positions!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "data": {f.name: getattr(self.data, f.name) for f in fields(DataArgs)},
+            "config": self.config.to_dict(),
+            "prefix_length": self.prefix_length,
+            "positions": self.positions,
+            "init": self.init,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ArrivalPlan:
+        return cls(
+            name=d["name"],
+            data=DataArgs(**d["data"]),
+            config=TrainConfig.from_dict(d["config"]),
+            prefix_length=d.get("prefix_length", 16),
+            positions=d.get("positions"),
+            init=d.get("init", "random"),
+        )
+
+
+@dataclass(frozen=True)
+class BaselinePlan:
+    """A baseline run beside the prefixes, with its options (e.g. its own `lr`)."""
+
+    name: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        from continual.baselines import baselines
+
+        if self.name not in baselines():
+            raise ConfigError(
+                f"unknown baseline {self.name!r}; choose from {', '.join(baselines())}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **dict(self.options)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | str) -> BaselinePlan:
+        if isinstance(d, str):
+            return cls(name=d)
+        d = {str(k).replace("-", "_"): v for k, v in dict(d).items()}
+        name = d.pop("name", None)
+        if not isinstance(name, str):
+            raise ConfigError(f"a baseline needs a name, got {name!r}")
+        if "lr" in d:
+            d["lr"] = _number(d["lr"], f"baseline {name}")
+        return cls(name=name, options=tuple(sorted(d.items())))
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """A whole stream: the backbone, its arrivals in order, the baselines beside them."""
+
+    backbone: str
+    arrivals: tuple[ArrivalPlan, ...]
+    baselines: tuple[BaselinePlan, ...] = ()
+    name: str = "stream"
+    description: str = ""
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        seen: set[str] = set()
+        for a in self.arrivals:
+            if a.name in seen:
+                raise ConfigError(f"{self.source or 'stream'}: task {a.name} arrives twice")
+            seen.add(a.name)
+        if len({b.name for b in self.baselines}) != len(self.baselines):
+            raise ConfigError(f"{self.source or 'stream'}: a baseline is listed twice")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "backbone": self.backbone,
+            "baselines": [b.to_dict() for b in self.baselines],
+            "arrivals": [a.to_dict() for a in self.arrivals],
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StreamSpec:
+        return cls(
+            name=d.get("name", "stream"),
+            description=d.get("description", ""),
+            backbone=d["backbone"],
+            baselines=tuple(BaselinePlan.from_dict(b) for b in d.get("baselines", ())),
+            arrivals=tuple(ArrivalPlan.from_dict(a) for a in d["arrivals"]),
+            source=d.get("source", ""),
+        )
+
+
+def load_stream(path: str | Path) -> StreamSpec:
+    """Read and validate a stream file (YAML or JSON); files named in it are relative to it."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: stream file not found")
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}; fix the file's syntax") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; re-save it as UTF-8") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: a stream file is a mapping with backbone and arrivals")
+    _known(doc, TOP_KEYS, f"{path}")
+    if not isinstance(doc.get("backbone"), str) or not doc["backbone"]:
+        raise ConfigError(f"{path}: 'backbone' is missing (e.g. backbone: minilm)")
+    defaults = _options(doc.get("defaults") or {}, f"{path}: defaults", allow_name=False)
+    arrivals = doc.get("arrivals")
+    if not isinstance(arrivals, list) or not arrivals:
+        raise ConfigError(f"{path}: 'arrivals' must be a non-empty list of tasks")
+    plans = []
+    for i, raw in enumerate(arrivals):
+        label = raw.get("name") or raw.get("dataset") if isinstance(raw, dict) else None
+        where = f"{path}: arrivals[{i}]" + (f" ({label})" if label else "")
+        try:
+            opts = {**defaults, **_options(raw, where, allow_name=True)}
+            plans.append(arrival_plan(opts, base=path.parent, where=where))
+        except ContinualError as e:
+            msg = str(e)
+            raise type(e)(msg if msg.startswith(str(path)) else f"{where}: {msg}") from None
+    baselines = doc.get("baselines") or []
+    if not isinstance(baselines, list):
+        raise ConfigError(f"{path}: 'baselines' must be a list, e.g. [sequential-ft]")
+    try:
+        return StreamSpec(
+            name=str(doc.get("name") or path.stem),
+            description=str(doc.get("description") or ""),
+            backbone=doc["backbone"],
+            arrivals=tuple(plans),
+            baselines=tuple(BaselinePlan.from_dict(b) for b in baselines),
+            source=str(path.resolve()),
+        )
+    except ContinualError as e:
+        msg = str(e)
+        raise type(e)(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
+
+
+def arrival_plan(opts: dict[str, Any], *, base: Path | None = None, where: str = "") -> ArrivalPlan:
+    """An `ArrivalPlan` from option keys (those of OPTION_KEYS, plus `name`). Relative file
+    paths are taken relative to `base` (the stream file's folder), else the working folder."""
+    opts = dict(opts)
+    if opts.get("label_field") and opts.get("target_field"):
+        raise ConfigError(f"{where}: give label_field or target_field, not both")
+    if bool(opts.get("dataset")) == bool(opts.get("train")):
+        raise ConfigError(
+            f"{where}: give the data as 'dataset: NAME' (built-in) or 'train: FILE', one of them"
+        )
+    name = opts.get("name") or opts.get("dataset")
+    if not name:
+        raise ConfigError(f"{where}: 'name' is missing (required with train: FILE)")
+    data = DataArgs(
+        dataset=opts.get("dataset"),
+        train=resolve_path(opts.get("train"), base),
+        eval=resolve_path(opts.get("eval"), base),
+        kind=opts.get("kind", "classification"),
+        text_field=opts.get("text_field") or "",
+        target_field=opts.get("label_field") or opts.get("target_field") or "",
+        description=opts.get("description") or "",
+        max_train=opts.get("max_train"),
+        max_eval=opts.get("max_eval"),
+        seed=int(opts.get("seed", 0)),
+    )
+    config = TrainConfig(**{k: opts[k] for k in TRAIN_KEYS if k in opts})
+    return ArrivalPlan(
+        name=str(name),
+        data=data,
+        config=config,
+        prefix_length=int(opts.get("prefix_length", 16)),
+        positions=opts.get("positions"),
+        init=str(opts.get("init", "random")),
+    )
+
+
+def resolve_path(value: Any, base: Path | None) -> str | None:
+    """A data file as an absolute path (so a later process anywhere finds it); a hub id
+    (no such file, no extension) is kept as given."""
+    if value is None:
+        return None
+    text = str(value)
+    candidate = Path(text).expanduser()
+    if not candidate.is_absolute():
+        candidate = (base or Path.cwd()) / candidate
+    if candidate.exists() or Path(text).suffix:
+        return str(candidate.resolve())
+    return text
+
+
+_INT_KEYS = {
+    "max_train",
+    "max_eval",
+    "prefix_length",
+    "steps",
+    "batch_size",
+    "seed",
+    "eval_every",
+    "patience",
+    "max_length",
+    "max_target_length",
+    "val_max",
+    "eval_batch_size",
+}
+
+
+def _options(raw: Any, where: str, *, allow_name: bool) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping of options, got {type(raw).__name__}")
+    out = {str(k).replace("-", "_"): v for k, v in raw.items()}
+    allowed = OPTION_KEYS + (("name",) if allow_name else ())
+    _known(out, allowed, where)
+    for k, v in out.items():
+        if k in _INT_KEYS and (isinstance(v, bool) or not isinstance(v, int)):
+            raise ConfigError(f"{where}: {k} must be a whole number, got {v!r}")
+        if k == "lr":
+            out[k] = _number(v, where)
+    return out
+
+
+def _number(v: Any, where: str) -> float:
+    """YAML reads `1e-3` (no dot) as a string; accept it as the number it means."""
+    try:
+        if isinstance(v, bool):
+            raise ValueError
+        return float(v)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: lr must be a number (e.g. 1.0e-3), got {v!r}") from None
+
+
+def _known(d: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    for key in d:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = (
+                f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(allowed)}"
+            )
+            raise ConfigError(f"{where}: unknown key {key!r}{hint}")
