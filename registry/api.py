@@ -11,6 +11,7 @@ atomically just before; MLflow is mirrored afterwards and may lag (`sync_mlflow`
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -393,7 +394,7 @@ def open_database(
     ws.mkdir(parents=True, exist_ok=True)
     engine = make_engine(resolve_url(ws, url))
     try:
-        revisions = migrate.upgrade(engine)
+        revisions = _upgrade_waiting_for_locks(engine)
     except sa_exc.OperationalError as e:
         engine.dispose()
         where = engine.url.render_as_string(hide_password=True)
@@ -405,6 +406,22 @@ def open_database(
         engine.dispose()
         raise
     return ws, engine, revisions
+
+
+def _upgrade_waiting_for_locks(engine: Engine, attempts: int = 8) -> tuple[str | None, str]:
+    """Migrate, retrying while another process holds SQLite's lock (two processes opening a new
+    workspace at once: switching to WAL and creating the schema both need it, and the busy
+    timeout does not cover every step)."""
+    for attempt in range(attempts):
+        try:
+            return migrate.upgrade(engine)
+        except sa_exc.OperationalError as e:
+            locked = "locked" in str(e.orig).lower() or "busy" in str(e.orig).lower()
+            if engine.dialect.name != "sqlite" or not locked or attempt == attempts - 1:
+                raise
+            engine.dispose()
+            time.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 def default_tracker(workspace: Path, tracking_uri: str | None) -> Tracker:

@@ -240,7 +240,8 @@ def tiny_catalog_task(sentiment):
     train = tuple(Example(r["text"], r["label"]) for r in sentiment(48, seed=11))
     evals = tuple(Example(r["text"], r["label"]) for r in sentiment(24, seed=111))
     name = "tiny_sentiment"
-    if name not in catalog.names():
+    registered = name not in catalog.names()
+    if registered:
         catalog.register(
             catalog.CatalogEntry(
                 name=name,
@@ -253,7 +254,9 @@ def tiny_catalog_task(sentiment):
                 loader=lambda asset: catalog.RawSplits(train=train, eval=evals),
             )
         )
-    return name, train, evals
+    yield name, train, evals
+    if registered:  # the catalog is process-wide: leave it as other tests expect it
+        catalog._ENTRIES.pop(name, None)
 
 
 def test_jsonl_files_arrive_exactly_like_a_builtin_dataset(
