@@ -11,14 +11,10 @@ equal terms.
 from __future__ import annotations
 
 import copy
-import math
-import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
-from tqdm import tqdm
 
 from continual.backbones import Backbone
 from continual.heads import ClassificationHead
@@ -31,7 +27,7 @@ from continual.objectives import (
     generate,
     rank_classify,
 )
-from continual.train import TrainConfig, batches, lr_factor, split_validation
+from continual.train import TrainConfig, lr_factor, optimize, split_validation
 from tasks.errors import ConfigError
 from tasks.spec import Example, TaskData, TaskSpec
 
@@ -163,57 +159,38 @@ def finetune(
             "head": copy.deepcopy(head.state_dict()) if head is not None else {},
         }
 
-    losses: list[float] = []
-    best_score, best_step, bad, stopped, best = -math.inf, 0, 0, False, None
-    started = time.perf_counter()
-    bar = tqdm(
-        total=config.steps,
-        desc=f"fine-tune {spec.name}",
-        unit="step",
-        file=sys.stderr,
-        disable=not progress,
-        dynamic_ncols=True,
-    )
-    step = 0
-    stream = batches(train_set, config.batch_size, config.seed)
+    best: dict[str, dict[str, torch.Tensor]] | None = None
+
+    def keep_best(step: int) -> None:
+        nonlocal best
+        best = state()
+
     try:
-        for step in range(1, config.steps + 1):
-            model.train()
-            if head is not None:
-                head.train()
-            loss = loss_fn(next(stream))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-            bar.update(1)
-            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}")
-            if val_set and (step % config.eval_every == 0 or step == config.steps):
-                value = validate()
-                if value > best_score:
-                    best, best_score, best_step, bad = state(), value, step, 0
-                else:
-                    bad += 1
-                bar.set_postfix(loss=f"{losses[-1]:.4f}", val=f"{value:.4f}")
-                if config.patience and bad >= config.patience:
-                    stopped = True
-                    break
+        loop = optimize(
+            params=params,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            loss_of=loss_fn,
+            validate=validate,
+            on_best=keep_best,
+            modules=[model] + ([head] if head is not None else []),
+            train_set=train_set,
+            has_validation=bool(val_set),
+            config=config,
+            desc=f"fine-tune {spec.name}",
+            progress=progress,
+        )
     finally:
-        bar.close()
         model.eval()
     if best is not None:
         model.load_state_dict(best["model"])
         if head is not None:
             head.load_state_dict(best["head"])
-    else:
-        best_step = step
     optimizer.zero_grad(set_to_none=True)
     return FinetuneResult(
-        steps=step,
-        best_step=best_step,
-        losses=losses,
-        seconds=time.perf_counter() - started,
-        stopped_early=stopped,
+        steps=loop.steps,
+        best_step=loop.best_step if best is not None else loop.steps,
+        losses=loop.losses,
+        seconds=loop.seconds,
+        stopped_early=loop.stopped_early,
     )

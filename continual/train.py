@@ -12,7 +12,7 @@ import math
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -157,6 +157,94 @@ def _validate(
     return -total / max(n, 1)
 
 
+@dataclass
+class LoopResult:
+    """What one optimization loop did: steps run, the best validated step, losses per step."""
+
+    steps: int
+    best_step: int
+    losses: list[float]
+    validations: list[tuple[int, float]]
+    seconds: float
+    stopped_early: bool
+
+
+def optimize(
+    *,
+    params: list[torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    loss_of: Callable[[Sequence[Example]], torch.Tensor],
+    validate: Callable[[], float],
+    on_best: Callable[[int], None],
+    modules: Sequence[torch.nn.Module],
+    train_set: Sequence[Example],
+    has_validation: bool,
+    config: TrainConfig,
+    desc: str,
+    progress: bool,
+) -> LoopResult:
+    """The one training loop (prefixes and the fine-tuning baseline both run it).
+
+    Each step: seeded batch, loss, clipped AdamW step, schedule step. Every `eval_every` steps
+    (and at the end) `validate()` scores the current weights, higher is better; `on_best(step)`
+    is called when it improves, and `patience` validations without improvement stop the loop.
+    `modules` are put back in train mode before every step (validation may switch them off).
+    """
+    losses: list[float] = []
+    validations: list[tuple[int, float]] = []
+    best_score, best_step, bad, stopped = -math.inf, 0, 0, False
+    started = time.perf_counter()
+    bar = tqdm(
+        total=config.steps,
+        desc=desc,
+        unit="step",
+        file=sys.stderr,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    step = 0
+    stream = batches(train_set, config.batch_size, config.seed)
+    try:
+        for step in range(1, config.steps + 1):
+            for m in modules:
+                m.train()
+            loss = loss_of(next(stream))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}",
+                ex_s=f"{step * config.batch_size / (time.perf_counter() - started):.1f}",
+            )
+            if has_validation and (step % config.eval_every == 0 or step == config.steps):
+                value = validate()
+                validations.append((step, value))
+                if value > best_score:
+                    best_score, best_step, bad = value, step, 0
+                    on_best(step)
+                else:
+                    bad += 1
+                bar.set_postfix(loss=f"{losses[-1]:.4f}", val=f"{value:.4f}")
+                if config.patience and bad >= config.patience:
+                    stopped = True
+                    break
+    finally:
+        bar.close()
+    return LoopResult(
+        steps=step,
+        best_step=best_step,
+        losses=losses,
+        validations=validations,
+        seconds=time.perf_counter() - started,
+        stopped_early=stopped,
+    )
+
+
 def train(
     backbone: Backbone,
     data: TaskData,
@@ -229,68 +317,41 @@ def train(
             limits=limits,
         )
 
-    losses: list[float] = []
-    validations: list[tuple[int, float]] = []
-    best, best_score, best_step, bad, stopped = snapshot(), -math.inf, 0, 0, False
-    best_state = train_state()
+    best, best_state = snapshot(), train_state()
+
+    def keep_best(step: int) -> None:
+        nonlocal best, best_state
+        best, best_state = snapshot(), train_state()
+
     backbone.model.train()  # dropout on in the frozen backbone, as in PEFT; weights never change
-    started = time.perf_counter()
-    bar = tqdm(
-        total=config.steps,
-        desc=f"train {spec.name}",
-        unit="step",
-        file=sys.stderr,
-        disable=not progress,
-        dynamic_ncols=True,
-    )
-    step = 0
-    stream = batches(train_set, config.batch_size, config.seed)
     try:
-        for step in range(1, config.steps + 1):
-            module.train()
-            if head:
-                head.train()
-            chunk = next(stream)
-            loss = loss_fn(chunk, module())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-            elapsed = time.perf_counter() - started
-            bar.update(1)
-            bar.set_postfix(
-                loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}",
-                ex_s=f"{step * config.batch_size / elapsed:.1f}",
-            )
-            if val_set and (step % config.eval_every == 0 or step == config.steps):
-                current = snapshot()
-                value = _validate(backbone, current, val_set, config, loss_fn)
-                validations.append((step, value))
-                if value > best_score:
-                    best, best_score, best_step, bad = current, value, step, 0
-                    best_state = train_state()
-                else:
-                    bad += 1
-                bar.set_postfix(loss=f"{losses[-1]:.4f}", val=f"{value:.4f}")
-                if config.patience and bad >= config.patience:
-                    stopped = True
-                    break
+        loop = optimize(
+            params=params,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            loss_of=lambda chunk: loss_fn(chunk, module()),
+            validate=lambda: _validate(backbone, snapshot(), val_set, config, loss_fn),
+            on_best=keep_best,
+            modules=[module, backbone.model] + ([head] if head else []),
+            train_set=train_set,
+            has_validation=bool(val_set),
+            config=config,
+            desc=f"train {spec.name}",
+            progress=progress,
+        )
     finally:
-        bar.close()
         backbone.model.eval()
     if not val_set:
-        best, best_step, best_state = snapshot(), step, train_state()
+        keep_best(loop.steps)
     return TrainResult(
         task=best,
-        steps=step,
-        best_step=best_step,
-        losses=losses,
-        validations=validations,
-        seconds=time.perf_counter() - started,
+        steps=loop.steps,
+        best_step=loop.best_step if val_set else loop.steps,
+        losses=loop.losses,
+        validations=loop.validations,
+        seconds=loop.seconds,
         trainable_params=sum(p.numel() for p in params),
-        stopped_early=stopped,
+        stopped_early=loop.stopped_early,
         state=best_state,
     )
 
