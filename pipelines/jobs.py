@@ -16,7 +16,7 @@ from continual.objectives import TextLimits
 from continual.prefix import PrefixConfig
 from continual.train import TrainConfig, TrainResult, flatten_state, train, unflatten_state
 from pipelines.settings import RegistryArgs
-from registry import PrefixRecord, Registry
+from registry import PrefixRecord, Registry, TaskView
 from tasks.errors import ConfigError, ContinualError
 from tasks.sources import load_files
 from tasks.spec import TaskData, TaskSpec
@@ -122,11 +122,17 @@ def prefix_config_for(backbone: Backbone, length: int, positions: str | None) ->
     )
 
 
-def task_prefix_from_registry(reg: Registry, task: str, backbone: Backbone) -> TaskPrefix:
-    """The current prefix of `task`, verified against its sha256 and the backbone's fingerprint."""
+def current_view(reg: Registry, task: str) -> TaskView:
+    """`task`'s registry view, refusing a task that has no usable current prefix."""
     view = reg.show(task)
     if view.current is None:
         raise ConfigError(f"task {task} has no usable prefix in the registry; train it first")
+    return view
+
+
+def task_prefix_from_registry(reg: Registry, task: str, backbone: Backbone) -> TaskPrefix:
+    """The current prefix of `task`, verified against its sha256 and the backbone's fingerprint."""
+    view = current_view(reg, task)
     tensors, record = reg.load_prefix(task, backbone.fingerprint)
     config = PrefixConfig.from_dict(record.config)
     limits = TextLimits(**record.config.get("limits", {}))
@@ -348,9 +354,7 @@ def _load_task(
         loaded, _ = checkpoint.load(prefix_dir, backbone_fingerprint=backbone.fingerprint)
         return backbone, loaded
     with registry.open() as reg:
-        record = reg.show(task).current
-        if record is None:
-            raise ConfigError(f"task {task} has no usable prefix in the registry; train it first")
+        record = current_view(reg, task).current
         backbone = _backbone_for(reg.run(record.run_id).config["backbone"])
         return backbone, task_prefix_from_registry(reg, task, backbone)
 
