@@ -16,6 +16,10 @@ from typing import Any
 
 from tasks.errors import ConfigError, ContinualError
 
+# The init strategies a user can name (continual.init also has `tensor`, for the Python API);
+# spelt out here so that `--help` does not import torch.
+INIT_CHOICES = ("auto", "words", "random", "nearest", "weighted")
+
 _COMMON = ("home", "json", "registry_url", "tracking_uri", "quiet")
 
 
@@ -234,6 +238,14 @@ def cmd_evaluate(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_predict(a: argparse.Namespace) -> dict[str, Any]:
+    if a.auto:
+        if a.prefix or a.task:
+            raise ConfigError("--auto picks the task itself; drop --prefix and --task")
+        from pipelines.serve import run_predict_auto
+
+        return run_predict_auto(
+            registry=registry_args(a), texts=a.texts, backbone=a.backbone, batch_size=a.batch_size
+        )
     from pipelines.jobs import run_predict
 
     return run_predict(
@@ -260,8 +272,11 @@ def add_training_options(t: argparse.ArgumentParser) -> None:
     )
     h.add_argument(
         "--init",
-        help="where the prefix starts (default random): random, or words (the backbone's own keys and "
-        "values for the task description, Li & Liang's real-word init)",
+        choices=INIT_CHOICES,
+        help="where the prefix starts (default auto): random; words (the backbone's own keys "
+        "and values for the task description, Li & Liang's real-word init); nearest (a copy of "
+        "the most similar earlier task's prefix); weighted (a similarity-weighted mix of the "
+        "top 3); auto (weighted when an earlier task is similar enough, else words)",
     )
     h.add_argument("--steps", type=int, default=400)
     h.add_argument("--batch-size", type=int, default=16)
@@ -338,6 +353,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = leaf(sub, "predict", cmd_predict, "answer texts with a stored prefix")
     p.add_argument("--prefix", help="an exported prefix folder (train --out, registry export)")
     p.add_argument("--task", help="a task in the registry (its current prefix)")
+    p.add_argument(
+        "--auto",
+        action="store_true",
+        help="route each text to the registry task it most likely belongs to (mixed batches)",
+    )
+    p.add_argument("--backbone", help="with --auto: whose tasks (default: the registry's)")
     p.add_argument("texts", nargs="*", metavar="TEXT")
     p.add_argument("--batch-size", type=int, default=32)
 

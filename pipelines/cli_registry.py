@@ -67,6 +67,27 @@ def add_registry_commands(subparsers: Any, common: argparse.ArgumentParser) -> N
     p.add_argument(
         "--repair", action="store_true", help="remove orphan files and mark broken prefixes"
     )
+    p = leaf(
+        "similar",
+        cmd_similar,
+        "the earlier tasks most like a registered task, or like new data given as files",
+    )
+    p.add_argument("task", metavar="TASK", nargs="?", help="a task in the registry")
+    p.add_argument("--train", help="new data instead of TASK: JSONL, CSV/TSV or Parquet")
+    p.add_argument("--kind", choices=("classification", "generation"), default="classification")
+    p.add_argument("--text-field", default="", help="input text field (default: text)")
+    tgt = p.add_mutually_exclusive_group()
+    tgt.add_argument("--label-field", dest="target_field", default="", help="label field")
+    tgt.add_argument("--target-field", dest="target_field", help="target field (generation)")
+    p.add_argument("--top", type=int, default=5, help="how many to list (default 5)")
+    p.add_argument(
+        "--method",
+        choices=("embedding", "prefix"),
+        default="embedding",
+        help="embedding: task embeddings (inputs + label words) from the frozen backbone; "
+        "prefix: SPoT's cosine of average-pooled prefixes (registered tasks only)",
+    )
+    p.add_argument("--backbone", help="for --train: the backbone (default: the registry's)")
     leaf("sync-mlflow", cmd_sync_mlflow, "mirror to MLflow what it missed while unreachable")
     leaf("upgrade", cmd_upgrade, "migrate the registry database to the newest schema")
 
@@ -133,6 +154,25 @@ def cmd_check(a: argparse.Namespace) -> dict[str, Any]:
     if not result["ok"]:
         result["_exit_code"] = 1
     return result
+
+
+def cmd_similar(a: argparse.Namespace) -> dict[str, Any]:
+    from pipelines.jobs import DataArgs
+    from pipelines.serve import run_similar
+
+    return run_similar(
+        registry=_args(a),
+        task=a.task,
+        data_args=DataArgs(
+            train=a.train,
+            kind=a.kind,
+            text_field=a.text_field,
+            target_field=a.target_field or "",
+        ),
+        backbone=a.backbone,
+        method=a.method,
+        top=a.top,
+    )
 
 
 def cmd_sync_mlflow(a: argparse.Namespace) -> dict[str, Any]:

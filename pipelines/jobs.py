@@ -11,11 +11,11 @@ from continual import checkpoint
 from continual.backbones import Backbone, load_backbone
 from continual.backbones import catalog as catalog_backbones
 from continual.inference import EvalResult, TaskPrefix, evaluate, predict
-from continual.init import InitContext, initial_prefix
 from continual.objectives import TextLimits
 from continual.prefix import PrefixConfig
 from continual.train import TrainConfig, TrainResult, flatten_state, train, unflatten_state
 from pipelines.settings import RegistryArgs
+from pipelines.similar import plan_start, start_info
 from registry import PrefixRecord, Registry, TaskView
 from tasks.errors import ConfigError, ContinualError
 from tasks.sources import load_files
@@ -183,12 +183,14 @@ def run_train(
                 f"--resume {task} keeps the stored prefix's length, positions and init; drop "
                 "--prefix-length, --positions and --init (or train --new-version instead)"
             )
-        resume_state, lineage = None, []
-        init = init or "random"
+        resume_state, lineage, vectors, start = None, [], None, None
+        init = init or "auto"
         pconfig = prefix_config_for(backbone, prefix_length or 16, positions).with_(init=init)
-        start = (
-            None if resume else initial_prefix(init, InitContext(backbone, data.spec, pconfig, {}))
-        )
+        run_extra: dict[str, Any] = {"resumed": resume}
+        if not resume:
+            planned, vectors = plan_start(reg, backbone, data, pconfig)
+            start, lineage = planned.prefix, planned.lineage()
+            run_extra["init"] = start_info(planned)
         if resume:
             if not exists:
                 raise ConfigError(f"--resume {task}: no such task in the registry")
@@ -217,7 +219,8 @@ def run_train(
             evaluation=ev,
             lineage=lineage,
             new_version=exists,
-            run_extra={"resumed": resume},
+            run_extra=run_extra,
+            embeddings=vectors,
         )
     if out is not None:
         checkpoint.save(
@@ -284,9 +287,11 @@ def register_trained(
     new_version: bool,
     position: int | None = None,
     run_extra: dict[str, Any] | None = None,
+    embeddings: dict[str, Any] | None = None,
 ) -> PrefixRecord:
     """Register a trained prefix with its eval score (at stream `position`, if any) and what
-    reproduces the run; `run_extra` adds keys to the run's config."""
+    reproduces the run; `run_extra` adds keys to the run's config; `embeddings` (task
+    embedding, routing keys) are stored in the same unit of work."""
     return reg.register_prefix(
         task=data.spec,
         data_fingerprint=data.fingerprint,
@@ -331,10 +336,11 @@ def register_trained(
         },
         optimizer_state=flatten_state(result.state),
         new_version=new_version,
+        embeddings=embeddings,
     )
 
 
-def _backbone_for(info: dict[str, Any]) -> Backbone:
+def backbone_for(info: dict[str, Any]) -> Backbone:
     """Load the backbone a stored prefix names: a catalog name, a folder or a hub id."""
     if info["name"] in catalog_backbones():
         return load_backbone(info["name"])
@@ -350,12 +356,12 @@ def _load_task(
         )
     if prefix_dir is not None:
         doc = checkpoint.read_meta(prefix_dir)
-        backbone = _backbone_for(doc["backbone"])
+        backbone = backbone_for(doc["backbone"])
         loaded, _ = checkpoint.load(prefix_dir, backbone_fingerprint=backbone.fingerprint)
         return backbone, loaded
     with registry.open() as reg:
         record = current_view(reg, task).current
-        backbone = _backbone_for(reg.run(record.run_id).config["backbone"])
+        backbone = backbone_for(reg.run(record.run_id).config["backbone"])
         return backbone, task_prefix_from_registry(reg, task, backbone)
 
 

@@ -20,6 +20,10 @@ from registry import ArrivalRecord, EvaluationRecord, Registry
 
 PREFIX = "prefix"
 UNTRAINED = ("init", "random")
+# The task-agnostic evaluation of the prefixes (the task inferred by routing): the end-to-end
+# score per task, and the fraction of its inputs routed to it.
+ROUTED = "prefix/routed"
+ROUTING = "prefix/routing"
 
 
 def untrained_method(method: str, which: str) -> str:

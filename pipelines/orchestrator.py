@@ -36,14 +36,15 @@ from typing import Any
 from continual.backbones import Backbone, fingerprint, load_backbone
 from continual.finetune import fresh_head
 from continual.inference import EvalResult, TaskPrefix, evaluate
-from continual.init import InitContext, initial_prefix
 from continual.prefix import PrefixConfig, TrainablePrefix
 from continual.train import TrainConfig, train
 from pipelines import ledger
 from pipelines.baseline_runner import BaselineRunner, wanted
 from pipelines.jobs import load_data, prefix_config_for, register_trained, task_prefix_from_registry
 from pipelines.progress import Progress, to_stderr
+from pipelines.serve import ROUTED, ROUTING, AutoPredictor, task_agnostic
 from pipelines.settings import RegistryArgs
+from pipelines.similar import plan_start, start_info
 from pipelines.stream import ArrivalPlan, BaselinePlan, StreamSpec
 from pipelines.taskbook import TaskBook, known, registered_at, run_info
 from registry import Registry
@@ -76,6 +77,7 @@ class Orchestrator:
         self.say = say
         self.book = TaskBook()
         self._backbone: Backbone | None = None
+        self._route_cache: dict[str, Any] = {}
 
     # ------------------------------------------------------------------------ entry points
 
@@ -171,14 +173,17 @@ class Orchestrator:
         registered = registered_at(reg, plan.name, position)
         starts: tuple[EvalResult, EvalResult] | None = None
         summary: dict[str, Any] = {}
+        answers: dict[str, tuple[str, ...]] = {}
         if registered is None:
             if known(reg, plan.name):
                 raise ConfigError(
                     f"task {plan.name} is already in the registry (trained outside the stream); "
                     "give the arriving task another name"
                 )
-            start = initial_prefix(plan.init, InitContext(backbone, data.spec, pconfig, {}))
-            with self.log.step(tag, "prefix · starting points"):
+            with self.log.step(tag, f"prefix · embed, init ({plan.init})"):
+                planned, vectors = plan_start(reg, backbone, data, pconfig)
+            start = planned.prefix
+            with self.log.step(tag, f"prefix · starting points ({planned.strategy})"):
                 starts = _prefix_starts(backbone, data, pconfig, config, start)
             with self.log.step(tag, f"prefix · train ({config.steps} steps)"):
                 result = train(backbone, data, pconfig, config, init=start, progress=self.progress)
@@ -192,11 +197,16 @@ class Orchestrator:
                     config=config,
                     result=result,
                     evaluation=ev,
-                    lineage=[],
+                    lineage=planned.lineage(),
                     new_version=False,
                     position=position,
-                    run_extra={"stream": run_info(plan, data, position, backbone)},
+                    run_extra={
+                        "stream": run_info(plan, data, position, backbone),
+                        "init": start_info(planned),
+                    },
+                    embeddings=vectors,
                 )
+            answers[plan.name] = ev.predictions
             summary = {
                 "score": ev.score,
                 "metric": ev.metric,
@@ -213,13 +223,51 @@ class Orchestrator:
         earlier = ledger.stream_tasks(reg)[:position]
         with self.log.step(tag, f"prefix · re-evaluate {len(earlier)} earlier task(s)"):
             for task in earlier:
-                self._reevaluate(reg, task, position)
+                ev = self._reevaluate(reg, task, position)
+                if ev is not None:
+                    answers[task] = ev.predictions
+        with self.log.step(tag, "prefix · task-agnostic (routed) evaluation"):
+            self._task_agnostic(reg, [*earlier, plan.name], position, answers)
         reg.finish_arrival(arrival.id, "done")
         return summary
 
-    def _reevaluate(self, reg: Registry, task: str, position: int) -> None:
-        if ledger.find(reg.history(task), PREFIX, position) is not None:
+    def _task_agnostic(
+        self, reg: Registry, tasks: list[str], position: int, answers: dict[str, tuple[str, ...]]
+    ) -> None:
+        """Route every eval input of the stream so far and score the answers (see serve.py);
+        recorded per task at `position` under `prefix/routed` and `prefix/routing`."""
+        methods = (ROUTED, ROUTING)
+        todo = [
+            t
+            for t in tasks
+            if any(ledger.find(reg.history(t), m, position) is None for m in methods)
+        ]
+        if not todo:
             return
+        try:
+            predictor = AutoPredictor(reg, self.backbone, tasks)
+        except ConfigError as e:
+            self.say(f"task-agnostic evaluation skipped at position {position}: {e}")
+            return
+        entries = []
+        for t in todo:
+            info, data = self.book.task(reg, t), self.book.data(reg, t)
+            own = answers.get(t)
+            if own is None:
+                loaded = task_prefix_from_registry(reg, t, self.backbone)
+                bs = info.config.eval_batch_size
+                own = evaluate(self.backbone, loaded, data.eval, batch_size=bs).predictions
+            entries.append((data.spec, data.eval, own, info.config.eval_batch_size))
+        results = task_agnostic(self.backbone, predictor, entries, self._route_cache)
+        for t, pair in results.items():
+            history = reg.history(t)
+            for method, ev in zip(methods, pair):
+                if ledger.find(history, method, position) is None:
+                    ledger.record(reg, t, method, position, ev)
+
+    def _reevaluate(self, reg: Registry, task: str, position: int) -> EvalResult | None:
+        if ledger.find(reg.history(task), PREFIX, position) is not None:
+            return None
         info = self.book.task(reg, task)
         loaded = task_prefix_from_registry(reg, task, self.backbone)
         examples = self.book.data(reg, task).eval
@@ -232,6 +280,7 @@ class Orchestrator:
                 f"arrival (sha256 {ev.predictions_sha256[:12]}… vs "
                 f"{str(info.predictions_sha256)[:12]}…); the report flags it"
             )
+        return ev
 
     def _record_starts(
         self,
@@ -253,8 +302,8 @@ class Orchestrator:
         if not missing:
             return
         if starts is None:  # redone after a kill: the starting points are seeded, so recompute
-            start = initial_prefix(pconfig.init, InitContext(self.backbone, data.spec, pconfig, {}))
-            starts = _prefix_starts(self.backbone, data, pconfig, config, start)
+            planned, _ = plan_start(reg, self.backbone, data, pconfig)
+            starts = _prefix_starts(self.backbone, data, pconfig, config, planned.prefix)
         for which, ev in zip(ledger.UNTRAINED, starts):
             if which in missing:
                 ledger.record(reg, task, ledger.untrained_method(method, which), position, ev)

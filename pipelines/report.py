@@ -68,12 +68,82 @@ def build(reg: Registry) -> dict[str, Any]:
         "methods": methods,
         "metric_definitions": METRIC_NAMES,
         "evidence": _evidence(home, tasks, stream["views"].get(ledger.PREFIX), backbone),
+        "task_agnostic": task_agnostic(tasks, evaluations, methods.get(ledger.PREFIX)),
         "in_progress": [
             {"method": a.method, "position": a.position, "task": a.task, "status": a.status}
             for a in reg.arrivals(None)
             if a.status != "done"
         ],
     }
+
+
+def task_agnostic(
+    tasks: list[str], evaluations: dict[str, list], prefix: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The prefixes when the task is not given: per arrival i, the routing accuracy over every
+    eval input of tasks 0..i, the end-to-end score (mean over those tasks, each input answered
+    by the prefix it was routed to) and the same mean with the task given (the prefix's R)."""
+    T = prefix["arrivals"] if prefix else 0
+    routed = ledger.method_view(ledger.ROUTED, tasks, evaluations, T)
+    per_arrival = []
+    for i in range(T):
+        found = [ledger.find(evaluations[t], ledger.ROUTING, i) for t in tasks[: i + 1]]
+        ends = routed.R[i][: i + 1]
+        given = prefix["R"][i][: i + 1]
+        if any(e is None for e in found) or any(x is None for x in ends):
+            per_arrival.append({"position": i, "tasks": i + 1, "recorded": False})
+            continue
+        n = sum(e.n for e in found)
+        per_arrival.append(
+            {
+                "position": i,
+                "tasks": i + 1,
+                "recorded": True,
+                "n": n,
+                "routing_accuracy": sum(e.value * e.n for e in found) / n,
+                "coverage": 1.0,
+                "end_to_end": sum(ends) / len(ends),
+                "task_given": sum(given) / len(given) if None not in given else None,
+            }
+        )
+    return {
+        "R": metrics.lower_triangle(routed.R),
+        "per_arrival": per_arrival,
+        "routing_per_task": {
+            t: [e.value for e in evaluations[t] if e.method == ledger.ROUTING] for t in tasks
+        },
+        "note": "every input is answered (no reject option): coverage 100%",
+    }
+
+
+def task_agnostic_rows(doc: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for a in doc["task_agnostic"]["per_arrival"]:
+        if not a["recorded"]:
+            rows.append([str(a["position"]), str(a["tasks"]), "–", "–", "–", "–"])
+            continue
+        given = a["task_given"]
+        rows.append(
+            [
+                str(a["position"]),
+                str(a["tasks"]),
+                pct(a["routing_accuracy"]),
+                pct(a["end_to_end"]),
+                pct(given),
+                pct(None if given is None else a["end_to_end"] - given, signed=True),
+            ]
+        )
+    return rows
+
+
+TASK_AGNOSTIC_HEAD = [
+    "after arrival",
+    "tasks",
+    "routing accuracy",
+    "score, task inferred",
+    "score, task given",
+    "difference",
+]
 
 
 def _task_row(reg: Registry, position: int, task: str, evaluations: list) -> dict[str, Any]:
@@ -97,6 +167,9 @@ def _task_row(reg: Registry, position: int, task: str, evaluations: list) -> dic
         "stored_bytes": record.n_bytes if record else None,
         "stored_params": record.n_stored if record else None,
         "init": (record.config.get("init") if record else None) or "random",
+        "init_strategy": run.get("init", {}).get("strategy")
+        or (record.config.get("init") if record else None)
+        or "random",
         "lineage": [e.to_dict() for e in reg.lineage(task)] if record else [],
         "backbone_fingerprint": record.backbone_fingerprint if record else None,
         "backbone_name": record.backbone_name if record else None,
@@ -231,6 +304,18 @@ def markdown(doc: dict[str, Any]) -> str:
     for name in doc["methods"]:
         head, rows = matrix_rows(doc, name)
         parts += [f"### {name}", "", _md_table(head, rows), ""]
+    parts += [
+        "## Task-agnostic: the task inferred, not given",
+        "",
+        "Every eval input of the tasks so far is routed to a task by its frozen features "
+        "(`continual predict --auto`) and answered by that task's prefix. Routing accuracy "
+        "counts every input (no reject option: coverage 100%); scores are the mean over tasks, "
+        "each on its own metric. Unlike the prefixes themselves, routing can degrade as tasks "
+        "accumulate.",
+        "",
+        _md_table(TASK_AGNOSTIC_HEAD, task_agnostic_rows(doc)),
+        "",
+    ]
     parts += ["## Stream", ""]
     parts += [
         _md_table(
@@ -288,7 +373,10 @@ def lineage_rows(doc: dict[str, Any]) -> list[list[str]]:
             f"{e['source_task']} v{e['source_version']} ({e['method']}, w={e['weight']:.2f})"
             for e in t["lineage"]
         )
-        out.append([t["task"], t["init"], sources or "– (no earlier prefix)"])
+        init = t["init"]
+        if t.get("init_strategy") and t["init_strategy"] != init:
+            init = f"{init} → {t['init_strategy']}"
+        out.append([t["task"], init, sources or "– (no earlier prefix)"])
     return out
 
 

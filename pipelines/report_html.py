@@ -14,12 +14,14 @@ from typing import Any
 
 from pipelines.report import (
     COLUMNS,
+    TASK_AGNOSTIC_HEAD,
     fp_rows,
     lineage_rows,
     matrix_rows,
     pct,
     sha_rows,
     storage,
+    task_agnostic_rows,
 )
 
 STYLE = """
@@ -182,6 +184,10 @@ def html(doc: dict[str, Any]) -> str:
     parts += [
         "<h2>Each task over the stream</h2>",
         _img(task_lines(doc), "score of each task after every arrival"),
+        "<h2>Task-agnostic: the task inferred, not given</h2><p>Every eval input of the tasks so "
+        "far is routed by its frozen features and answered by that task's prefix; routing "
+        "accuracy counts every input (no reject option: coverage 100%).</p>",
+        _table(TASK_AGNOSTIC_HEAD, task_agnostic_rows(doc)),
         "<h2>Stored bytes per task</h2>",
         _img(storage_bars(doc), "bytes stored per task and by the backbone"),
         _table(["task", "stored params", "stored bytes", "of the backbone"], storage(doc)),

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from continual.init import strategies
 from continual.train import TrainConfig
 from pipelines.jobs import DataArgs
 from tasks.errors import ConfigError, ContinualError
@@ -69,10 +70,15 @@ class ArrivalPlan:
     config: TrainConfig = field(default_factory=TrainConfig)
     prefix_length: int = 16
     positions: str | None = None
-    init: str = "random"
+    init: str = "auto"
 
     def __post_init__(self) -> None:
         check_name(self.name)
+        if self.init not in strategies():
+            raise ConfigError(
+                f"arrival {self.name}: unknown init {self.init!r}; choose one of "
+                f"{', '.join(strategies())}"
+            )
         if self.prefix_length < 1:
             raise ConfigError(f"arrival {self.name}: prefix_length must be at least 1")
         if self.positions not in (None, "explicit", "shifted"):
@@ -98,7 +104,7 @@ class ArrivalPlan:
             config=TrainConfig.from_dict(d["config"]),
             prefix_length=d.get("prefix_length", 16),
             positions=d.get("positions"),
-            init=d.get("init", "random"),
+            init=d.get("init", "auto"),
         )
 
 
@@ -258,7 +264,7 @@ def arrival_plan(opts: dict[str, Any], *, base: Path | None = None, where: str =
         config=config,
         prefix_length=int(opts.get("prefix_length", 16)),
         positions=opts.get("positions"),
-        init=str(opts.get("init", "random")),
+        init=str(opts.get("init", "auto")),
     )
 
 

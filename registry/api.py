@@ -109,6 +109,7 @@ class Registry:
         evaluation: dict[str, Any] | None = None,
         optimizer_state: dict[str, torch.Tensor] | None = None,
         new_version: bool = False,
+        embeddings: dict[str, Any] | None = None,
     ) -> PrefixRecord:
         """Store a trained prefix as the task's new current version; returns its record.
 
@@ -119,7 +120,9 @@ class Registry:
         train_summary: steps, seconds, final_loss, losses (one per step), optional n_trainable;
         run: seed, config, packages, backbone_fingerprint (must equal the backbone's);
         evaluation: metric, value, n, optional predictions_sha256 and position;
-        lineage: (source_prefix_id, weight, method) per source.
+        lineage: (source_prefix_id, weight, method) per source;
+        embeddings: {method: vector or [rows, dim] matrix}, stored with the prefix in the same
+        unit of work (so a refused or killed registration leaves none behind).
         A task already in the registry needs `new_version=True` and the same kind. The file is
         written (atomically) before the row is committed; MLflow is mirrored after, and a failure
         there only warns (TrackingWarning) and leaves `mlflow_run_id` None.
@@ -136,6 +139,7 @@ class Registry:
             run=run,
             evaluation=evaluation,
             optimizer_state=optimizer_state,
+            embeddings=embeddings,
             new_version=new_version,
         )
         run_id = self._mirror(record.id)

@@ -155,6 +155,33 @@ def lineage(edges: Any) -> list[tuple[int, float, str]]:
     return out
 
 
+def embeddings(d: Any) -> list[tuple[str, int, tuple[float, ...]]]:
+    """`{method: vector}` or `{method: (dim, values)}` -> (method, dim, values) triples.
+
+    A plain vector has `dim = len(vector)`; a matrix (for example several routing keys) is given
+    as `[rows, dim]` or as `(dim, flat values)`. Values must be finite.
+    """
+    import torch
+
+    out: list[tuple[str, int, tuple[float, ...]]] = []
+    for method, value in (d or {}).items():
+        if not isinstance(method, str) or not method or len(method) > 64:
+            raise ConfigError(f"embedding method {method!r} must be a string of 1-64 characters")
+        if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], int):
+            dim, flat = value[0], torch.as_tensor(value[1], dtype=torch.float32).flatten()
+        else:
+            t = torch.as_tensor(value, dtype=torch.float32)
+            if t.dim() not in (1, 2) or t.numel() == 0:
+                raise ConfigError(f"embedding {method}: give a non-empty vector or matrix")
+            dim, flat = int(t.shape[-1]), t.flatten()
+        if dim < 1 or flat.numel() % dim:
+            raise ConfigError(f"embedding {method}: {flat.numel()} values are not rows of {dim}")
+        if not bool(torch.isfinite(flat).all()):
+            raise ConfigError(f"embedding {method} has non-finite values")
+        out.append((method, dim, tuple(float(x) for x in flat)))
+    return out
+
+
 def evaluation(d: Any) -> dict[str, Any] | None:
     if d is None:
         return None

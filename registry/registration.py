@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from registry import exchange, inputs
 from registry.records import PrefixRecord
+from registry.stream_repository import pack_vector
 from registry.uow import UnitOfWork
 from tasks.errors import ConfigError
 from tasks.spec import TaskSpec
@@ -36,6 +37,7 @@ def store(
     evaluation: dict[str, Any] | None,
     optimizer_state: dict[str, torch.Tensor] | None,
     new_version: bool,
+    embeddings: dict[str, Any] | None = None,
 ) -> PrefixRecord:
     """`Registry.register_prefix` without the MLflow mirror; returns the committed record."""
     if not isinstance(task, TaskSpec):
@@ -50,6 +52,7 @@ def store(
     run_info = inputs.run(run, bb.fingerprint)
     edges = inputs.lineage(lineage)
     ev = inputs.evaluation(evaluation)
+    vectors = inputs.embeddings(embeddings)
 
     def refuse(uow: UnitOfWork) -> None:
         existing = uow.tasks.find(task.name)
@@ -112,6 +115,10 @@ def store(
         )
         if ev is not None:
             uow.evaluations.add(prefix_id=prefix_id, task_id=task_id, method="prefix", **ev)
+        for method, dim, values in vectors:
+            uow.streams.add_embedding(
+                task_id=task_id, method=method, dim=dim, vector=pack_vector(values)
+            )
         record = uow.prefixes.get(prefix_id)
         assert record is not None
         return record

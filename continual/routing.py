@@ -1,0 +1,102 @@
+"""Routing: which task an input belongs to, when nobody says.
+
+Each task keeps routing keys from its arrival: the frozen backbone's features for a seeded
+sample of its training inputs (`ROUTE_SAMPLE` rows). A feature is the mean-pooled hidden
+state of up to `ROUTE_LAYERS` evenly spaced layers, each unit-normed, concatenated. The router
+is a logistic regression over those keys (learned keys: one weight vector per task), refit
+whenever the set of tasks changes, so adding a task never needs the old tasks' data.
+
+Measured on the demo stream's five tasks (minilm, 200 held-out inputs per task, 1,000 in all):
+nearest centroid of the last layer's features routes 88.7% right, nearest centroid over all
+layers 93.5%, k-means prototypes (4-16 per task) 94-96%, and this logistic regression 96.5%
+with 256 keys per task (92.7% with 64, 96.8% with 400). See `bench/similar_init.py --routing`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from continual.backbones import Backbone
+from continual.similarity import pooled_features, sample_texts
+from tasks.errors import ConfigError
+from tasks.spec import Example
+
+ROUTE_SAMPLE = 256
+ROUTE_LAYERS = 6
+ROUTE_MAX_LENGTH = 64
+ROUTE_C = 1.0
+
+
+def route_method(backbone: Backbone) -> str:
+    """The registry method name of routing keys on `backbone` (keys are per backbone)."""
+    return f"route:{backbone.fingerprint[:16]}"
+
+
+def route_layers(backbone: Backbone) -> tuple[int, ...]:
+    """Up to `ROUTE_LAYERS` evenly spaced hidden-state indices, the last layer included."""
+    n = backbone.geometry.layers
+    k = min(ROUTE_LAYERS, n)
+    return tuple(sorted({round(n - i * n / k) for i in range(k)}))
+
+
+def route_features(backbone: Backbone, texts: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
+    """`[n, layers * hidden]` routing features of `texts` (no prefix: the frozen backbone)."""
+    layers = route_layers(backbone)
+    raw = pooled_features(
+        backbone, texts, layers=layers, batch_size=batch_size, max_length=ROUTE_MAX_LENGTH
+    )
+    h = backbone.geometry.hidden_size
+    blocks = raw.reshape(len(texts), len(layers), h)
+    norms = np.linalg.norm(blocks, axis=-1, keepdims=True)
+    return (blocks / np.maximum(norms, 1e-12)).reshape(len(texts), -1).astype(np.float32)
+
+
+def task_keys(backbone: Backbone, examples: Sequence[Example], *, seed: int = 0) -> np.ndarray:
+    """A task's routing keys: the features of a seeded sample of its inputs."""
+    if not examples:
+        raise ConfigError("no examples to take routing keys from")
+    return route_features(backbone, sample_texts(examples, ROUTE_SAMPLE, seed))
+
+
+@dataclass(frozen=True)
+class Routed:
+    """Where each input went: task index (into `Router.tasks`) and the router's confidence."""
+
+    task: np.ndarray
+    confidence: np.ndarray
+
+
+class Router:
+    """A logistic regression from routing features to tasks, fit on the tasks' keys."""
+
+    def __init__(self, keys: dict[str, np.ndarray], *, seed: int = 0) -> None:
+        if not keys:
+            raise ConfigError("no tasks with routing keys to route between")
+        self.tasks = sorted(keys)
+        dims = {keys[t].shape[-1] for t in self.tasks}
+        if len(dims) != 1:
+            raise ConfigError(f"routing keys differ in width {sorted(dims)}: mixed backbones")
+        self.dim = dims.pop()
+        self.model = None
+        if len(self.tasks) > 1:
+            from sklearn.linear_model import LogisticRegression
+
+            x = np.concatenate([keys[t] for t in self.tasks])
+            y = np.concatenate([np.full(len(keys[t]), i) for i, t in enumerate(self.tasks)])
+            self.model = LogisticRegression(C=ROUTE_C, max_iter=3000, random_state=seed)
+            self.model.fit(x, y)
+
+    def route(self, features: np.ndarray) -> Routed:
+        if features.shape[-1] != self.dim:
+            raise ConfigError(
+                f"routing features are {features.shape[-1]}-wide, keys {self.dim}: another backbone"
+            )
+        n = len(features)
+        if self.model is None:
+            return Routed(np.zeros(n, dtype=np.int64), np.ones(n, dtype=np.float32))
+        proba = self.model.predict_proba(features)
+        idx = self.model.classes_[proba.argmax(1)].astype(np.int64)
+        return Routed(idx, proba.max(1).astype(np.float32))

@@ -1,0 +1,187 @@
+"""How alike two tasks are, from the frozen backbone: task embeddings and prefix similarity.
+
+- **Task embedding** (`task_embedding`): the mean of the backbone's mean-pooled hidden states
+  over a seeded sample of the task's inputs, mixed with the same for its label words
+  (classification) or a sample of its targets (generation). The labels matter: with inputs
+  alone a new e-mail spam task looks closer to tweet sentiment than to SMS spam; with the label
+  words in, it finds SMS spam.
+- **Prefix similarity** (SPoT, Vu et al. 2022): the cosine of two ejected prefixes, each
+  average-pooled over its positions.
+- **Mixing** (`mix_prefixes`): a similarity-weighted average of source prefixes, weights a
+  softmax of similarity over a temperature (ATTEMPT / multitask prompt tuning's source mixtures).
+
+Similarities are computed with scikit-learn. Features are float32 numpy arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.metrics.pairwise import cosine_similarity
+
+from continual.backbones import Backbone
+from continual.model import Batch, mean_pool, position_ids
+from tasks.errors import ConfigError
+from tasks.spec import Example, TaskSpec
+
+#: Sample size and label weight of a task embedding (the registry records them with it).
+EMBED_SAMPLE = 128
+LABEL_WEIGHT = 0.5
+FEATURE_MAX_LENGTH = 128
+
+
+def embedding_method(backbone: Backbone) -> str:
+    """The registry method name of task embeddings on `backbone`: embeddings are comparable
+    only on the same weights, so the name carries the backbone's fingerprint."""
+    return f"mean-pool:{backbone.fingerprint[:16]}"
+
+
+@torch.no_grad()
+def pooled_features(
+    backbone: Backbone,
+    texts: Sequence[str],
+    *,
+    layers: Sequence[int] = (-1,),
+    batch_size: int = 32,
+    max_length: int = FEATURE_MAX_LENGTH,
+) -> np.ndarray:
+    """`[n, len(layers) * hidden]` float32: each text's mean-pooled hidden states at `layers`
+    (indices into the model's hidden states, embeddings = 0), concatenated, no prefix."""
+    if not texts:
+        return np.zeros((0, backbone.geometry.hidden_size * len(layers)), np.float32)
+    tok = backbone.tokenizer
+    was_training = backbone.model.training
+    backbone.model.eval()
+    out = []
+    try:
+        for start in range(0, len(texts), batch_size):
+            enc = tok(
+                list(texts[start : start + batch_size]),
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            )
+            batch = Batch(enc["input_ids"], enc["attention_mask"])
+            kwargs = {"use_cache": False} if backbone.kind == "decoder" else {}
+            res = backbone.model(
+                input_ids=batch.input_ids,
+                attention_mask=batch.attention_mask,
+                position_ids=position_ids(batch.attention_mask, None),
+                output_hidden_states=True,
+                **kwargs,
+            )
+            pooled = [mean_pool(res.hidden_states[i].float(), batch.attention_mask) for i in layers]
+            out.append(torch.cat(pooled, dim=-1).numpy())
+    finally:
+        backbone.model.train(was_training)
+    return np.concatenate(out).astype(np.float32)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = float(np.linalg.norm(v))
+    return v / n if n > 0 else v
+
+
+def sample_texts(examples: Sequence[Example], n: int, seed: int) -> list[str]:
+    """A seeded sample of up to `n` input texts (the same for the same data and seed)."""
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(len(examples))[:n]
+    return [examples[i].text for i in sorted(idx)]
+
+
+def label_texts(spec: TaskSpec, examples: Sequence[Example], n: int, seed: int) -> list[str]:
+    """What stands for a task's outputs: its label words, or a sample of its targets."""
+    if spec.kind == "classification":
+        return list(spec.labels)
+    rng = np.random.default_rng(seed + 1)
+    idx = rng.permutation(len(examples))[:n]
+    return [examples[i].target for i in sorted(idx)]
+
+
+def task_embedding(
+    backbone: Backbone,
+    spec: TaskSpec,
+    examples: Sequence[Example],
+    *,
+    n: int = EMBED_SAMPLE,
+    seed: int = 0,
+    label_weight: float = LABEL_WEIGHT,
+) -> np.ndarray:
+    """A unit vector for a task: `(1 - w) * inputs + w * labels`, each part the unit-normed
+    mean of mean-pooled last hidden states (see the module docstring)."""
+    if not examples:
+        raise ConfigError(f"task {spec.name}: no examples to embed")
+    if not 0.0 <= label_weight <= 1.0:
+        raise ConfigError(f"label weight must be in [0, 1], got {label_weight}")
+    inputs = _unit(pooled_features(backbone, sample_texts(examples, n, seed)).mean(0))
+    outputs = label_texts(spec, examples, n, seed)
+    if not outputs or label_weight == 0.0:
+        return inputs.astype(np.float32)
+    labels = _unit(pooled_features(backbone, outputs).mean(0))
+    return _unit((1.0 - label_weight) * inputs + label_weight * labels).astype(np.float32)
+
+
+def prefix_vector(prefix: torch.Tensor) -> np.ndarray:
+    """SPoT's prefix representation: the ejected flat prefix `[P, flat_dim]` averaged over P."""
+    if prefix.dim() != 2:
+        raise ConfigError(f"a flat prefix is [P, flat_dim], got shape {tuple(prefix.shape)}")
+    return prefix.detach().float().mean(0).numpy()
+
+
+def similarities(query: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Cosine similarity of one vector `[d]` to each row of `keys` `[n, d]` -> `[n]`."""
+    if keys.shape[0] == 0:
+        return np.zeros(0, np.float32)
+    if query.shape[-1] != keys.shape[-1]:
+        raise ConfigError(
+            f"cannot compare a {query.shape[-1]}-dim vector with {keys.shape[-1]}-dim ones "
+            "(different backbones or prefix shapes)"
+        )
+    return cosine_similarity(query.reshape(1, -1), keys)[0].astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """An earlier task and how similar it is to the query, under `method`."""
+
+    task: str
+    score: float
+    method: str
+
+
+def rank(
+    query: np.ndarray, keys: dict[str, np.ndarray], method: str, top: int | None = None
+) -> list[Neighbour]:
+    """The tasks of `keys` by decreasing similarity to `query` (ties by name)."""
+    names = sorted(keys)
+    if not names:
+        return []
+    sims = similarities(query, np.stack([keys[n] for n in names]))
+    order = sorted(range(len(names)), key=lambda i: (-float(sims[i]), names[i]))
+    out = [Neighbour(names[i], float(sims[i]), method) for i in order]
+    return out if top is None else out[:top]
+
+
+def mix_weights(scores: Sequence[float], temperature: float) -> np.ndarray:
+    """Softmax of `scores / temperature` (a small temperature tends to the nearest source)."""
+    if temperature <= 0:
+        raise ConfigError(f"temperature must be positive, got {temperature}")
+    s = np.asarray(scores, dtype=np.float64) / temperature
+    s = np.exp(s - s.max())
+    return (s / s.sum()).astype(np.float32)
+
+
+def mix_prefixes(prefixes: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    """The weighted average of flat prefixes of one shape."""
+    if not prefixes:
+        raise ConfigError("no source prefixes to mix")
+    shapes = {tuple(p.shape) for p in prefixes}
+    if len(shapes) != 1:
+        raise ConfigError(f"source prefixes differ in shape: {sorted(shapes)}")
+    w = torch.as_tensor(np.asarray(weights, dtype=np.float32))
+    stacked = torch.stack([p.detach().float() for p in prefixes])
+    return (w.view(-1, 1, 1) * stacked).sum(0)

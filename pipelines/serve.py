@@ -1,0 +1,233 @@
+"""Serving inputs whose task nobody names: route each to a task, answer in mixed batches.
+
+`AutoPredictor` is the Python API behind `continual predict --auto`: it fits the router on the
+routing keys of every task in the registry on one backbone, routes each input, and answers all
+of them with their tasks' prefixes in mixed-task batches (one backbone pass per batch, whatever
+tasks the batch holds).
+
+`task_agnostic` is the stream's task-agnostic evaluation at one position: every input of every
+task's eval split so far is routed; inputs routed to their own task take that task's own answer
+(its re-evaluation, identical batching); the rest are answered in mixed batches by the prefix
+they were routed to, and scored against their own task's targets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from continual.backbones import Backbone, load_backbone
+from continual.inference import EvalResult, TaskPrefix, predict, score
+from continual.routing import Router, route_features
+from continual.scoring import predictions_sha256
+from continual.similarity import task_embedding
+from pipelines import ledger
+from pipelines.jobs import (
+    DataArgs,
+    backbone_for,
+    current_view,
+    load_data,
+    task_prefix_from_registry,
+)
+from pipelines.settings import RegistryArgs
+from pipelines.similar import neighbours, stored_keys, task_neighbours
+from registry import Registry
+from tasks.errors import ConfigError
+from tasks.spec import Example, TaskSpec
+
+ROUTED, ROUTING = ledger.ROUTED, ledger.ROUTING
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    task: str
+    confidence: float
+    prediction: str
+
+
+class AutoPredictor:
+    """Route and answer texts with the registry's tasks on `backbone` (`tasks`: a subset)."""
+
+    def __init__(
+        self, reg: Registry, backbone: Backbone, tasks: Sequence[str] | None = None
+    ) -> None:
+        keys = stored_keys(reg, backbone)
+        if tasks is not None:
+            missing = [t for t in tasks if t not in keys]
+            if missing:
+                raise ConfigError(
+                    f"no routing keys for task(s) {', '.join(missing)} on backbone "
+                    f"{backbone.name} (registered before routing existed, or imported); "
+                    "train a new version to add them"
+                )
+            keys = {t: keys[t] for t in tasks}
+        if not keys:
+            raise ConfigError(
+                f"no task in the registry has routing keys on backbone {backbone.name}; "
+                "train a task first"
+            )
+        self.backbone = backbone
+        self.router = Router(keys)
+        self.prefixes: list[TaskPrefix] = [
+            task_prefix_from_registry(reg, t, backbone) for t in self.router.tasks
+        ]
+
+    def route(
+        self, texts: Sequence[str], features: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Task index (into `router.tasks`) and confidence per text; `features`, if given,
+        are the texts' routing features computed earlier."""
+        if features is None:
+            features = route_features(self.backbone, texts)
+        routed = self.router.route(features)
+        return routed.task, routed.confidence
+
+    def predict(self, texts: Sequence[str], *, batch_size: int = 32) -> list[Answer]:
+        if not texts:
+            raise ConfigError("give at least one TEXT to predict")
+        idx, conf = self.route(texts)
+        items = [(int(i), t) for i, t in zip(idx, texts)]
+        preds = predict(self.backbone, self.prefixes, items, batch_size=batch_size)
+        return [
+            Answer(t, self.router.tasks[int(i)], float(c), p)
+            for t, i, c, p in zip(texts, idx, conf, preds)
+        ]
+
+
+def routing_result(own: int, routed: np.ndarray, names: Sequence[str]) -> EvalResult:
+    """Routing accuracy of one task's inputs as an evaluation (predictions: task names)."""
+    chosen = tuple(names[int(i)] for i in routed)
+    right = float(np.mean(routed == own)) if len(routed) else 0.0
+    return EvalResult(
+        metric="routing_accuracy",
+        score=right,
+        n=len(chosen),
+        predictions=chosen,
+        predictions_sha256=predictions_sha256(chosen),
+        extra={},
+    )
+
+
+def task_agnostic(
+    backbone: Backbone,
+    predictor: AutoPredictor,
+    tasks: Sequence[tuple[TaskSpec, Sequence[Example], tuple[str, ...], int]],
+    cache: dict[str, np.ndarray] | None = None,
+) -> dict[str, tuple[EvalResult, EvalResult]]:
+    """Per task: (end-to-end result when the task is inferred, routing result).
+
+    `tasks` holds (spec, eval examples, the task's own predictions on them, eval batch size);
+    `cache` keeps each task's routing features between calls (they depend only on the inputs).
+    """
+    names = predictor.router.tasks
+    cache = {} if cache is None else cache
+    out: dict[str, tuple[EvalResult, EvalResult]] = {}
+    for spec, examples, own_preds, batch_size in tasks:
+        own = names.index(spec.name)
+        texts = [e.text for e in examples]
+        if spec.name not in cache:
+            cache[spec.name] = route_features(backbone, texts)
+        idx, _ = predictor.route(texts, cache[spec.name])
+        wrong = [k for k, i in enumerate(idx) if int(i) != own]
+        answers = list(own_preds)
+        if wrong:
+            items = [(int(idx[k]), examples[k].text) for k in wrong]
+            preds = predict(backbone, predictor.prefixes, items, batch_size=batch_size)
+            for k, p in zip(wrong, preds):
+                answers[k] = p
+        out[spec.name] = (score(spec, answers, examples), routing_result(own, idx, names))
+    return out
+
+
+def summary(answers: Sequence[Answer]) -> dict[str, Any]:
+    return {
+        "predictions": [
+            {"text": a.text, "task": a.task, "confidence": a.confidence, "prediction": a.prediction}
+            for a in answers
+        ]
+    }
+
+
+# --- the commands ---------------------------------------------------------------------------
+
+
+def registry_backbone(reg: Registry, name: str | None) -> Backbone:
+    """`name`'s backbone, or (None) the one the registry's tasks use; several need `--backbone`."""
+    if name:
+        return load_backbone(name)
+    used: dict[str, int] = {}
+    for p in reg.prefixes(limit=1000):
+        if p.is_current:
+            used.setdefault(p.backbone_fingerprint, p.run_id or 0)
+    if not used:
+        raise ConfigError("the registry has no tasks yet; train one first")
+    if len(used) > 1:
+        raise ConfigError(
+            f"the registry's tasks use {len(used)} backbones; pass --backbone NAME to pick one"
+        )
+    (run_id,) = used.values()
+    return backbone_for(reg.run(run_id).config["backbone"])
+
+
+def run_predict_auto(
+    *, registry: RegistryArgs, texts: list[str], backbone: str | None, batch_size: int
+) -> dict[str, Any]:
+    """`continual predict --auto`: route each text to a task, answer in mixed batches."""
+    if not texts:
+        raise ConfigError("give at least one TEXT to predict")
+    with registry.open() as reg:
+        bb = registry_backbone(reg, backbone)
+        predictor = AutoPredictor(reg, bb)
+    answers = predictor.predict(texts, batch_size=batch_size)
+    return {"backbone": bb.name, "tasks": predictor.router.tasks, **summary(answers)}
+
+
+def run_similar(
+    *,
+    registry: RegistryArgs,
+    task: str | None,
+    data_args: DataArgs,
+    backbone: str | None,
+    method: str,
+    top: int,
+) -> dict[str, Any]:
+    """`continual registry similar`: the earlier tasks nearest to a registered task or to
+    new data given as files (embedding method only: new data has no prefix yet)."""
+    if top < 1:
+        raise ConfigError(f"--top must be at least 1, got {top}")
+    if (task is None) == (data_args.train is None and data_args.dataset is None):
+        raise ConfigError("give either TASK (a task in the registry) or --train FILE (new data)")
+    with registry.open() as reg:
+        if task is not None:
+            view = current_view(reg, task)
+            bb = backbone_for(reg.run(view.current.run_id).config["backbone"])
+            found = task_neighbours(reg, bb, task, method=method, top=top)
+            query = task
+        else:
+            if method != "embedding":
+                raise ConfigError("new data has no prefix yet: use --method embedding")
+            data = load_data(data_args, data_args_name(data_args))
+            bb = registry_backbone(reg, backbone)
+            emb = task_embedding(bb, data.spec, data.train, seed=data.spec.seed)
+            found = neighbours(reg, bb, emb, top=top)
+            query = data.spec.name
+    return {
+        "query": query,
+        "backbone": bb.name,
+        "method": method,
+        "similar": [{"task": n.task, "score": n.score, "method": n.method} for n in found],
+    }
+
+
+def data_args_name(args: DataArgs) -> str:
+    """A name for query data given as files (its file's stem, made a valid task name)."""
+    if args.dataset:
+        return args.dataset
+    stem = Path(str(args.train)).stem.lower()
+    cleaned = "".join(c if c.isalnum() or c in "_-" else "_" for c in stem).strip("_-")
+    return cleaned or "query"

@@ -1,0 +1,146 @@
+"""Similar earlier tasks, from the registry: what `registry similar` lists and what the
+`nearest`, `weighted` and `auto` inits start from.
+
+A task's embedding is computed at its arrival and stored with its prefix (one unit of work),
+under a method name that carries the backbone's fingerprint: only tasks on the same backbone
+weights are compared.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from continual.backbones import Backbone
+from continual.init import InitContext, Source, Start, needs_sources, start_prefix
+from continual.prefix import PrefixConfig
+from continual.routing import route_method, task_keys
+from continual.similarity import (
+    Neighbour,
+    embedding_method,
+    prefix_vector,
+    rank,
+    task_embedding,
+)
+from registry import Registry
+from tasks.errors import ConfigError
+from tasks.spec import TaskData
+
+METHODS = ("embedding", "prefix")
+
+
+def arrival_embeddings(backbone: Backbone, data: TaskData) -> dict[str, Any]:
+    """What a task's registration stores beside its prefix: its task embedding and its
+    routing keys, both from the frozen backbone over its training inputs."""
+    emb = task_embedding(backbone, data.spec, data.train, seed=data.spec.seed)
+    keys = task_keys(backbone, data.train, seed=data.spec.seed)
+    return {embedding_method(backbone): emb, route_method(backbone): keys}
+
+
+def stored_embeddings(reg: Registry, backbone: Backbone) -> dict[str, np.ndarray]:
+    """Every task's newest embedding on this backbone."""
+    return {
+        e.task: np.asarray(e.vector, np.float32) for e in reg.embeddings(embedding_method(backbone))
+    }
+
+
+def stored_keys(reg: Registry, backbone: Backbone) -> dict[str, np.ndarray]:
+    """Every task's routing keys on this backbone, `[ROUTE_SAMPLE or fewer, dim]` each."""
+    out = {}
+    for e in reg.embeddings(route_method(backbone)):
+        out[e.task] = np.asarray(e.vector, np.float32).reshape(-1, e.dim)
+    return out
+
+
+def _prefix_vectors(reg: Registry, backbone: Backbone, names: list[str]) -> dict[str, np.ndarray]:
+    out = {}
+    for name in names:
+        view = reg.show(name)
+        if view.current is None:
+            continue
+        tensors, _ = reg.load_prefix(name, backbone.fingerprint)
+        out[name] = prefix_vector(tensors["prefix"])
+    return out
+
+
+def neighbours(
+    reg: Registry,
+    backbone: Backbone,
+    query: np.ndarray,
+    *,
+    exclude: str | None = None,
+    top: int | None = None,
+) -> list[Neighbour]:
+    """Earlier tasks on `backbone` by decreasing embedding similarity to `query`."""
+    keys = {k: v for k, v in stored_embeddings(reg, backbone).items() if k != exclude}
+    return rank(query, keys, "embedding", top)
+
+
+def task_neighbours(
+    reg: Registry, backbone: Backbone, task: str, *, method: str, top: int | None
+) -> list[Neighbour]:
+    """The tasks nearest to registered `task`, by its stored embedding or (SPoT) its prefix."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown similarity method {method!r}; choose one of {METHODS}")
+    if method == "embedding":
+        stored = stored_embeddings(reg, backbone)
+        if task not in stored:
+            raise ConfigError(
+                f"task {task} has no task embedding on backbone {backbone.name} (tasks "
+                "registered before embeddings existed have none); use --method prefix"
+            )
+        return neighbours(reg, backbone, stored[task], exclude=task, top=top)
+    names = [t.name for t in reg.tasks()]
+    vectors = _prefix_vectors(reg, backbone, names)
+    if task not in vectors:
+        raise ConfigError(f"task {task} has no usable prefix in the registry")
+    query = vectors.pop(task)
+    return rank(query, vectors, "prefix", top)
+
+
+def sources_for(
+    reg: Registry, backbone: Backbone, query: np.ndarray, *, exclude: str | None
+) -> list[Source]:
+    """Earlier tasks' current prefixes with their similarity to `query`, for the init
+    strategies (prefixes of another shape are skipped by the strategies themselves)."""
+    out = []
+    for n in neighbours(reg, backbone, query, exclude=exclude):
+        view = reg.show(n.task)
+        if view.current is None:
+            continue
+        tensors, record = reg.load_prefix(n.task, backbone.fingerprint)
+        out.append(Source(n.task, record.id, n.score, tensors["prefix"]))
+    return out
+
+
+__all__ = [
+    "METHODS",
+    "arrival_embeddings",
+    "plan_start",
+    "start_info",
+    "neighbours",
+    "sources_for",
+    "stored_embeddings",
+    "stored_keys",
+    "task_neighbours",
+]
+
+
+def plan_start(
+    reg: Registry, backbone: Backbone, data: TaskData, pconfig: PrefixConfig
+) -> tuple[Start, dict[str, Any]]:
+    """Where the arriving task's prefix starts (strategy `pconfig.init`, drawing on the
+    registry's earlier tasks where it needs them) and the embeddings to store with it."""
+    vectors = arrival_embeddings(backbone, data)
+    sources: list[Source] = []
+    if needs_sources(pconfig.init):
+        query = vectors[embedding_method(backbone)]
+        sources = sources_for(reg, backbone, query, exclude=data.spec.name)
+    ctx = InitContext(backbone, data.spec, pconfig, {"sources": sources})
+    return start_prefix(pconfig.init, ctx), vectors
+
+
+def start_info(start: Start) -> dict[str, Any]:
+    """What the run's config records of the start (the lineage holds the same sources)."""
+    return {"strategy": start.strategy, "sources": [list(s) for s in start.sources]}
