@@ -323,3 +323,24 @@ def test_a_changed_data_file_is_refused_before_reevaluating(
     )
     assert code == 2 and out["type"] == "IntegrityError"
     assert "sentiment: its data changed since it arrived" in out["error"]
+
+
+def test_task_agnostic_section_routes_every_input(streamed) -> None:
+    home, *_ = streamed
+    doc = report(home)
+    ta = doc["task_agnostic"]
+    assert [a["position"] for a in ta["per_arrival"]] == [0, 1, 2]
+    assert all(a["recorded"] and a["coverage"] == 1.0 for a in ta["per_arrival"])
+    assert [a["n"] for a in ta["per_arrival"]] == [24, 48, 72]  # every eval input, every task
+    first = ta["per_arrival"][0]  # one task: everything routes to it, the answers are its own
+    assert first["routing_accuracy"] == 1.0
+    assert first["end_to_end"] == first["task_given"] == doc["methods"]["prefix"]["R"][0][0]
+    for a in ta["per_arrival"]:
+        assert 0.0 <= a["routing_accuracy"] <= 1.0 and 0.0 <= a["end_to_end"] <= 1.0
+    evals, _ = rows(home)
+    for method in ("prefix/routed", "prefix/routing"):
+        scored = sorted((t, p) for t, m, p in evals if m == method)
+        names = [t for t, _, _ in TASKS]
+        assert scored == sorted((names[j], i) for j in range(3) for i in range(j, 3))
+    md = (home / "report" / "report.md").read_text()
+    assert "## Task-agnostic" in md and "routing accuracy" in md
