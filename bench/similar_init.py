@@ -61,7 +61,6 @@ CAL_SAME = (
     ("imdb", "vader_movies"),
     ("bbc_headlines", "bbc_news"),
     ("vader_amazon", "vader_tweets"),
-    ("vader_movies", "rotten_tomatoes"),
 )
 CAL_CROSS = (
     ("sms_spam", "vader_tweets"),

@@ -69,7 +69,7 @@ class Start:
 
 
 #: Calibrated by `bench/similar_init.py` on pairs other than those it reports (see its JSON).
-AUTO_THRESHOLD = 0.75
+AUTO_THRESHOLD = 0.87
 TEMPERATURE = 0.05
 TOP_K = 3
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from continual.backbones import Backbone
-from continual.similarity import pooled_features, sample_texts
+from continual.similarity import layer_features, sample_texts, spaced_layers
 from tasks.errors import ConfigError
 from tasks.spec import Example
 
@@ -37,21 +37,12 @@ def route_method(backbone: Backbone) -> str:
 
 def route_layers(backbone: Backbone) -> tuple[int, ...]:
     """Up to `ROUTE_LAYERS` evenly spaced hidden-state indices, the last layer included."""
-    n = backbone.geometry.layers
-    k = min(ROUTE_LAYERS, n)
-    return tuple(sorted({round(n - i * n / k) for i in range(k)}))
+    return spaced_layers(backbone, ROUTE_LAYERS)
 
 
 def route_features(backbone: Backbone, texts: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
     """`[n, layers * hidden]` routing features of `texts` (no prefix: the frozen backbone)."""
-    layers = route_layers(backbone)
-    raw = pooled_features(
-        backbone, texts, layers=layers, batch_size=batch_size, max_length=ROUTE_MAX_LENGTH
-    )
-    h = backbone.geometry.hidden_size
-    blocks = raw.reshape(len(texts), len(layers), h)
-    norms = np.linalg.norm(blocks, axis=-1, keepdims=True)
-    return (blocks / np.maximum(norms, 1e-12)).reshape(len(texts), -1).astype(np.float32)
+    return layer_features(backbone, texts, batch_size=batch_size, max_length=ROUTE_MAX_LENGTH)
 
 
 def task_keys(backbone: Backbone, examples: Sequence[Example], *, seed: int = 0) -> np.ndarray:

@@ -68,7 +68,7 @@ def test_task_embedding_is_a_seeded_unit_vector_and_labels_move_it(tiny_encoder)
 def test_generation_tasks_embed_a_sample_of_targets(tiny_decoder) -> None:
     ex = [Example(text="the cat sat on the mat", target=f"summary {w}") for w in ("one", "two")]
     e = task_embedding(tiny_decoder, spec("gen", kind="generation"), ex)
-    assert e.shape == (tiny_decoder.geometry.hidden_size,)
+    assert e.shape == (2 * tiny_decoder.geometry.hidden_size,)  # both layers, concatenated
 
 
 def test_rank_orders_by_cosine_with_ties_by_name() -> None:

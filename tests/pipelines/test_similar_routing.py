@@ -66,8 +66,8 @@ def test_embedding_and_routing_keys_are_stored_with_each_prefix(home, tiny_encod
         keys = {e.task: e for e in reg.embeddings(route_method(tiny_encoder))}
     assert sorted(emb) == sorted(keys) == sorted(WORDS)
     h = tiny_encoder.geometry.hidden_size
-    assert all(e.dim == h and len(e.vector) == h for e in emb.values())
-    width = 2 * h  # the tiny encoder's two layers
+    width = 2 * h  # the tiny encoder's two layers, concatenated
+    assert all(e.dim == width and len(e.vector) == width for e in emb.values())
     assert all(k.dim == width and len(k.vector) % width == 0 for k in keys.values())
     assert all(len(k.vector) // width == 40 for k in keys.values())  # every row (< 256)
 
