@@ -3,9 +3,10 @@
 - **Task embedding** (`task_embedding`): the mean, over a seeded sample of the task's inputs,
   of `layer_features` (the backbone's mean-pooled hidden states at up to six evenly spaced
   layers, each unit-normed, concatenated), mixed half and half with the same for its label
-  words (classification) or a sample of its targets (generation). The labels matter: with
-  inputs alone a new e-mail spam task looks closer to tweet sentiment than to SMS spam; with
-  the label words in, it finds SMS spam. The layers matter too: measured on minilm over the
+  words (classification) or a sample of its targets (generation). The labels matter (as
+  reported when this was designed, on minilm: with inputs alone a new e-mail spam task looked
+  closer to tweet sentiment than to SMS spam; with the label words in, it found SMS spam). The
+  layers matter too: measured on minilm over the
   twelve catalog tasks, the last layer alone put news20 nearest to SMS spam (bbc_news 0.44);
   all six layers put it nearest to bbc_news (0.80), and every sentiment task nearest to another
   sentiment task.

@@ -226,7 +226,7 @@ def registry_args(a: argparse.Namespace):
 
 
 def cmd_evaluate(a: argparse.Namespace) -> dict[str, Any]:
-    from pipelines.jobs import run_evaluate
+    from pipelines.serve import run_evaluate
 
     return run_evaluate(
         prefix_dir=Path(a.prefix) if a.prefix else None,
@@ -246,7 +246,7 @@ def cmd_predict(a: argparse.Namespace) -> dict[str, Any]:
         return run_predict_auto(
             registry=registry_args(a), texts=a.texts, backbone=a.backbone, batch_size=a.batch_size
         )
-    from pipelines.jobs import run_predict
+    from pipelines.serve import run_predict
 
     return run_predict(
         prefix_dir=Path(a.prefix) if a.prefix else None,

@@ -10,7 +10,7 @@ from typing import Any
 from continual import checkpoint
 from continual.backbones import Backbone, load_backbone
 from continual.backbones import catalog as catalog_backbones
-from continual.inference import EvalResult, TaskPrefix, evaluate, predict
+from continual.inference import EvalResult, TaskPrefix, evaluate
 from continual.objectives import TextLimits
 from continual.prefix import PrefixConfig
 from continual.train import TrainConfig, TrainResult, flatten_state, train, unflatten_state
@@ -345,69 +345,3 @@ def backbone_for(info: dict[str, Any]) -> Backbone:
     if info["name"] in catalog_backbones():
         return load_backbone(info["name"])
     return load_backbone(str(info["source"]).removeprefix("hub:"))
-
-
-def _load_task(
-    prefix_dir: Path | None, task: str | None, registry: RegistryArgs
-) -> tuple[Backbone, TaskPrefix]:
-    if (prefix_dir is None) == (task is None):
-        raise ConfigError(
-            "give either --prefix DIR (an exported prefix) or --task NAME (a task in the registry)"
-        )
-    if prefix_dir is not None:
-        doc = checkpoint.read_meta(prefix_dir)
-        backbone = backbone_for(doc["backbone"])
-        loaded, _ = checkpoint.load(prefix_dir, backbone_fingerprint=backbone.fingerprint)
-        return backbone, loaded
-    with registry.open() as reg:
-        record = current_view(reg, task).current
-        backbone = backbone_for(reg.run(record.run_id).config["backbone"])
-        return backbone, task_prefix_from_registry(reg, task, backbone)
-
-
-def run_evaluate(
-    *,
-    prefix_dir: Path | None,
-    task: str | None,
-    registry: RegistryArgs,
-    data_args: DataArgs,
-    batch_size: int,
-) -> dict[str, Any]:
-    backbone, loaded = _load_task(prefix_dir, task, registry)
-    spec = loaded.spec
-    if data_args.dataset:
-        examples = load_data(data_args, spec.name).eval
-    elif data_args.eval:
-        # The file is read with the task's own fields and label set, so unknown labels are caught.
-        examples = load_files(
-            name=spec.name,
-            train=data_args.eval,
-            eval=data_args.eval,
-            kind=spec.kind,
-            text_field=data_args.text_field or spec.text_field,
-            target_field=data_args.target_field or spec.target_field,
-            labels=list(spec.labels) or None,
-            description=spec.description,
-        ).eval
-    else:
-        raise ConfigError("give the data to evaluate on: --dataset NAME or --eval FILE")
-    ev = evaluate(backbone, loaded, examples, batch_size=batch_size)
-    return {"task": spec.name, "backbone": backbone.name, **ev.summary()}
-
-
-def run_predict(
-    *,
-    prefix_dir: Path | None,
-    task: str | None,
-    registry: RegistryArgs,
-    texts: list[str],
-    batch_size: int,
-) -> dict[str, Any]:
-    if not texts:
-        raise ConfigError("give at least one TEXT to predict")
-    backbone, loaded = _load_task(prefix_dir, task, registry)
-    preds = predict(backbone, [loaded], [(0, t) for t in texts], batch_size=batch_size)
-    return {
-        "task": loaded.spec.name,
-        "predictions": [{"text": t, "prediction": p} for t, p in zip(texts, preds)],
-    }

@@ -30,7 +30,6 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 from continual.backbones import Backbone, fingerprint, load_backbone
@@ -42,10 +41,10 @@ from pipelines import ledger
 from pipelines.baseline_runner import BaselineRunner, wanted
 from pipelines.jobs import load_data, prefix_config_for, register_trained, task_prefix_from_registry
 from pipelines.progress import Progress, to_stderr
-from pipelines.serve import ROUTED, ROUTING, AutoPredictor, task_agnostic
-from pipelines.settings import RegistryArgs
+from pipelines.serve import record_task_agnostic
+from pipelines.settings import RegistryArgs, pick_threads
 from pipelines.similar import plan_start, start_info
-from pipelines.stream import ArrivalPlan, BaselinePlan, StreamSpec
+from pipelines.stream import ArrivalPlan, BaselinePlan, StreamSpec, precheck
 from pipelines.taskbook import TaskBook, known, registered_at, run_info
 from registry import Registry
 from tasks.errors import ConfigError, IntegrityError
@@ -97,7 +96,7 @@ class Orchestrator:
 
     def run_stream(self, spec: StreamSpec) -> dict[str, Any]:
         """`continual stream run`: every arrival of `spec` in order, skipping those done."""
-        _precheck(spec)
+        precheck(spec)
         outcomes, report = [], None
         with self._locked(), self.registry.open() as reg:
             for position, plan in enumerate(spec.arrivals):
@@ -234,36 +233,12 @@ class Orchestrator:
     def _task_agnostic(
         self, reg: Registry, tasks: list[str], position: int, answers: dict[str, tuple[str, ...]]
     ) -> None:
-        """Route every eval input of the stream so far and score the answers (see serve.py);
-        recorded per task at `position` under `prefix/routed` and `prefix/routing`."""
-        methods = (ROUTED, ROUTING)
-        todo = [
-            t
-            for t in tasks
-            if any(ledger.find(reg.history(t), m, position) is None for m in methods)
-        ]
-        if not todo:
-            return
         try:
-            predictor = AutoPredictor(reg, self.backbone, tasks)
-        except ConfigError as e:
+            record_task_agnostic(
+                reg, self.backbone, self.book, tasks, position, answers, self._route_cache
+            )
+        except ConfigError as e:  # e.g. tasks registered before routing keys existed
             self.say(f"task-agnostic evaluation skipped at position {position}: {e}")
-            return
-        entries = []
-        for t in todo:
-            info, data = self.book.task(reg, t), self.book.data(reg, t)
-            own = answers.get(t)
-            if own is None:
-                loaded = task_prefix_from_registry(reg, t, self.backbone)
-                bs = info.config.eval_batch_size
-                own = evaluate(self.backbone, loaded, data.eval, batch_size=bs).predictions
-            entries.append((data.spec, data.eval, own, info.config.eval_batch_size))
-        results = task_agnostic(self.backbone, predictor, entries, self._route_cache)
-        for t, pair in results.items():
-            history = reg.history(t)
-            for method, ev in zip(methods, pair):
-                if ledger.find(history, method, position) is None:
-                    ledger.record(reg, t, method, position, ev)
 
     def _reevaluate(self, reg: Registry, task: str, position: int) -> EvalResult | None:
         if ledger.find(reg.history(task), PREFIX, position) is not None:
@@ -408,43 +383,3 @@ def _prefix_starts(
     if start is None:
         return random, random
     return score(TrainablePrefix(pconfig, base=start, seed=config.seed).eject()), random
-
-
-def pick_threads(*, busy: bool) -> int | None:
-    """Set torch's intra-op threads for the next arrival; returns the number, or None when the
-    user chose (CONTINUAL_THREADS, or OMP_NUM_THREADS which torch reads itself).
-
-    On a machine shared with other work, a thread pool larger than the idle cores runs slower
-    than one thread (measured here: 0.8-1.5 s per minilm step with 1 thread against 2.2-3.1 s
-    with 2, at load 3-4 on 2 cores), so the count follows the 1-minute load average, less our
-    own threads when we were `busy`. Evaluation gives bitwise the same outputs with 1 or 2
-    threads (checked on minilm), so re-evaluations still reproduce their predictions.
-    """
-    import torch
-
-    if os.environ.get("CONTINUAL_THREADS"):
-        n = max(1, int(os.environ["CONTINUAL_THREADS"]))
-    elif os.environ.get("OMP_NUM_THREADS"):
-        return None
-    else:
-        cores = os.cpu_count() or 1
-        others = os.getloadavg()[0] - (torch.get_num_threads() if busy else 0)
-        n = max(1, min(cores, round(cores - others)))
-    torch.set_num_threads(n)
-    return n
-
-
-def _precheck(spec: StreamSpec) -> None:
-    """Catch a misspelt dataset or a missing file now, not hours into the stream (each arrival's
-    data is still validated in full when it arrives)."""
-    from tasks import catalog
-
-    for plan in spec.arrivals:
-        if plan.data.dataset:
-            catalog.get(plan.data.dataset)
-        for path in (plan.data.train, plan.data.eval):
-            if path and Path(path).is_absolute() and not Path(path).exists():
-                raise ConfigError(
-                    f"{spec.source}: arrival {plan.name}: {path}: file not found; fix the path "
-                    "(relative paths are read from the stream file's folder)"
-                )

@@ -12,7 +12,7 @@ import io
 import math
 from typing import Any
 
-from pipelines.report import (
+from pipelines.report_md import (
     COLUMNS,
     TASK_AGNOSTIC_HEAD,
     fp_rows,

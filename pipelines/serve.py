@@ -1,4 +1,5 @@
-"""Serving inputs whose task nobody names: route each to a task, answer in mixed batches.
+"""Serving: `evaluate` and `predict` with a named task or an exported prefix, and inputs whose
+task nobody names, routed to a task and answered in mixed batches.
 
 `AutoPredictor` is the Python API behind `continual predict --auto`: it fits the router on the
 routing keys of every task in the registry on one backbone, routes each input, and answers all
@@ -20,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from continual import checkpoint
 from continual.backbones import Backbone, load_backbone
-from continual.inference import EvalResult, TaskPrefix, predict, score
+from continual.inference import EvalResult, TaskPrefix, evaluate, predict, score
 from continual.routing import Router, route_features
 from continual.scoring import predictions_sha256
 from continual.similarity import task_embedding
@@ -35,8 +37,10 @@ from pipelines.jobs import (
 )
 from pipelines.settings import RegistryArgs
 from pipelines.similar import neighbours, stored_keys, task_neighbours
+from pipelines.taskbook import TaskBook
 from registry import Registry
 from tasks.errors import ConfigError
+from tasks.sources import load_files
 from tasks.spec import Example, TaskSpec
 
 ROUTED, ROUTING = ledger.ROUTED, ledger.ROUTING
@@ -144,6 +148,41 @@ def task_agnostic(
     return out
 
 
+def record_task_agnostic(
+    reg: Registry,
+    backbone: Backbone,
+    book: TaskBook,
+    tasks: list[str],
+    position: int,
+    answers: dict[str, tuple[str, ...]],
+    cache: dict[str, np.ndarray],
+) -> None:
+    """The stream's task-agnostic evaluation at `position` over `tasks`, recorded per task under
+    `prefix/routed` and `prefix/routing` (rows already there are kept: a rerun adds none).
+    `answers` are tasks' own predictions from this arrival's evaluations (others are redone)."""
+    methods = (ROUTED, ROUTING)
+    todo = [
+        t for t in tasks if any(ledger.find(reg.history(t), m, position) is None for m in methods)
+    ]
+    if not todo:
+        return
+    predictor = AutoPredictor(reg, backbone, tasks)
+    entries = []
+    for t in todo:
+        info, data = book.task(reg, t), book.data(reg, t)
+        own = answers.get(t)
+        bs = info.config.eval_batch_size
+        if own is None:
+            loaded = task_prefix_from_registry(reg, t, backbone)
+            own = evaluate(backbone, loaded, data.eval, batch_size=bs).predictions
+        entries.append((data.spec, data.eval, own, bs))
+    for t, pair in task_agnostic(backbone, predictor, entries, cache).items():
+        history = reg.history(t)
+        for method, ev in zip(methods, pair):
+            if ledger.find(history, method, position) is None:
+                ledger.record(reg, t, method, position, ev)
+
+
 def summary(answers: Sequence[Answer]) -> dict[str, Any]:
     return {
         "predictions": [
@@ -154,6 +193,72 @@ def summary(answers: Sequence[Answer]) -> dict[str, Any]:
 
 
 # --- the commands ---------------------------------------------------------------------------
+
+
+def _load_task(
+    prefix_dir: Path | None, task: str | None, registry: RegistryArgs
+) -> tuple[Backbone, TaskPrefix]:
+    if (prefix_dir is None) == (task is None):
+        raise ConfigError(
+            "give either --prefix DIR (an exported prefix) or --task NAME (a task in the registry)"
+        )
+    if prefix_dir is not None:
+        doc = checkpoint.read_meta(prefix_dir)
+        backbone = backbone_for(doc["backbone"])
+        loaded, _ = checkpoint.load(prefix_dir, backbone_fingerprint=backbone.fingerprint)
+        return backbone, loaded
+    with registry.open() as reg:
+        record = current_view(reg, task).current
+        backbone = backbone_for(reg.run(record.run_id).config["backbone"])
+        return backbone, task_prefix_from_registry(reg, task, backbone)
+
+
+def run_evaluate(
+    *,
+    prefix_dir: Path | None,
+    task: str | None,
+    registry: RegistryArgs,
+    data_args: DataArgs,
+    batch_size: int,
+) -> dict[str, Any]:
+    backbone, loaded = _load_task(prefix_dir, task, registry)
+    spec = loaded.spec
+    if data_args.dataset:
+        examples = load_data(data_args, spec.name).eval
+    elif data_args.eval:
+        # The file is read with the task's own fields and label set, so unknown labels are caught.
+        examples = load_files(
+            name=spec.name,
+            train=data_args.eval,
+            eval=data_args.eval,
+            kind=spec.kind,
+            text_field=data_args.text_field or spec.text_field,
+            target_field=data_args.target_field or spec.target_field,
+            labels=list(spec.labels) or None,
+            description=spec.description,
+        ).eval
+    else:
+        raise ConfigError("give the data to evaluate on: --dataset NAME or --eval FILE")
+    ev = evaluate(backbone, loaded, examples, batch_size=batch_size)
+    return {"task": spec.name, "backbone": backbone.name, **ev.summary()}
+
+
+def run_predict(
+    *,
+    prefix_dir: Path | None,
+    task: str | None,
+    registry: RegistryArgs,
+    texts: list[str],
+    batch_size: int,
+) -> dict[str, Any]:
+    if not texts:
+        raise ConfigError("give at least one TEXT to predict")
+    backbone, loaded = _load_task(prefix_dir, task, registry)
+    preds = predict(backbone, [loaded], [(0, t) for t in texts], batch_size=batch_size)
+    return {
+        "task": loaded.spec.name,
+        "predictions": [{"text": t, "prediction": p} for t, p in zip(texts, preds)],
+    }
 
 
 def registry_backbone(reg: Registry, name: str | None) -> Backbone:

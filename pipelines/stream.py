@@ -330,3 +330,19 @@ def _known(d: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
                 f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(allowed)}"
             )
             raise ConfigError(f"{where}: unknown key {key!r}{hint}")
+
+
+def precheck(spec: StreamSpec) -> None:
+    """Catch a misspelt dataset or a missing file now, not hours into the stream (each arrival's
+    data is still validated in full when it arrives)."""
+    from tasks import catalog
+
+    for plan in spec.arrivals:
+        if plan.data.dataset:
+            catalog.get(plan.data.dataset)
+        for path in (plan.data.train, plan.data.eval):
+            if path and Path(path).is_absolute() and not Path(path).exists():
+                raise ConfigError(
+                    f"{spec.source}: arrival {plan.name}: {path}: file not found; fix the path "
+                    "(relative paths are read from the stream file's folder)"
+                )
