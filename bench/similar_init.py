@@ -1,7 +1,7 @@
 """Starting a new prefix from similar earlier tasks: few-shot accuracy and steps to 90% of the
 final score, per init strategy, on related and unrelated source -> target pairs (minilm).
 
-    python -m bench.similar_init            # the full run (about 1.5 h of one core)
+    python -m bench.similar_init            # the full run (about an hour of one core)
     python -m bench.similar_init --quick    # one pair, one seed, a few steps (what a test runs)
 
 Set-up, as a user's registry would have it: the six source tasks are trained once (seed 0) and
@@ -76,19 +76,23 @@ TEMPERATURES = (0.02, 0.05, 0.2)
 FULL = {
     "seeds": (0, 1, 2),
     "shots": (16, 64),
-    "source": TrainConfig(steps=200, batch_size=16, lr=1e-3, max_length=64, eval_every=50),
-    "few_steps": 40,
+    "source": TrainConfig(steps=150, batch_size=16, lr=1e-3, max_length=64, eval_every=50),
+    "few_steps": 30,
+    "few_batch": 8,
     "curve": TrainConfig(
-        steps=120, batch_size=16, lr=1e-3, max_length=64, eval_every=15, val_max=80, patience=0
+        steps=80, batch_size=16, lr=1e-3, max_length=64, eval_every=10, val_max=64, patience=0
     ),
+    "curve_pairs": "related",
     "max_train": 1600,
-    "max_eval": 150,
+    "max_eval": 100,
 }
 QUICK = {
     "seeds": (0,),
     "shots": (16,),
     "source": TrainConfig(steps=4, batch_size=8, lr=1e-3, max_length=32, eval_every=4),
     "few_steps": 3,
+    "few_batch": 8,
+    "curve_pairs": "related",
     "curve": TrainConfig(
         steps=6, batch_size=8, lr=1e-3, max_length=32, eval_every=3, val_max=8, patience=0
     ),
@@ -127,10 +131,10 @@ def start(
 
 
 def few_shot(
-    bb: Backbone, data: TaskData, pcfg: PrefixConfig, s: Any, steps: int, seed: int
+    bb: Backbone, data: TaskData, pcfg: PrefixConfig, s: Any, steps: int, seed: int, batch: int
 ) -> float:
     cfg = TrainConfig(
-        steps=steps, batch_size=16, lr=1e-3, max_length=64, seed=seed, eval_every=10**9
+        steps=steps, batch_size=batch, lr=1e-3, max_length=64, seed=seed, eval_every=10**9
     )
     res = train(bb, data, pcfg, cfg, init=s.prefix, progress=False)
     return evaluate(bb, res.task, data.eval, batch_size=32).score
@@ -160,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="one pair, one seed, a few steps")
     ap.add_argument("--out", type=Path, help="JSON path (default bench/results/...)")
+    ap.add_argument("--cache", type=Path, help="where trained sources are kept for reruns")
     a = ap.parse_args(argv)
     cfg = QUICK if a.quick else FULL
     pairs = PAIRS[:1] if a.quick else PAIRS
@@ -179,11 +184,20 @@ def main(argv: list[str] | None = None) -> int:
 
     sources: dict[str, Source] = {}
     source_names = sorted({p[0] for p in pairs} | (set(CAL_TARGET[1]) if not a.quick else set()))
+    cache = a.cache or RESULTS / ".similar_init_sources"
+    source_scores = {}
     for n in source_names:
-        s = start(bb, data[n], pcfg, "random", [])
-        res = train(bb, data[n], pcfg, cfg["source"], init=s.prefix, progress=False)
-        score = evaluate(bb, res.task, data[n].eval).score
-        sources[n] = Source(n, len(sources) + 1, 0.0, res.task.prefix)
+        key = f"{n}-{'quick' if a.quick else 'full'}-{bb.fingerprint[:12]}.pt"
+        if (cache / key).exists():  # a rerun reuses the sources (seeded: the same tensors)
+            prefix, score = torch.load(cache / key).values()
+        else:
+            s = start(bb, data[n], pcfg, "random", [])
+            res = train(bb, data[n], pcfg, cfg["source"], init=s.prefix, progress=False)
+            prefix, score = res.task.prefix, evaluate(bb, res.task, data[n].eval).score
+            cache.mkdir(parents=True, exist_ok=True)
+            torch.save({"prefix": prefix, "score": score}, cache / key)
+        sources[n] = Source(n, len(sources) + 1, 0.0, prefix)
+        source_scores[n] = score
         print(f"source {n}: {score:.3f}", flush=True)
 
     def pool_for(target: str, only: tuple[str, ...] | None = None) -> list[Source]:
@@ -199,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         scores = {}
         for t in TEMPERATURES:
             s = start(bb, shots(data[target], 64, 0), pcfg, "weighted", pool, temperature=t)
-            scores[t] = few_shot(bb, shots(data[target], 64, 0), pcfg, s, cfg["few_steps"], 0)
+            scores[t] = few_shot(
+                bb, shots(data[target], 64, 0), pcfg, s, cfg["few_steps"], 0, cfg["few_batch"]
+            )
         calibration["temperature_scores"] = {str(t): v for t, v in scores.items()}
         calibration["temperature"] = max(scores, key=lambda t: (scores[t], -t))
     threshold, temperature = calibration["threshold"], calibration["temperature"]
@@ -227,7 +243,9 @@ def main(argv: list[str] | None = None) -> int:
                     s = start(bb, d, pcfg, name, pool, **opts)
                     key = s.strategy
                     if key not in done:
-                        done[key] = few_shot(bb, d, pcfg, s, cfg["few_steps"], seed)
+                        done[key] = few_shot(
+                            bb, d, pcfg, s, cfg["few_steps"], seed, cfg["few_batch"]
+                        )
                     per[name].append(done[key])
                     if name == "auto":
                         resolved.append(s.strategy)
@@ -235,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                 n: {"mean": statistics.mean(v), "per_seed": v} for n, v in per.items()
             }
             row["auto_resolves_to"] = resolved[0]
-        for name in ("random", "auto"):
+        for name in ("random", "auto") if relation == cfg["curve_pairs"] else ():
             firsts, finals = [], []
             for seed in cfg["seeds"]:
                 curve_cfg = TrainConfig.from_dict({**cfg["curve"].to_dict(), "seed": seed})
@@ -248,8 +266,9 @@ def main(argv: list[str] | None = None) -> int:
                 "per_seed": firsts,
                 "final_val": finals,
             }
-        r, au = row["steps_to_90"]["random"]["mean"], row["steps_to_90"]["auto"]["mean"]
-        row["steps_saved"] = 1 - au / r if r else 0.0
+        if row["steps_to_90"]:
+            r, au = row["steps_to_90"]["random"]["mean"], row["steps_to_90"]["auto"]["mean"]
+            row["steps_saved"] = 1 - au / r if r else 0.0
         k = str(max(cfg["shots"]))
         row["auto_minus_random_fewshot"] = (
             row["few_shot"][k]["auto"]["mean"] - row["few_shot"][k]["random"]["mean"]
@@ -266,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
             "seeds": list(cfg["seeds"]),
             "shots": list(cfg["shots"]),
             "few_shot_steps": cfg["few_steps"],
+            "few_shot_batch": cfg["few_batch"],
+            "steps_to_90_on": cfg["curve_pairs"],
             "source_train": cfg["source"].to_dict(),
             "curve_train": cfg["curve"].to_dict(),
             "max_train": cfg["max_train"],
@@ -273,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             "prefix_length": pcfg.length,
         },
         "calibration": calibration,
+        "source_scores": source_scores,
         "pairs": rows,
         "seconds": time.perf_counter() - started,
     }
@@ -300,8 +322,12 @@ def table(doc: dict[str, Any]) -> str:
             f"{r['auto_resolves_to']:8}"
             + "".join(f" {100 * fs[n]['mean']:8.1f}" for n in STRATEGIES)
             + f" {100 * r['auto_minus_random_fewshot']:+7.1f}"
-            + f" {s90['random']['mean']:>4.0f}/{s90['auto']['mean']:<5.0f}"
-            + f" {100 * r['steps_saved']:5.0f}%"
+            + (
+                f" {s90['random']['mean']:>4.0f}/{s90['auto']['mean']:<5.0f}"
+                f" {100 * r['steps_saved']:5.0f}%"
+                if s90
+                else f" {'-':>10} {'-':>6}"
+            )
         )
     return "\n".join(lines)
 
