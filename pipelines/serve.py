@@ -289,7 +289,23 @@ def run_predict_auto(
         bb = registry_backbone(reg, backbone)
         predictor = AutoPredictor(reg, bb)
     answers = predictor.predict(texts, batch_size=batch_size)
-    return {"backbone": bb.name, "tasks": predictor.router.tasks, **summary(answers)}
+    width = max(len(a.task) for a in answers)
+    lines = [
+        f"{a.task:<{width}}  {100 * a.confidence:5.1f}%  {a.prediction!r:<24}  {_cut(a.text)}"
+        for a in answers
+    ]
+    header = f"{'task':<{width}}  routed  answer{' ' * 19}  text"
+    return {
+        "backbone": bb.name,
+        "tasks": predictor.router.tasks,
+        **summary(answers),
+        "_human": "\n".join([header, *lines]),
+    }
+
+
+def _cut(text: str, n: int = 60) -> str:
+    one = " ".join(text.split())
+    return one if len(one) <= n else one[: n - 1] + "…"
 
 
 def run_similar(
@@ -321,11 +337,14 @@ def run_similar(
             emb = task_embedding(bb, data.spec, data.train, seed=data.spec.seed)
             found = neighbours(reg, bb, emb, top=top)
             query = data.spec.name
+    lines = [f"tasks nearest to {query} on {bb.name} ({method} similarity):"]
+    lines += [f"  {n.score:6.3f}  {n.task}" for n in found] or ["  (no other task to compare)"]
     return {
         "query": query,
         "backbone": bb.name,
         "method": method,
         "similar": [{"task": n.task, "score": n.score, "method": n.method} for n in found],
+        "_human": "\n".join(lines),
     }
 
 

@@ -187,3 +187,16 @@ def test_a_refused_registration_stores_no_embedding(home, tiny_encoder) -> None:
             )
         assert len(reg.embeddings("mean-pool:test")) == before == 0
         assert [t.name for t in reg.tasks()] == list(WORDS)
+
+
+def test_human_output_is_a_table(home, capsys) -> None:
+    from pipelines.cli import main
+
+    assert main(["registry", "similar", "films", "--home", str(home), "--quiet"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("tasks nearest to films") and len(lines) == 3
+    text = rows("films", 1, seed=3)[0]["text"]
+    assert main(["predict", "--auto", text, "--home", str(home), "--quiet"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split()[:3] == ["task", "routed", "answer"] and len(lines) == 2
+    assert lines[1].startswith("films") and text[:20] in lines[1]
