@@ -86,6 +86,9 @@ class AutoPredictor:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Task index (into `router.tasks`) and confidence per text; `features`, if given,
         are the texts' routing features computed earlier."""
+        if self.router.model is None:  # one task: everything goes to it, no features needed
+            n = len(texts)
+            return np.zeros(n, dtype=np.int64), np.ones(n, dtype=np.float32)
         if features is None:
             features = route_features(self.backbone, texts)
         routed = self.router.route(features)
@@ -134,9 +137,9 @@ def task_agnostic(
     for spec, examples, own_preds, batch_size in tasks:
         own = names.index(spec.name)
         texts = [e.text for e in examples]
-        if spec.name not in cache:
+        if spec.name not in cache and predictor.router.model is not None:
             cache[spec.name] = route_features(backbone, texts)
-        idx, _ = predictor.route(texts, cache[spec.name])
+        idx, _ = predictor.route(texts, cache.get(spec.name))
         wrong = [k for k, i in enumerate(idx) if int(i) != own]
         answers = list(own_preds)
         if wrong:
