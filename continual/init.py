@@ -69,8 +69,8 @@ class Start:
 
 
 #: Calibrated by `bench/similar_init.py` on pairs other than those it reports (see its JSON).
-AUTO_THRESHOLD = 0.87
-TEMPERATURE = 0.05
+AUTO_THRESHOLD = 0.88
+TEMPERATURE = 0.2
 TOP_K = 3
 
 Strategy = Callable[[InitContext], "torch.Tensor | Start | None"]
