@@ -13,8 +13,8 @@ import torch
 
 from continual.routing import route_method
 from continual.similarity import embedding_method
-from pipelines.jobs import register_trained  # noqa: F401  (the API the CLI goes through)
 from registry import Registry
+from tasks.spec import TaskSpec
 from tests.pipelines.test_stream_run import run
 
 WORDS = {
@@ -149,42 +149,29 @@ def test_a_refused_registration_stores_no_embedding(home, tiny_encoder) -> None:
         view = reg.show("films")
         tensors, _ = reg.load_prefix("films", tiny_encoder.fingerprint)
         run_cfg = reg.run(view.current.run_id)
+        spec = TaskSpec.from_dict(view.task.spec)
+
+        def register(task: TaskSpec, vector: torch.Tensor) -> None:
+            reg.register_prefix(
+                task=task,
+                data_fingerprint="x",
+                backbone=tiny_encoder.info(),
+                tensors=tensors,
+                prefix_config=view.current.config,
+                train_summary={"steps": 1, "seconds": 0.1, "final_loss": 0.1, "losses": [0.1]},
+                run={
+                    "seed": 0,
+                    "config": run_cfg.config,
+                    "packages": {},
+                    "backbone_fingerprint": tiny_encoder.fingerprint,
+                },
+                embeddings={"mean-pool:test": vector},
+            )
+
         with pytest.raises(ConfigError, match="already exists"):
-            reg.register_prefix(
-                task=__import__("tasks.spec", fromlist=["TaskSpec"]).TaskSpec.from_dict(
-                    view.task.spec
-                ),
-                data_fingerprint="x",
-                backbone=tiny_encoder.info(),
-                tensors=tensors,
-                prefix_config=view.current.config,
-                train_summary={"steps": 1, "seconds": 0.1, "final_loss": 0.1, "losses": [0.1]},
-                run={
-                    "seed": 0,
-                    "config": run_cfg.config,
-                    "packages": {},
-                    "backbone_fingerprint": tiny_encoder.fingerprint,
-                },
-                embeddings={"mean-pool:test": torch.ones(4)},
-            )
+            register(spec, torch.ones(4))
         with pytest.raises(ConfigError, match="non-finite"):
-            reg.register_prefix(
-                task=__import__("tasks.spec", fromlist=["TaskSpec"])
-                .TaskSpec.from_dict(view.task.spec)
-                .with_(name="films2"),
-                data_fingerprint="x",
-                backbone=tiny_encoder.info(),
-                tensors=tensors,
-                prefix_config=view.current.config,
-                train_summary={"steps": 1, "seconds": 0.1, "final_loss": 0.1, "losses": [0.1]},
-                run={
-                    "seed": 0,
-                    "config": run_cfg.config,
-                    "packages": {},
-                    "backbone_fingerprint": tiny_encoder.fingerprint,
-                },
-                embeddings={"mean-pool:test": torch.tensor([1.0, float("nan")])},
-            )
+            register(spec.with_(name="films2"), torch.tensor([1.0, float("nan")]))
         assert len(reg.embeddings("mean-pool:test")) == before == 0
         assert [t.name for t in reg.tasks()] == list(WORDS)
 
