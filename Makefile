@@ -1,6 +1,6 @@
 # One command per thing a person does. `make demo` and `make test` work on a fresh machine:
 # they create .venv, install torch==2.13.0 first (a bare `torch` would pull a multi-GB CUDA
-# build), then the project with its dev extras.
+# build), then the project with its dev extras at the versions in constraints.txt.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,10 +9,10 @@ PYTEST_ARGS ?=
 
 .PHONY: install demo test lint format bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

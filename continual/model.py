@@ -11,7 +11,10 @@ the end of every row).
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers import DynamicCache
@@ -38,6 +41,39 @@ def position_ids(token_mask: torch.Tensor, offset: torch.Tensor | None) -> torch
     return pos if offset is None else pos + offset.unsqueeze(-1)
 
 
+@functools.cache
+def _cache_argument(model_class: type) -> str:
+    """The name of a model's key/value-cache argument: transformers 5.24 renamed
+    `past_key_values` to `cache` (the old name warns until 5.40, then goes)."""
+    params = inspect.signature(model_class.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def with_cache(model: torch.nn.Module, cache: Any) -> dict[str, Any]:
+    """`{argument name: cache}` for `model`'s forward, whichever transformers names it."""
+    return {_cache_argument(type(model)): cache}
+
+
+def returned_cache(output: Any) -> Any:
+    """The cache a forward with `use_cache=True` returned (`cache`, or `past_key_values`
+    before transformers 5.24)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
+def kept_positions(width: int, keep: int) -> int | torch.Tensor:
+    """`logits_to_keep` for the last `keep` of `width` positions (0: all), as explicit indices.
+
+    transformers slices `hidden[:, -keep:]`, a non-contiguous view that the language-model head
+    then multiplies by a batch-expanded weight (a `bmm`); indices gather a contiguous copy and
+    the head runs as one `mm`: measured 85 ms against about 15 ms for 8 rows of 4 positions on
+    smollm2's 49,152-word head.
+    """
+    if keep <= 0 or keep >= width:
+        return 0
+    return torch.arange(width - keep, width)
+
+
 def forward(
     backbone: Backbone,
     batch: Batch,
@@ -48,12 +84,12 @@ def forward(
 ):
     """Run the backbone with per-row prefixes (or none). Returns the transformers output:
     encoders give `last_hidden_state` `[B, T, H]`; decoders give `logits` over the last
-    `logits_to_keep` positions (all when 0), and `past_key_values` when `use_cache`.
+    `logits_to_keep` positions (all when 0), and the cache when `use_cache` (`returned_cache`).
     """
     ids, mask = batch.input_ids, batch.attention_mask
     kwargs = {}
     if prefix is not None:
-        kwargs["past_key_values"] = DynamicCache(ddp_cache_data=prefix.past())
+        kwargs = with_cache(backbone.model, DynamicCache(ddp_cache_data=prefix.past()))
         full_mask = torch.cat([prefix.mask.to(mask.dtype), mask], dim=1)
         pos = position_ids(mask, prefix.offset)
     else:
@@ -64,7 +100,7 @@ def forward(
             attention_mask=full_mask,
             position_ids=pos,
             use_cache=use_cache,
-            logits_to_keep=logits_to_keep,
+            logits_to_keep=kept_positions(ids.shape[1], logits_to_keep),
             **kwargs,
         )
     return backbone.model(input_ids=ids, attention_mask=full_mask, position_ids=pos, **kwargs)
