@@ -276,7 +276,7 @@ def add_training_options(t: argparse.ArgumentParser) -> None:
         help="where the prefix starts (default auto): random; words (the backbone's own keys "
         "and values for the task description, Li & Liang's real-word init); nearest (a copy of "
         "the most similar earlier task's prefix); weighted (a similarity-weighted mix of the "
-        "top 3); auto (weighted when an earlier task is similar enough, else words)",
+        "top 3); auto (weighted when an earlier task is similar enough, else random)",
     )
     h.add_argument("--steps", type=int, default=400)
     h.add_argument("--batch-size", type=int, default=16)

@@ -39,4 +39,11 @@ def test_similar_init_quick(tmp_path: Path) -> None:
     assert shots["auto"] == shots[pair["auto_resolves_to"]]
     assert pair["similarity"] > doc["calibration"]["threshold"]  # a related pair clears it
     assert set(pair["steps_to_90"]) == {"random", "auto"}
+    # one bar for both strategies: 90% of the random run's final validation score
+    rand = pair["steps_to_90"]["random"]
+    assert pair["steps_to_90_bar"] == [pytest.approx(0.9 * f) for f in rand["final_val"]]
+    for got in pair["steps_to_90"].values():
+        for step, vals in zip(got["per_seed"], got["curve"]):
+            reached = [s for s, v in vals if v >= pair["steps_to_90_bar"][0]]
+            assert step == (reached[0] if reached else vals[-1][0] + 3)
     assert "few-shot accuracy" in done.stdout

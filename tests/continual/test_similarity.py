@@ -134,14 +134,14 @@ def test_weighted_mixes_the_top_k_and_records_the_weights(ctx_for) -> None:
     assert sum(wt for _, wt in out.sources) == pytest.approx(1.0)
 
 
-def test_auto_takes_weighted_above_the_threshold_else_words(ctx_for) -> None:
+def test_auto_takes_weighted_above_the_threshold_else_random(ctx_for) -> None:
     pcfg, make = ctx_for
     near = start_prefix("auto", make(sources(pcfg, [AUTO_THRESHOLD + 0.01])))
     assert near.strategy == "weighted" and near.sources == ((10, pytest.approx(1.0)),)
     far = start_prefix("auto", make(sources(pcfg, [AUTO_THRESHOLD - 0.01])))
-    assert far.strategy == "words" and far.sources == () and far.prefix is not None
+    assert far.strategy == "random" and far.sources == () and far.prefix is None
     empty = start_prefix("auto", make([]))
-    assert empty.strategy == "words"
+    assert empty.strategy == "random"
     custom = start_prefix("auto", make(sources(pcfg, [0.3]), threshold=0.2))
     assert custom.strategy == "weighted"
 
@@ -152,7 +152,7 @@ def test_similar_inits_skip_other_shapes_and_refuse_without_sources(ctx_for) -> 
     for name in ("nearest", "weighted"):
         with pytest.raises(ConfigError, match=f"--init {name} needs an earlier task"):
             start_prefix(name, make(wrong))
-    assert start_prefix("auto", make(wrong)).strategy == "words"
+    assert start_prefix("auto", make(wrong)).strategy == "random"
 
 
 def test_cli_init_choices_are_the_registered_strategies() -> None:

@@ -61,7 +61,7 @@ def test_report_json_holds_every_method_as_numbers(workspace: Path) -> None:
     assert "GEM" in doc["metric_definitions"]["bwt"]
     task = doc["tasks"][0]
     assert task["stored_bytes"] < doc["backbone"]["bytes"] and task["init"] == "auto"
-    assert task["init_strategy"] == "words"  # the first task has no earlier one to start from
+    assert task["init_strategy"] == "random"  # the first task has no earlier one to start from
 
 
 def test_report_md_has_every_section(workspace: Path) -> None:

@@ -75,11 +75,11 @@ def test_embedding_and_routing_keys_are_stored_with_each_prefix(home, tiny_encod
 def test_auto_init_is_recorded_with_its_sources(home) -> None:
     with Registry.open(home, tracking_uri="none") as reg:
         first = reg.run(reg.show("animals").current.run_id).config["init"]
-        assert first == {"strategy": "words", "sources": []}  # nothing earlier to start from
+        assert first == {"strategy": "random", "sources": []}  # nothing earlier to start from
         for task in ("weather", "films"):
             init = reg.run(reg.show(task).current.run_id).config["init"]
             lineage = [e for e in reg.lineage(task) if e.depth == 1]  # direct sources
-            assert init["strategy"] in ("words", "weighted")
+            assert init["strategy"] in ("random", "weighted")
             if init["strategy"] == "weighted":
                 assert lineage and sum(e.weight for e in lineage) == pytest.approx(1.0)
                 assert {e.method for e in lineage} == {"init:weighted"}
