@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from continual.kernels import use_fast_dropout
 from tasks.assets import WheelAsset, cache_root, extract
 from tasks.errors import AssetError, ConfigError
 
@@ -199,10 +200,25 @@ def resolve(name_or_path: str) -> tuple[str, str]:
     )
 
 
-def load_backbone(name_or_path: str, *, kind: BackboneKind | None = None) -> Backbone:
-    """Load, freeze and fingerprint a backbone. Decoders pad on the left (see `continual.model`)."""
+@dataclass(frozen=True)
+class Located:
+    """A backbone found but not loaded: its name, folder (or hub id), kind and tokenizer."""
+
+    name: str
+    where: str
+    kind: BackboneKind
+    tokenizer: Any
+
+    @property
+    def source(self) -> str:
+        return self.where if Path(self.where).exists() else f"hub:{self.where}"
+
+
+def locate(name_or_path: str, *, kind: BackboneKind | None = None) -> Located:
+    """Resolve a backbone and load its tokenizer only (decoders pad on the left, see
+    `continual.model`); `load_backbone` adds the weights."""
     import transformers
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
@@ -210,8 +226,6 @@ def load_backbone(name_or_path: str, *, kind: BackboneKind | None = None) -> Bac
     try:
         config = AutoConfig.from_pretrained(where)
         kind = kind or _kind_of(config)
-        loader = AutoModelForCausalLM if kind == "decoder" else AutoModel
-        model = loader.from_pretrained(where, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(where)
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -220,10 +234,26 @@ def load_backbone(name_or_path: str, *, kind: BackboneKind | None = None) -> Bac
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
+    return Located(name=name, where=where, kind=kind, tokenizer=tokenizer)
+
+
+def load_backbone(name_or_path: str, *, kind: BackboneKind | None = None) -> Backbone:
+    """Load, freeze and fingerprint a backbone. Decoders pad on the left (see `continual.model`)."""
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    found = locate(name_or_path, kind=kind)
+    name, where, kind, tokenizer = found.name, found.where, found.kind, found.tokenizer
+    try:
+        loader = AutoModelForCausalLM if kind == "decoder" else AutoModel
+        model = loader.from_pretrained(where, dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise AssetError(f"backbone {name_or_path!r} could not be loaded: {first}") from None
     freeze(model)
+    use_fast_dropout(model)  # same dropout, cheaper masks on CPU (continual.kernels)
     return Backbone(
         name=name,
-        source=where if Path(where).exists() else f"hub:{where}",
+        source=found.source,
         kind=kind,
         model=model,
         tokenizer=tokenizer,

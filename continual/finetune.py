@@ -27,7 +27,7 @@ from continual.objectives import (
     generate,
     rank_classify,
 )
-from continual.train import TrainConfig, lr_factor, optimize, split_validation
+from continual.train import TrainConfig, adamw, lr_factor, optimize, split_validation
 from tasks.errors import ConfigError
 from tasks.spec import Example, TaskData, TaskSpec
 
@@ -126,7 +126,7 @@ def finetune(
     params += list(head.parameters()) if head is not None else []
     if not any(p.requires_grad for p in model.parameters()):
         raise ConfigError("finetune needs a trainable copy of the backbone (trainable_copy)")
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = adamw(params, lr=config.lr, weight_decay=config.weight_decay)
     warmup = int(config.warmup_ratio * config.steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, config.steps, warmup)

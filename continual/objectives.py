@@ -17,9 +17,17 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
+from continual import packing
 from continual.backbones import Backbone
 from continual.heads import ClassificationHead
-from continual.model import Batch, forward, mean_pool, position_ids
+from continual.model import (
+    Batch,
+    forward,
+    mean_pool,
+    position_ids,
+    returned_cache,
+    with_cache,
+)
 from continual.prefix import RowPrefix
 from tasks.spec import TaskSpec
 
@@ -52,10 +60,18 @@ def encoder_features(
     prefix: RowPrefix | None,
     limits: TextLimits,
 ) -> torch.Tensor:
-    """Mean-pooled last hidden states `[B, H]` of the texts under their rows' prefixes."""
-    batch = encoder_batch(backbone, texts, limits)
-    hidden = forward(backbone, batch, prefix).last_hidden_state
-    return mean_pool(hidden, batch.attention_mask)
+    """Mean-pooled last hidden states `[B, H]` of the texts under their rows' prefixes, in one
+    packed pass (no padding computed; `continual.packing`) where the attention allows it."""
+    if not packing.packable(backbone):
+        batch = encoder_batch(backbone, texts, limits)
+        hidden = forward(backbone, batch, prefix).last_hidden_state
+        return mean_pool(hidden, batch.attention_mask)
+    seqs = backbone.tokenizer(list(texts), truncation=True, max_length=limits.max_length)
+    seqs = seqs["input_ids"]
+    first = [0] * len(seqs) if prefix is None else prefix.offset.tolist()
+    packed = packing.pack(seqs, first, backbone.tokenizer.pad_token_id or 0)
+    hidden = packing.run(backbone, packed, prefix, causal=False).last_hidden_state
+    return packing.segment_mean(hidden, packed)
 
 
 def encoder_loss(
@@ -118,6 +134,8 @@ def _tail_logprob(
     last K+1 positions (K = longest tail), which is all that is scored.
     """
     k = max(len(t) for t in tails)
+    if packing.packable(backbone):
+        return _tail_logprob_packed(backbone, prompts, tails, prefix, k)
     ids, mask = _left_pad([p + t for p, t in zip(prompts, tails)], backbone.tokenizer.pad_token_id)
     out = forward(backbone, Batch(ids, mask), prefix, logits_to_keep=k + 1)
     logp = out.logits[:, :-1].float().log_softmax(-1)  # predicts the last k tokens
@@ -126,6 +144,40 @@ def _tail_logprob(
     for i, t in enumerate(tails):
         tmask[i, k - len(t) :] = 1
     return logp.gather(-1, target.unsqueeze(-1)).squeeze(-1) * tmask, tmask
+
+
+def _tail_logprob_packed(
+    backbone: Backbone,
+    prompts: Sequence[list[int]],
+    tails: Sequence[list[int]],
+    prefix: RowPrefix | None,
+    k: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_tail_logprob` in one packed pass; the LM head runs at the columns that predict a tail
+    token in some row (the union over rows, as explicit indices), nowhere else."""
+    seqs = [p + t for p, t in zip(prompts, tails)]
+    first = [0] * len(seqs) if prefix is None else prefix.offset.tolist()
+    packed = packing.pack(seqs, first, backbone.tokenizer.pad_token_id)
+    # tail token j of segment i sits at column start+len(prompt)+j; the column before predicts it
+    seg_of, row_of, col_of, tok_of, slot_of = [], [], [], [], []
+    for i, (p, t) in enumerate(zip(prompts, tails)):
+        base = int(packed.start[i]) + len(p) - 1
+        for j, token in enumerate(t):
+            seg_of.append(i)
+            row_of.append(int(packed.row[i]))
+            col_of.append(base + j)
+            tok_of.append(token)
+            slot_of.append(k - len(t) + j)  # right-aligned, as the padded path lays it out
+    cols = torch.tensor(sorted(set(col_of)), dtype=torch.long)
+    where = {int(c): n for n, c in enumerate(cols)}
+    logits = packing.run(backbone, packed, prefix, causal=True, logits_at=cols).logits
+    picked = logits[torch.tensor(row_of), torch.tensor([where[c] for c in col_of])]
+    logp = picked.float().log_softmax(-1).gather(-1, torch.tensor(tok_of).unsqueeze(-1))
+    out = torch.zeros(len(seqs), k, dtype=logp.dtype)
+    out = out.index_put((torch.tensor(seg_of), torch.tensor(slot_of)), logp.squeeze(-1))
+    tmask = torch.zeros(len(seqs), k, dtype=torch.long)
+    tmask[torch.tensor(seg_of), torch.tensor(slot_of)] = 1
+    return out, tmask
 
 
 def decoder_loss(
@@ -178,14 +230,14 @@ def label_scores(
         tail_mask[j, : len(t)] = 1
     scores = first[index].gather(-1, tail_ids[:, :1]).squeeze(-1)
     if width > 1:
-        cache = out.past_key_values
+        cache = returned_cache(out)
         past = [(layer.keys[index], layer.values[index]) for layer in cache.layers]
         step = backbone.model(
             input_ids=tail_ids[:, :-1],
             attention_mask=torch.cat([past_mask[index], tail_mask[:, :-1]], dim=1),
             position_ids=last_pos[index].unsqueeze(1) + 1 + torch.arange(width - 1),
-            past_key_values=DynamicCache(ddp_cache_data=past),
             use_cache=False,
+            **with_cache(backbone.model, DynamicCache(ddp_cache_data=past)),
         )
         logp = step.logits.float().log_softmax(-1)  # predicts tail tokens 1..width-1
         rest = logp.gather(-1, tail_ids[:, 1:].unsqueeze(-1)).squeeze(-1) * tail_mask[:, 1:]
@@ -221,7 +273,7 @@ def generate(
     prompts = [prompt_ids(backbone, s, t, limits) for s, t in zip(specs, texts)]
     ids, mask = _left_pad(prompts, tok.pad_token_id)
     out = forward(backbone, Batch(ids, mask), prefix, logits_to_keep=1, use_cache=True)
-    cache = out.past_key_values
+    cache = returned_cache(out)
     if prefix is None:
         full_mask, pos = mask, position_ids(mask, None)[:, -1:]
     else:
@@ -242,9 +294,9 @@ def generate(
             input_ids=nxt.unsqueeze(1),
             attention_mask=full_mask,
             position_ids=pos,
-            past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
+            **with_cache(backbone.model, cache),
         )
     seqs = torch.stack(produced, dim=1).tolist()
     texts_out = []

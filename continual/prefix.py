@@ -143,19 +143,39 @@ class RowPrefix:
     layers: int
     kv_heads: int
     head_dim: int
+    # The distinct prefixes `[n, P_max, flat_dim]` and each row's index into them `[B]`, so a
+    # packed pass (`continual.packing`) holds every prefix once however many rows use it.
+    # None: every row is its own prefix.
+    bank: torch.Tensor | None = None
+    task: torch.Tensor | None = None
 
     def select(self, index: torch.Tensor) -> RowPrefix:
         """The prefixes of rows `index` (rows may repeat), e.g. one per label candidate."""
         return replace(
-            self, rows=self.rows[index], mask=self.mask[index], offset=self.offset[index]
+            self,
+            rows=self.rows[index],
+            mask=self.mask[index],
+            offset=self.offset[index],
+            task=None if self.task is None else self.task[index],
         )
 
+    def distinct(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(bank `[n, P_max, flat_dim]`, row -> bank index `[B]`): each prefix once."""
+        if self.bank is not None and self.task is not None:
+            return self.bank, self.task
+        return self.rows, torch.arange(self.rows.shape[0])
+
     def past(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per layer (key, value), each `[B, kv_heads, P, head_dim]`."""
+        """Per layer (key, value), each `[B, kv_heads, P, head_dim]`: views, no copy.
+
+        `unbind` rather than indexing: the backward of 2·layers index ops would build a
+        zero-filled gradient of the whole prefix for each of them and add them up (measured:
+        the largest single cost of a minilm training step); `unbind`'s backward is one stack.
+        """
         b, p, _ = self.rows.shape
         view = self.rows.view(b, p, self.layers, 2, self.kv_heads, self.head_dim)
         view = view.permute(2, 3, 0, 4, 1, 5)  # [layers, 2, B, kv_heads, P, head_dim]
-        return [(view[i, 0], view[i, 1]) for i in range(self.layers)]
+        return [(k, v) for k, v in (layer.unbind(0) for layer in view.unbind(0))]
 
 
 def stack_rows(
@@ -188,9 +208,29 @@ def stack_rows(
         layers=first.layers,
         kv_heads=first.kv_heads,
         head_dim=first.head_dim,
+        bank=bank,
+        task=row_task,
     )
 
 
 def single(prefix: torch.Tensor, config: PrefixConfig, batch_size: int) -> RowPrefix:
-    """The same prefix on every row of a batch (training and single-task evaluation)."""
-    return stack_rows([(prefix, config)], torch.zeros(batch_size, dtype=torch.long))
+    """The same prefix on every row of a batch (training and single-task evaluation).
+
+    The rows are an `expand` of the one prefix (stride 0 over the batch), not a gathered copy:
+    no `[B, P, flat_dim]` copy forward, and the backward is a sum over the batch instead of an
+    index_put.
+    """
+    p = int(prefix.shape[0])
+    rows = prefix.unsqueeze(0).expand(batch_size, -1, -1)
+    mask = torch.ones(batch_size, p, dtype=torch.long)
+    offset = torch.full((batch_size,), p if config.positions == "shifted" else 0, dtype=torch.long)
+    return RowPrefix(
+        rows=rows,
+        mask=mask,
+        offset=offset,
+        layers=config.layers,
+        kv_heads=config.kv_heads,
+        head_dim=config.head_dim,
+        bank=prefix.unsqueeze(0),
+        task=torch.zeros(batch_size, dtype=torch.long),
+    )
