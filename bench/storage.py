@@ -1,0 +1,99 @@
+"""Bytes stored per task against the backbone's bytes, as files on disk.
+
+    python -m bench.storage
+
+Per backbone (P = 16): our registry artifact (prefix and, on encoders, the task head, as the
+safetensors file `registry/artifacts.py` writes), a PEFT prefix-tuning adapter saved by
+`save_pretrained` (its `adapter_model.safetensors`), and what full fine-tuning keeps per task (a
+whole model's safetensors). Prints a table and writes bench/results/storage.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.common import machine, table, write
+
+
+def measure(name: str, labels: int = 6) -> dict[str, Any]:
+    from continual.backbones import load_backbone
+    from continual.heads import ClassificationHead
+    from continual.prefix import TrainablePrefix
+    from pipelines.jobs import prefix_config_for
+    from registry.artifacts import tensors_to_bytes
+
+    bb = load_backbone(name)
+    config = prefix_config_for(bb, 16, None)
+    tensors = {"prefix": TrainablePrefix(config).eject()}
+    if bb.kind == "encoder":
+        tensors.update(ClassificationHead(bb.geometry.hidden_size, labels).tensors())
+    ours = len(tensors_to_bytes(tensors, {"format": "pt"}))
+    with tempfile.TemporaryDirectory() as d:
+        from peft import PrefixTuningConfig, get_peft_model
+        from transformers import AutoModel, AutoModelForCausalLM
+
+        loader = AutoModelForCausalLM if bb.kind == "decoder" else AutoModel
+        base = loader.from_pretrained(bb.source, dtype=torch.float32)
+        peft = get_peft_model(
+            base,
+            PrefixTuningConfig(
+                task_type="CAUSAL_LM" if bb.kind == "decoder" else "FEATURE_EXTRACTION",
+                num_virtual_tokens=16,
+                prefix_projection=True,
+                encoder_hidden_size=512,
+            ),
+        )
+        peft.save_pretrained(d)
+        theirs = (Path(d) / "adapter_model.safetensors").stat().st_size
+        bb.model.save_pretrained(Path(d) / "full")  # what a fine-tuned copy per task keeps
+        full = sum(f.stat().st_size for f in (Path(d) / "full").glob("*.safetensors"))
+    return {
+        "backbone_bytes": bb.n_bytes,
+        "ours_bytes": ours,
+        "peft_adapter_bytes": theirs,
+        "full_finetune_bytes": full,
+        "ours_fraction_of_backbone": ours / bb.n_bytes,
+        "prefix_numbers": config.n_params,
+        "head_labels": labels if bb.kind == "encoder" else 0,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", choices=["minilm", "smollm2"], action="append")
+    ap.add_argument("--out")
+    a = ap.parse_args(argv)
+    names = a.only or ["minilm", "smollm2"]
+    doc = {"bench": "storage", "machine": machine(), "backbones": {n: measure(n) for n in names}}
+    path = write("storage", doc, Path(a.out) if a.out else None)
+    rows = [
+        [
+            n,
+            r["backbone_bytes"] / 1e6,
+            f"{r['ours_bytes'] / 1e3:.0f} kB",
+            f"{100 * r['ours_fraction_of_backbone']:.2f}%",
+            f"{r['peft_adapter_bytes'] / 1e3:.0f} kB",
+            f"{r['full_finetune_bytes'] / 1e6:.1f} MB",
+        ]
+        for n, r in doc["backbones"].items()
+    ]
+    head = [
+        "backbone",
+        "backbone MB",
+        "ours / task",
+        "of backbone",
+        "PEFT / task",
+        "full FT / task",
+    ]
+    print("bytes stored per task (P = 16)\n" + table(head, rows))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
