@@ -14,9 +14,12 @@ Variants (each undoes one thing; the code of the undone version lives here, not 
   step and per-layer indexing of it (the first version), instead of an expand and `unbind`;
 - `padded+sliced-head`: on top of `padded`, the language-model head on a sliced (non-contiguous)
   view, which transformers runs as a batched matmul against an expanded weight;
-- `eager-attention`: transformers' eager attention instead of scaled dot-product attention;
+- `sdpa-attention`: transformers' SDPA attention (torch's dropout on attention probabilities)
+  instead of `continual.kernels.attention`;
+- `eager-attention`: transformers' eager attention;
 - `one-thread`: `torch.set_num_threads(1)` instead of the default (one per core);
-- `before`: padded, gathered prefix, sliced head, torch dropout, foreach AdamW.
+- `before`: padded, gathered prefix, sliced head, torch dropout and SDPA attention, foreach
+  AdamW.
 
 Prints a table (median step time and its ratio to `all`) and writes bench/results/ablation.json.
 """
@@ -56,6 +59,7 @@ VARIANTS = (
     "foreach-adamw",
     "padded+gathered-prefix",
     "padded+sliced-head",
+    "sdpa-attention",
     "eager-attention",
     "one-thread",
     "before",
@@ -90,7 +94,14 @@ def undone(bb, variant: str) -> Iterator[None]:
 
     parts = set(variant.split("+"))
     if variant == "before":
-        parts = {"padded", "gathered-prefix", "sliced-head", "torch-dropout", "foreach-adamw"}
+        parts = {
+            "padded",
+            "gathered-prefix",
+            "sliced-head",
+            "torch-dropout",
+            "foreach-adamw",
+            "sdpa-attention",
+        }
     saved: list[tuple[Any, str, Any]] = []
 
     def patch(obj: Any, name: str, value: Any) -> None:
@@ -122,6 +133,8 @@ def undone(bb, variant: str) -> Iterator[None]:
     impl = bb.model.config._attn_implementation
     if "eager-attention" in parts:
         _set_attention(bb.model, "eager")
+    if "sdpa-attention" in parts:
+        _set_attention(bb.model, "sdpa")
     threads = torch.get_num_threads()
     if "one-thread" in parts:
         torch.set_num_threads(1)

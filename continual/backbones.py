@@ -21,7 +21,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from continual.kernels import use_fast_dropout
+from continual.kernels import use_fast_attention, use_fast_dropout
 from tasks.assets import WheelAsset, cache_root, extract
 from tasks.errors import AssetError, ConfigError
 
@@ -252,6 +252,7 @@ def load_backbone(name_or_path: str, *, kind: BackboneKind | None = None) -> Bac
         raise AssetError(f"backbone {name_or_path!r} could not be loaded: {first}") from None
     freeze(model)
     use_fast_dropout(model)  # same dropout, cheaper masks on CPU (continual.kernels)
+    use_fast_attention(model)  # SDPA, with the same cheap masks for attention dropout
     return Backbone(
         name=name,
         source=found.source,

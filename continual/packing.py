@@ -17,8 +17,8 @@ Rows are filled longest segment first, each into the emptiest row it fits (rows 
 `capacity` tokens, or the longest segment if that is longer), so rows come out about equally
 long. The layout depends only on the sequence lengths: the same batch always packs the same way.
 
-Only attention implementations that take a ready 4D mask are packed (`sdpa`, `eager`); others
-(flash attention, flex) use the padded path.
+Only attention implementations that take a ready 4D mask are packed (`sdpa`, `eager`, and
+`continual.kernels.attention`); others (flash attention, flex) use the padded path.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import torch
 from transformers import DynamicCache
 
 from continual.backbones import Backbone
+from continual.kernels import ATTENTION
 from continual.model import with_cache
 from continual.prefix import RowPrefix
 
@@ -56,9 +57,9 @@ class Packing:
 
 
 def packable(backbone: Backbone) -> bool:
-    """Whether the backbone's attention takes a custom 4D mask (sdpa and eager do)."""
+    """Whether the backbone's attention takes a custom 4D mask (sdpa, eager and ours do)."""
     impl = getattr(backbone.model.config, "_attn_implementation", None) or "eager"
-    return impl in ("sdpa", "eager")
+    return impl in ("sdpa", "eager", ATTENTION)
 
 
 def layout(lengths: Sequence[int], capacity: int = CAPACITY) -> list[list[int]]:
@@ -175,7 +176,7 @@ def run(
     """One backbone pass over a packing. Encoders return `last_hidden_state` `[R, L, H]`;
     decoders return `logits` at the columns `logits_at` (`[U]`, the same for every row)."""
     impl = getattr(backbone.model.config, "_attn_implementation", None) or "eager"
-    dtype = None if impl == "sdpa" else next(backbone.model.parameters()).dtype
+    dtype = next(backbone.model.parameters()).dtype if impl == "eager" else None
     mask = attention_mask(packing, prefix, causal=causal, dtype=dtype)
     kwargs = (
         {} if prefix is None else with_cache(backbone.model, bank_cache(prefix, packing.n_rows))

@@ -70,3 +70,56 @@ def test_loaded_backbone_is_in_eval_mode_and_deterministic(tiny_encoder_dir) -> 
     with torch.no_grad():
         c = forward(tiny_encoder, batch, None).last_hidden_state
     assert not torch.equal(a, c)  # ...and dropout does act in training mode
+
+
+def _attention_inputs(causal: bool):
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 4, 5, 8, generator=gen)
+    k = torch.randn(2, 2, 7, 8, generator=gen)  # grouped-query: 2 kv heads for 4 query heads
+    v = torch.randn(2, 2, 7, 8, generator=gen)
+    mask = torch.ones(2, 1, 5, 7, dtype=torch.bool)
+    mask[1, :, :, 5:] = False
+    if causal:
+        mask &= torch.ones(5, 7, dtype=torch.bool).tril(2)
+    return q, k, v, mask
+
+
+class _Layer(nn.Module):
+    num_key_value_groups = 2
+    is_causal = False
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_with_dropout_is_sdpa_when_nothing_is_dropped(causal, monkeypatch) -> None:
+    """The training path (our maths) equals SDPA's when the keep mask keeps everything, with a
+    bool mask, grouped-query heads and causal masks; and it does drop when allowed to."""
+    import continual.kernels as kernels
+    from continual.kernels import attention
+
+    q, k, v, mask = _attention_inputs(causal)
+    want, _ = attention(_Layer(), q, k, v, mask, dropout=0.0)  # SDPA itself
+    monkeypatch.setattr(kernels, "keep_mask", lambda shape, p: torch.ones(shape, dtype=torch.bool))
+    got, _ = attention(_Layer(), q, k, v, mask, dropout=0.5)
+    torch.testing.assert_close(got, want * 2.0, atol=1e-5, rtol=1e-5)  # kept values scaled 1/(1-p)
+    additive = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
+    got2, _ = attention(_Layer(), q, k, v, additive, dropout=0.5)
+    torch.testing.assert_close(got2, got, atol=1e-5, rtol=1e-5)
+    monkeypatch.undo()
+    torch.manual_seed(0)
+    dropped, _ = attention(_Layer(), q, k, v, mask, dropout=0.5)
+    assert not torch.allclose(dropped, want * 2.0)
+
+
+def test_loaded_backbone_runs_our_attention_and_inference_is_sdpa(tiny_encoder_dir) -> None:
+    from continual.backbones import load_backbone
+    from continual.kernels import ATTENTION
+
+    bb = load_backbone(str(tiny_encoder_dir))
+    assert bb.model.config._attn_implementation == ATTENTION
+    ids = torch.tensor([[2, 5, 6, 7, 3], [2, 5, 3, 0, 0]])
+    mask = (ids != 0).long()
+    with torch.no_grad():
+        ours = bb.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        bb.model.set_attn_implementation("sdpa")
+        theirs = bb.model(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert torch.equal(ours, theirs)

@@ -96,7 +96,7 @@ def test_mask_keeps_segments_and_tasks_apart(tiny_encoder) -> None:
     assert (additive[m] == 0).all() and (additive[~m] == torch.finfo(torch.float32).min).all()
 
 
-@pytest.fixture(params=["sdpa", "eager"])
+@pytest.fixture(params=["continual", "sdpa", "eager"])
 def attn(request):
     return request.param
 
