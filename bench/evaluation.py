@@ -46,8 +46,22 @@ TASKS8 = (
     "news20",
     "rotten_tomatoes",
 )
-FULL = {"rank_n": 64, "per_task_eval": 100, "requests": 256, "repeats": 5, "micro": 32}
-QUICK = {"rank_n": 8, "per_task_eval": 8, "requests": 32, "repeats": 1, "micro": 8}
+FULL = {
+    "rank_n": 64,
+    "rank_repeats": 3,
+    "per_task_eval": 100,
+    "requests": 256,
+    "repeats": 5,
+    "micro": 32,
+}
+QUICK = {
+    "rank_n": 8,
+    "rank_repeats": 1,
+    "per_task_eval": 8,
+    "requests": 32,
+    "repeats": 1,
+    "micro": 8,
+}
 
 
 def timed(fns: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[str, float], dict]:
@@ -136,7 +150,7 @@ def rank_classification(size: dict[str, int]) -> dict[str, Any]:
                 "shared_prompt": partial(_shared_prompt, *args),
                 "pass_per_label": partial(_pass_per_label, *args),
             },
-            size["repeats"],
+            size["rank_repeats"],
         )
         res = extra["results"]
         out[name] = {
