@@ -7,7 +7,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format bench bench-quick bench-registry bench-quality clean
+
+SPEED_BENCHES := train_step ablation efficiency evaluation storage time_to_accuracy
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,8 +33,23 @@ format: install
 test: install lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# The speed suite against PEFT and full fine-tuning (about 1.5 h on 2 cores); each prints a table
+# and writes bench/results/NAME.json. docs/BENCHMARKS.md holds the figures.
 bench: install
+	for b in $(SPEED_BENCHES); do $(BIN)/python -m bench.$$b || exit 1; done
+
+bench-quick: install
+	for b in $(SPEED_BENCHES); do \
+		$(BIN)/python -m bench.$$b --quick --out /tmp/continual-bench-$$b.json || exit 1; done
+
+bench-registry: install
 	$(BIN)/python -m bench.registry
+
+# Accuracy benchmarks (hours on 2 cores): prefix quality, similar-task init, routing.
+bench-quality: install
+	$(BIN)/python -m bench.prefix_quality
+	$(BIN)/python -m bench.similar_init
+	$(BIN)/python -m bench.routing
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .continual

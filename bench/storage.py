@@ -66,11 +66,12 @@ def measure(name: str, labels: int = 6) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", choices=["minilm", "smollm2"], action="append")
+    ap.add_argument("--quick", action="store_true", help="minilm only")
     ap.add_argument("--out")
     a = ap.parse_args(argv)
-    names = a.only or ["minilm", "smollm2"]
+    names = a.only or (["minilm"] if a.quick else ["minilm", "smollm2"])
     doc = {"bench": "storage", "machine": machine(), "backbones": {n: measure(n) for n in names}}
-    path = write("storage", doc, Path(a.out) if a.out else None)
+    path = write("storage_quick" if a.quick else "storage", doc, Path(a.out) if a.out else None)
     rows = [
         [
             n,

@@ -97,7 +97,8 @@ def attention(
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     scores = torch.matmul(query, key.transpose(-1, -2)) * scale
     t, s = scores.shape[-2], scores.shape[-1]
-    if attention_mask is None and (is_causal if is_causal is not None else False) and t > 1:
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    if attention_mask is None and causal and t > 1:  # as SDPA: no mask means causal if the layer is
         attention_mask = torch.ones(t, s, dtype=torch.bool).tril(s - t)
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:

@@ -104,6 +104,16 @@ def test_attention_with_dropout_is_sdpa_when_nothing_is_dropped(causal, monkeypa
     additive = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
     got2, _ = attention(_Layer(), q, k, v, additive, dropout=0.5)
     torch.testing.assert_close(got2, got, atol=1e-5, rtol=1e-5)
+    # no mask: causal exactly when the layer says so, as SDPA decides it
+    layer = _Layer()
+    for causal_layer in (False, True):
+        layer.is_causal = causal_layer
+        monkeypatch.setattr(
+            kernels, "keep_mask", lambda shape, p: torch.ones(shape, dtype=torch.bool)
+        )
+        got3, _ = attention(layer, q, k[:, :, :5], v[:, :, :5], None, dropout=0.5)
+        want3, _ = attention(layer, q, k[:, :, :5], v[:, :, :5], None, dropout=0.0)
+        torch.testing.assert_close(got3, want3 * 2.0, atol=1e-5, rtol=1e-5)
     monkeypatch.undo()
     torch.manual_seed(0)
     dropped, _ = attention(_Layer(), q, k, v, mask, dropout=0.5)
