@@ -25,14 +25,23 @@ from torch import nn
 ATTENTION = "continual"
 
 
-def keep_mask(shape: torch.Size, p: float) -> torch.Tensor:
-    """A bool tensor of `shape`, each element True with probability `1 - p` (CPU)."""
+def _uniform16(shape: torch.Size) -> torch.Tensor:
+    """int16 uniforms over [-32768, 32767] of `shape`: four per 64-bit random number."""
     n = 1
     for d in shape:
         n *= int(d)
     words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), 2**63 - 1)
-    u16 = words.view(torch.int16)[:n].view(shape)  # uniform over [-32768, 32767]
-    return u16 >= (round(p * 65536) - 32768)
+    return words.view(torch.int16)[:n].view(shape)
+
+
+def keep_mask(shape: torch.Size, p: float) -> torch.Tensor:
+    """A bool tensor of `shape`, each element True with probability `1 - p` (CPU)."""
+    return _uniform16(shape) >= (round(p * 65536) - 32768)
+
+
+def drop_mask(shape: torch.Size, p: float) -> torch.Tensor:
+    """The complement of `keep_mask`: True with probability `p`."""
+    return _uniform16(shape) < (round(p * 65536) - 32768)
 
 
 class FastDropout(nn.Dropout):
@@ -95,19 +104,22 @@ def attention(
     groups = getattr(module, "num_key_value_groups", 1)
     key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    scores = torch.matmul(query, key.transpose(-1, -2)) * scale
+    # Scale the (smaller) query, not the scores; mask the scores in place (the matmul's backward
+    # needs its inputs, not its output); drop with a bool mask (1 byte a score kept for the
+    # backward); and apply 1/(1-p) to the output `[B, H, T, D]` rather than to `[B, H, T, S]`.
+    scores = torch.matmul(query * scale, key.transpose(-1, -2))
     t, s = scores.shape[-2], scores.shape[-1]
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     if attention_mask is None and causal and t > 1:  # as SDPA: no mask means causal if the layer is
         attention_mask = torch.ones(t, s, dtype=torch.bool).tril(s - t)
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:
-            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+            scores.masked_fill_(~attention_mask, torch.finfo(scores.dtype).min)
         else:
-            scores = scores + attention_mask
-    probs = scores.softmax(-1)
-    probs = probs * keep_mask(probs.shape, dropout) * (1.0 / (1.0 - dropout))
-    return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
+            scores.add_(attention_mask)
+    probs = scores.softmax(-1).masked_fill(drop_mask(scores.shape, dropout), 0.0)
+    out = torch.matmul(probs, value) * (1.0 / (1.0 - dropout))
+    return out.transpose(1, 2).contiguous(), None
 
 
 def use_fast_attention(model: nn.Module) -> bool:

@@ -69,7 +69,8 @@ def encoder_features(
     seqs = backbone.tokenizer(list(texts), truncation=True, max_length=limits.max_length)
     seqs = seqs["input_ids"]
     first = [0] * len(seqs) if prefix is None else prefix.offset.tolist()
-    packed = packing.pack(seqs, first, backbone.tokenizer.pad_token_id or 0)
+    groups = None if prefix is None else prefix.distinct()[1].tolist()
+    packed = packing.pack(seqs, first, backbone.tokenizer.pad_token_id or 0, groups=groups)
     hidden = packing.run(backbone, packed, prefix, causal=False).last_hidden_state
     return packing.segment_mean(hidden, packed)
 
@@ -157,7 +158,8 @@ def _tail_logprob_packed(
     token in some row (the union over rows, as explicit indices), nowhere else."""
     seqs = [p + t for p, t in zip(prompts, tails)]
     first = [0] * len(seqs) if prefix is None else prefix.offset.tolist()
-    packed = packing.pack(seqs, first, backbone.tokenizer.pad_token_id)
+    groups = None if prefix is None else prefix.distinct()[1].tolist()
+    packed = packing.pack(seqs, first, backbone.tokenizer.pad_token_id, groups=groups)
     # tail token j of segment i sits at column start+len(prompt)+j; the column before predicts it
     seg_of, row_of, col_of, tok_of, slot_of = [], [], [], [], []
     for i, (p, t) in enumerate(zip(prompts, tails)):

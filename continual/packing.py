@@ -10,8 +10,9 @@ apart with a 4D attention mask, so only real tokens are computed:
 - positions restart in every segment (at its prefix length under the "shifted" convention), so a
   segment's outputs equal what it gives alone in a batch of one (within float rounding; the
   tests check 1e-5);
-- every distinct prefix of the batch sits once in the rows' key/value cache (`RowPrefix.distinct`),
-  however many segments use it: a mixed-task pass costs no more than a single-task one.
+- a row's key/value cache holds the prefixes of the tasks among its segments, each once
+  (`RowPrefix.distinct`), and the layout keeps a task's segments in the same rows where they
+  fit, so a mixed-task pass attends to few more prefix positions than a single-task one.
 
 Rows are filled longest segment first, each into the emptiest row it fits (rows hold at most
 `capacity` tokens, or the longest segment if that is longer), so rows come out about equally
@@ -62,23 +63,35 @@ def packable(backbone: Backbone) -> bool:
     return impl in ("sdpa", "eager", ATTENTION)
 
 
-def layout(lengths: Sequence[int], capacity: int = CAPACITY) -> list[list[int]]:
-    """Segments per row: longest first, each into the emptiest row with room for it."""
+def layout(
+    lengths: Sequence[int], capacity: int = CAPACITY, groups: Sequence[int] | None = None
+) -> list[list[int]]:
+    """Segments per row: longest first, each into the emptiest row with room for it, and, when
+    `groups` (each segment's task) are given, into a row already holding its task if one has
+    room, so rows hold few tasks and their caches few prefixes."""
     if not lengths:
         return []
     cap = max(capacity, max(lengths))
     n_rows = max(1, -(-sum(lengths) // cap))
     rows: list[list[int]] = [[] for _ in range(n_rows)]
     fill = [0] * n_rows
+    held: list[set[int]] = [set() for _ in range(n_rows)]
+    if groups is not None and len(set(groups)) < 2:
+        groups = None  # one task: balance the rows, nothing to keep together
     for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
         fits = [r for r in range(len(rows)) if fill[r] + lengths[i] <= cap]
         if not fits:
             rows.append([])
             fill.append(0)
+            held.append(set())
             fits = [len(rows) - 1]
+        if groups is not None:
+            fits = [r for r in fits if groups[i] in held[r]] or fits
         r = min(fits, key=lambda r: (fill[r], r))
         rows[r].append(i)
         fill[r] += lengths[i]
+        if groups is not None:
+            held[r].add(groups[i])
     return [r for r in rows if r]
 
 
@@ -87,10 +100,12 @@ def pack(
     first_position: Sequence[int],
     pad_id: int,
     capacity: int = CAPACITY,
+    groups: Sequence[int] | None = None,
 ) -> Packing:
-    """Pack token sequences; segment i's positions run from `first_position[i]`."""
+    """Pack token sequences; segment i's positions run from `first_position[i]`; `groups`
+    (segment i's task) keep a task's segments together where they fit (`layout`)."""
     lengths = [len(s) for s in seqs]
-    rows = layout(lengths, capacity)
+    rows = layout(lengths, capacity, groups)
     width = max(sum(lengths[i] for i in r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     pos = torch.zeros((len(rows), width), dtype=torch.long)
@@ -115,10 +130,55 @@ def pack(
     )
 
 
+@dataclass(frozen=True)
+class RowBanks:
+    """Which prefix positions each packed row's cache holds: `index` `[R, K]` into the
+    flattened bank (`n * P_max` positions), `valid` `[R, K]` (False on padding), and for each
+    held position its task `task` and its place `j` in that task's prefix. A row holds only the
+    prefixes of the tasks among its segments."""
+
+    index: torch.Tensor
+    valid: torch.Tensor
+    task: torch.Tensor
+    j: torch.Tensor
+    shared: bool  # one task for the whole batch: every row holds the same, uncopied prefix
+
+
+def row_banks(packing: Packing, prefix: RowPrefix) -> RowBanks:
+    bank, task = prefix.distinct()
+    n, p_max = int(bank.shape[0]), int(bank.shape[1])
+    if n == 1:
+        j = torch.arange(p_max).expand(packing.n_rows, p_max)
+        return RowBanks(j, torch.ones_like(j, dtype=torch.bool), torch.zeros_like(j), j, True)
+    per_row: list[list[int]] = [[] for _ in range(packing.n_rows)]
+    for s, r in enumerate(packing.row.tolist()):
+        t = int(task[s])
+        if t not in per_row[r]:
+            per_row[r].append(t)
+    k_max = p_max * max(len(ts) for ts in per_row)
+    index = torch.zeros(packing.n_rows, k_max, dtype=torch.long)
+    valid = torch.zeros(packing.n_rows, k_max, dtype=torch.bool)
+    owner = torch.zeros(packing.n_rows, k_max, dtype=torch.long)
+    for r, ts in enumerate(per_row):
+        for m, t in enumerate(sorted(ts)):
+            cols = slice(m * p_max, (m + 1) * p_max)
+            index[r, cols] = torch.arange(t * p_max, (t + 1) * p_max)
+            valid[r, cols] = True
+            owner[r, cols] = t
+    j = torch.arange(k_max).remainder(p_max).expand(packing.n_rows, k_max)
+    return RowBanks(index, valid, owner, j, False)
+
+
 def attention_mask(
-    packing: Packing, prefix: RowPrefix | None, *, causal: bool, dtype: torch.dtype | None
+    packing: Packing,
+    prefix: RowPrefix | None,
+    *,
+    causal: bool,
+    dtype: torch.dtype | None,
+    banks: RowBanks | None = None,
 ) -> torch.Tensor:
-    """`[R, 1, L, K + L]` (K: prefix bank positions): True where a query may attend.
+    """`[R, 1, L, K + L]` (K: the prefix positions each row's cache holds): True where a query
+    may attend.
 
     An empty row-end position attends to itself only, so no softmax row is empty (an empty one
     gives NaN, and NaN times a zero gradient is still NaN). With `dtype`, the mask is additive
@@ -135,13 +195,13 @@ def attention_mask(
     if prefix is None:
         full = tokens
     else:
-        bank, task = prefix.distinct()
-        n, p_max = bank.shape[0], bank.shape[1]
-        # segment s may see bank positions task[s]*P_max + j where its own prefix mask is 1
-        allowed = torch.zeros(len(task), n, p_max, dtype=torch.bool)
-        allowed[torch.arange(len(task)), task] = prefix.mask.bool()
-        allowed = allowed.reshape(len(task), n * p_max)
-        pre = allowed[seg.clamp(min=0)] & real.unsqueeze(2)  # [R, L, K]
+        banks = banks or row_banks(packing, prefix)
+        _, task = prefix.distinct()
+        s = seg.clamp(min=0)
+        # a query sees held positions of its own segment's task where its prefix mask is 1
+        pre = banks.task.unsqueeze(1) == task[s].unsqueeze(2)  # [R, L, K]
+        pre &= prefix.mask.bool()[s.unsqueeze(2), banks.j.unsqueeze(1)]
+        pre &= banks.valid.unsqueeze(1) & real.unsqueeze(2)
         full = torch.cat([pre, tokens], dim=2)
     full = full.unsqueeze(1)
     if dtype is None:
@@ -149,19 +209,23 @@ def attention_mask(
     return torch.zeros(full.shape, dtype=dtype).masked_fill(~full, torch.finfo(dtype).min)
 
 
-def bank_cache(prefix: RowPrefix, n_rows: int) -> DynamicCache:
-    """A cache holding every distinct prefix once per packed row: per layer `[R, kv_heads,
-    n * P_max, head_dim]`, expanded (no copy) over the rows."""
+def bank_cache(prefix: RowPrefix, banks: RowBanks) -> DynamicCache:
+    """Each packed row's prefixes as a cache, per layer `[R, kv_heads, K, head_dim]`: gathered
+    per row when the batch mixes tasks, an expand of the one prefix (no copy) when it does not."""
     bank, _ = prefix.distinct()
     n, p_max, _ = bank.shape
-    view = bank.reshape(n * p_max, prefix.layers, 2, prefix.kv_heads, prefix.head_dim)
-    view = view.permute(1, 2, 3, 0, 4)  # [layers, 2, kv_heads, n*P_max, head_dim]
-    layers = []
-    for layer in view.unbind(0):
-        k, v = layer.unbind(0)
-        layers.append(
+    flat = bank.reshape(n * p_max, prefix.layers, 2, prefix.kv_heads, prefix.head_dim)
+    n_rows = banks.index.shape[0]
+    if banks.shared:
+        view = flat.permute(1, 2, 3, 0, 4)  # [layers, 2, kv_heads, P, head_dim]
+        pairs = [x.unbind(0) for x in view.unbind(0)]
+        layers = [
             (k.unsqueeze(0).expand(n_rows, -1, -1, -1), v.unsqueeze(0).expand(n_rows, -1, -1, -1))
-        )
+            for k, v in pairs
+        ]
+    else:
+        view = flat[banks.index].permute(2, 3, 0, 4, 1, 5)  # [layers, 2, R, kv_heads, K, hd]
+        layers = [tuple(x.unbind(0)) for x in view.unbind(0)]
     return DynamicCache(ddp_cache_data=layers)
 
 
@@ -177,10 +241,9 @@ def run(
     decoders return `logits` at the columns `logits_at` (`[U]`, the same for every row)."""
     impl = getattr(backbone.model.config, "_attn_implementation", None) or "eager"
     dtype = next(backbone.model.parameters()).dtype if impl == "eager" else None
-    mask = attention_mask(packing, prefix, causal=causal, dtype=dtype)
-    kwargs = (
-        {} if prefix is None else with_cache(backbone.model, bank_cache(prefix, packing.n_rows))
-    )
+    banks = None if prefix is None else row_banks(packing, prefix)
+    mask = attention_mask(packing, prefix, causal=causal, dtype=dtype, banks=banks)
+    kwargs = {} if prefix is None else with_cache(backbone.model, bank_cache(prefix, banks))
     if backbone.kind == "decoder":
         return backbone.model(
             input_ids=packing.input_ids,

@@ -7,13 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from continual.kernels import FastDropout, keep_mask, use_fast_dropout
+from continual.kernels import FastDropout, drop_mask, keep_mask, use_fast_dropout
 from continual.model import Batch, forward
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
 def test_keep_mask_keeps_one_minus_p_independently(p: float) -> None:
     torch.manual_seed(0)
+    assert drop_mask(torch.Size([100_000]), p).float().mean().item() == pytest.approx(p, abs=0.005)
     m = keep_mask(torch.Size([400_000]), p).float()
     assert m.mean().item() == pytest.approx(1 - p, abs=0.003)
     # neighbours are independent: P(both kept) = (1 - p)^2
@@ -98,7 +99,7 @@ def test_attention_with_dropout_is_sdpa_when_nothing_is_dropped(causal, monkeypa
 
     q, k, v, mask = _attention_inputs(causal)
     want, _ = attention(_Layer(), q, k, v, mask, dropout=0.0)  # SDPA itself
-    monkeypatch.setattr(kernels, "keep_mask", lambda shape, p: torch.ones(shape, dtype=torch.bool))
+    monkeypatch.setattr(kernels, "drop_mask", lambda shape, p: torch.zeros(shape, dtype=torch.bool))
     got, _ = attention(_Layer(), q, k, v, mask, dropout=0.5)
     torch.testing.assert_close(got, want * 2.0, atol=1e-5, rtol=1e-5)  # kept values scaled 1/(1-p)
     additive = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)

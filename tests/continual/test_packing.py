@@ -78,6 +78,33 @@ def _bank(backbone, shapes):
     return out
 
 
+def test_layout_keeps_a_task_s_segments_together_where_they_fit() -> None:
+    lengths, tasks = [4, 4, 4, 4, 2, 2, 2, 2], [0, 0, 1, 1, 0, 0, 1, 1]
+    rows = packing.layout(lengths, capacity=12, groups=tasks)
+    assert sorted(i for r in rows for i in r) == list(range(8))
+    assert all(sum(lengths[i] for i in r) <= 12 for r in rows)
+    assert [len({tasks[i] for i in r}) for r in rows] == [1, 1]
+    mixed = packing.layout(lengths, capacity=12)  # without groups the longest-first fill mixes
+    assert any(len({tasks[i] for i in r}) > 1 for r in mixed)
+    # one task: rows are balanced as without groups (no first-fit towards full rows)
+    assert packing.layout(lengths, capacity=12, groups=[3] * 8) == mixed
+
+
+def test_rows_hold_only_their_tasks_prefixes(tiny_encoder) -> None:
+    bank = _bank(tiny_encoder, [(2, "explicit"), (3, "explicit"), (3, "explicit")])
+    rows = stack_rows(bank, torch.tensor([0, 1, 1, 2]))
+    p = packing.pack(
+        [[5] * 6, [6] * 6, [7] * 5, [8] * 5], [0] * 4, 0, capacity=12, groups=[0, 1, 1, 2]
+    )
+    banks = packing.row_banks(p, rows)
+    held = [sorted(set(banks.task[r][banks.valid[r]].tolist())) for r in range(p.n_rows)]
+    per_row = [
+        sorted({[0, 1, 1, 2][i] for i in range(4) if int(p.row[i]) == r}) for r in range(p.n_rows)
+    ]
+    assert held == per_row
+    assert banks.index.shape[1] == 3 * max(len(h) for h in held)  # P_max 3 per held task
+
+
 def test_mask_keeps_segments_and_tasks_apart(tiny_encoder) -> None:
     bank = _bank(tiny_encoder, [(2, "explicit"), (3, "shifted")])
     rows = stack_rows(bank, torch.tensor([0, 1]))

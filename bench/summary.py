@@ -1,0 +1,243 @@
+"""The speed benchmarks' committed JSON as Markdown tables, written into docs/BENCHMARKS.md
+between its `<!-- tables:begin -->` and `<!-- tables:end -->` markers (so the document quotes
+exactly what the JSON holds).
+
+    python -m bench.summary            # rewrite the tables in docs/BENCHMARKS.md
+    python -m bench.summary --print    # print them instead
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from bench.common import RESULTS, ROOT
+
+DOC = ROOT / "docs" / "BENCHMARKS.md"
+BEGIN, END = "<!-- tables:begin -->", "<!-- tables:end -->"
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _md(head: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _machine(doc: dict[str, Any]) -> str:
+    m = doc["machine"]
+    return (
+        f"*{m['cores']} cores ({m.get('cpu', '?')}), {m['threads']} torch threads, torch "
+        f"{m['torch']}, transformers {m.get('transformers', '?')}, peft {m.get('peft', '-')}; "
+        f"`python -m bench.{doc['bench']}`, [JSON](../bench/results/{doc['bench']}.json)*"
+    )
+
+
+def train_step(doc: dict[str, Any]) -> str:
+    rows = []
+    for name, s in doc["setups"].items():
+        for c in ("ours", "peft", "full"):
+            x = s["contenders"][c]
+            rows.append(
+                [
+                    f"`{name}`" if c == "ours" else "",
+                    c,
+                    f"{1000 * x['median_step_seconds']:.0f}",
+                    f"{x['examples_per_second']:.1f}",
+                    f"{x['tokens_per_second']:.0f}",
+                    f"{x['peak_rss_mb']:.0f}",
+                    f"{x['trainable_params']:,}",
+                ]
+            )
+    head = ["setup", "contender", "step ms", "examples/s", "tokens/s", "peak MB", "trainable"]
+    ratios = [
+        [
+            f"`{name}`",
+            f"**{s['ratio_ours_over_peft']:.2f}**",
+            f"**{s['ratio_ours_over_full']:.2f}**",
+            f"**{s['peak_memory_ratio_ours_over_full']:.2f}**",
+            f"{s['peak_memory_above_imports_ratio_ours_over_full']:.2f}",
+            f"{s['real_tokens_per_step']:.0f}",
+        ]
+        for name, s in doc["setups"].items()
+    ]
+    rhead = [
+        "setup",
+        "step ours/PEFT (≤ 0.85)",
+        "step ours/full (≤ 0.5)",
+        "peak memory ours/full (≤ 0.6)",
+        "memory above imports",
+        "real tokens/step",
+    ]
+    return "\n\n".join(["### Training step", _machine(doc), _md(head, rows), _md(rhead, ratios)])
+
+
+def time_to_accuracy(doc: dict[str, Any]) -> str:
+    rows = []
+    for name, e in doc["runs"].items():
+        for c in ("ours", "peft-trainer"):
+            x = e["contenders"][c]
+            ok = x["reached_every_round"]
+            rows.append(
+                [
+                    f"`{name}`" if c == "ours" else "",
+                    f"{100 * e['target']:.0f}%",
+                    c,
+                    f"{x['median_seconds_to_target']:.0f}" if ok else "not reached",
+                    f"{x['median_steps_to_target']:.0f}" if ok else "–",
+                    f"{100 * x['best_score']:.1f}%",
+                    e["rounds"],
+                ]
+            )
+        ratio = e.get("ratio_ours_over_peft_trainer")
+        bound = e.get("ratio_ours_over_peft_trainer_at_most")
+        text = f"**{ratio:.2f}**" if ratio is not None else (f"**≤ {bound:.2f}**" if bound else "–")
+        rows.append(["", "", "ours / PEFT+Trainer (≤ 0.7)", text, "", "", ""])
+    head = ["run", "target", "contender", "seconds", "steps", "best", "rounds"]
+    return "\n\n".join(["### Time to accuracy", _machine(doc), _md(head, rows)])
+
+
+def efficiency(doc: dict[str, Any]) -> str:
+    rows = [
+        [
+            name,
+            f"{r['batch_size']} × {r['mean_tokens_per_row']:.0f}",
+            f"{r['median_step_seconds']:.2f}",
+            f"{r['flops_per_step_median'] / 1e9:.0f}",
+            f"{r['achieved_flops_median'] / 1e9:.0f}",
+            f"{r['matmul_flops_median'] / 1e9:.0f}",
+            f"**{100 * r['fraction_of_matmul']:.0f}%**",
+        ]
+        for name, r in doc["runs"].items()
+    ]
+    head = ["backbone", "batch", "step s", "GFLOP/step", "GFLOP/s", "matmul GFLOP/s", "(≥ 40%)"]
+    return "\n\n".join(["### Machine efficiency", _machine(doc), _md(head, rows)])
+
+
+def evaluation(doc: dict[str, Any]) -> str:
+    rows = []
+    for name, r in doc.get("rank_classification", {}).items():
+        m = r["median_seconds"]
+        rows.append(
+            [
+                f"rank classification, smollm2, {name} ({r['labels']} labels, {r['inputs']} inputs)",
+                f"{m['shared_prompt']:.2f} s, prompt encoded once",
+                f"{m['pass_per_label']:.2f} s, a pass per label",
+                f"**{r['speedup_shared_over_per_label']:.2f}×** (≥ 2)",
+                "yes" if r["predictions_equal"] else "**no**",
+            ]
+        )
+    if "reevaluation" in doc:
+        r = doc["reevaluation"]
+        m = r["median_seconds"]
+        rows.append(
+            [
+                f"re-evaluate 8 tasks, minilm ({r['inputs']} inputs)",
+                f"{m['mixed_batches']:.2f} s, mixed-task batches",
+                f"{m['per_task_loop']:.2f} s, a loop over tasks",
+                f"{r['speedup_mixed_over_per_task']:.2f}×",
+                "yes" if r["predictions_equal"] else "**no**",
+            ]
+        )
+    if "serving" in doc:
+        r = doc["serving"]
+        m = r["median_seconds"]
+        for who, label in (("ours", "our code"), ("peft", "PEFT, `set_adapter` per group")):
+            rows.append(
+                [
+                    f"serve {r['requests']} requests of 8 tasks, micro-batches of "
+                    f"{r['micro_batch']} ({r['tasks_per_micro_batch']:.1f} tasks each), minilm"
+                    if who == "ours"
+                    else "",
+                    f"{m['ours_mixed']:.2f} s, one mixed pass each",
+                    f"{m[who + '_grouped']:.2f} s, a pass per task, {label}",
+                    f"**{r['speedup_mixed_over_' + who + '_grouped']:.2f}×** (≥ 2)",
+                    ("yes" if r["outputs_equal_ours"] else "**no**")
+                    if who == "ours"
+                    else f"{100 * r['agreement_with_peft']:.1f}%",
+                ]
+            )
+    head = ["what", "ours", "against", "speed-up", "same answers"]
+    return "\n\n".join(["### Evaluation and serving", _machine(doc), _md(head, rows)])
+
+
+def storage(doc: dict[str, Any]) -> str:
+    rows = [
+        [
+            name,
+            f"{r['backbone_bytes'] / 1e6:.1f} MB",
+            f"{r['ours_bytes'] / 1e3:.0f} kB",
+            f"{100 * r['ours_fraction_of_backbone']:.2f}%",
+            f"{r['peft_adapter_bytes'] / 1e3:.0f} kB",
+            f"{r['full_finetune_bytes'] / 1e6:.1f} MB",
+        ]
+        for name, r in doc["backbones"].items()
+    ]
+    head = ["backbone", "backbone", "ours per task", "of the backbone", "PEFT adapter", "full FT"]
+    return "\n\n".join(["### Storage per task (P = 16)", _machine(doc), _md(head, rows)])
+
+
+def ablation(doc: dict[str, Any]) -> str:
+    names = list(doc["setups"])
+    variants = list(doc["setups"][names[0]]["median_step_seconds"])
+    rows = [
+        [f"`{v}`"]
+        + [
+            f"{1000 * doc['setups'][n]['median_step_seconds'][v]:.0f} ms "
+            f"({doc['setups'][n]['ratio_to_all'][v]:.2f}×)"
+            for n in names
+        ]
+        for v in variants
+    ]
+    return "\n\n".join(
+        [
+            "### What each optimization gained (step time with it undone, ratio to `all`)",
+            _machine(doc),
+            _md(["variant", *[f"`{n}`" for n in names]], rows),
+        ]
+    )
+
+
+PARTS = {
+    "train_step": train_step,
+    "time_to_accuracy": time_to_accuracy,
+    "efficiency": efficiency,
+    "evaluation": evaluation,
+    "storage": storage,
+    "ablation": ablation,
+}
+
+
+def render() -> str:
+    out = []
+    for name, fn in PARTS.items():
+        doc = _load(name)
+        out.append(fn(doc) if doc else f"### {name}\n\n(not run yet: `python -m bench.{name}`)")
+    return "\n\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--print", action="store_true")
+    a = ap.parse_args(argv)
+    tables = render()
+    if a.print:
+        print(tables)
+        return 0
+    text = DOC.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{DOC}: no {BEGIN} ... {END} markers to write between")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    DOC.write_text(f"{head}{BEGIN}\n\n{tables}\n\n{END}{tail}")
+    print(f"wrote the tables into {DOC}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
