@@ -3,7 +3,6 @@ time, and with all of them undone ("before"), side by side in one process, alter
 
     python -m bench.ablation             # minilm (trec, imdb) and smollm2 (sms_spam)
     python -m bench.ablation --quick     # minilm/trec, a few steps (what a test runs)
-    python -m bench.ablation --compile   # also torch.compile of the backbone's forward
 
 Variants (each undoes one thing; the code of the undone version lives here, not in the product):
 - `all`: the product as shipped;
@@ -173,22 +172,11 @@ def measure(name: str, plan: dict[str, int], variants: tuple[str, ...]) -> dict[
     )
     run_ours(bb, data, replace(setup, warmup=1, steps=2))  # untimed: first-use costs go here
     per: dict[str, list[float]] = {v: [] for v in variants}
-    compile_seconds = None
     order = list(variants)
     for _ in range(plan["rounds"]):
         for v in order:
-            if v == "compiled":
-                began = time.perf_counter()
-                plain = bb.model.forward
-                bb.model.forward = torch.compile(plain, dynamic=True)
-                try:
-                    times, _ = run_ours(bb, data, setup)
-                finally:
-                    bb.model.forward = plain
-                compile_seconds = compile_seconds or time.perf_counter() - began - sum(times)
-            else:
-                with undone(bb, v):
-                    times, _ = run_ours(bb, data, setup)
+            with undone(bb, v):
+                times, _ = run_ours(bb, data, setup)
             per[v].append(statistics.median(times))
         order = order[1:] + order[:1]
     med = {v: statistics.median(x) for v, x in per.items()}
@@ -201,19 +189,17 @@ def measure(name: str, plan: dict[str, int], variants: tuple[str, ...]) -> dict[
         "median_step_seconds": med,
         "round_medians": per,
         "ratio_to_all": {v: med[v] / med["all"] for v in variants},
-        "compile_and_first_steps_seconds": compile_seconds,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--compile", action="store_true", help="also torch.compile (slow to build)")
     ap.add_argument("--only", choices=sorted(SETUPS), action="append")
     ap.add_argument("--out")
     a = ap.parse_args(argv)
     plans = QUICK if a.quick else FULL
-    variants = VARIANTS + (("compiled",) if a.compile else ())
+    variants = VARIANTS
     began = time.perf_counter()
     doc: dict[str, Any] = {"bench": "ablation", "quick": a.quick, "machine": machine()}
     doc["setups"] = {

@@ -120,7 +120,7 @@ def median(values: Sequence[float]) -> float:
 
 
 def paired_ratio(a: Sequence[float], b: Sequence[float]) -> float:
-    """Median over rounds of a[i] / b[i] (each pair measured in the same round)."""
+    """Median of a[i] / b[i] (each pair measured side by side: the same round or step)."""
     return median([x / y for x, y in zip(a, b, strict=True)])
 
 

@@ -149,6 +149,40 @@ def hf_inputs(
     }
 
 
+class HfStepper:
+    """PEFT prefix tuning (`peft`) or full fine-tuning, one timed step at a time on the batches
+    of `batch_sequence`."""
+
+    def __init__(self, bb: Backbone | Located, data: TaskData, setup: StepSetup, *, peft: bool):
+        torch.manual_seed(setup.seed)
+        self.bb, self.spec = bb, data.spec
+        self.model = hf_model(bb, data.spec, peft=peft, prefix_length=setup.prefix_length)
+        if not peft:
+            for p in self.model.parameters():
+                p.requires_grad_(True)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = adamw(self.params, lr=PEFT_LR if peft else FULL_LR, weight_decay=0.0)
+        self.limits = setup.train_config().limits
+        self.batches = iter(batch_sequence(data, setup))
+        self.model.train()
+
+    @property
+    def trainable(self) -> int:
+        return sum(p.numel() for p in self.params)
+
+    def step(self) -> float:
+        """One step on the next batch; its seconds."""
+        chunk = next(self.batches)
+        began = time.perf_counter()
+        loss = self.model(**hf_inputs(self.bb, self.spec, chunk, self.limits)).loss
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.optimizer.step()
+        loss.item()
+        return time.perf_counter() - began
+
+
 def run_hf(
     bb: Backbone | Located,
     data: TaskData,
@@ -158,28 +192,33 @@ def run_hf(
     after_load: Callable[[], None],
 ) -> tuple[list[float], int]:
     """(per-step seconds, trainable parameters) of PEFT prefix tuning (`peft`) or full
-    fine-tuning, on the same batches."""
-    torch.manual_seed(setup.seed)
-    model = hf_model(bb, data.spec, peft=peft, prefix_length=setup.prefix_length)
-    if not peft:
-        for p in model.parameters():
-            p.requires_grad_(True)
+    fine-tuning alone in this process, on the same batches."""
+    stepper = HfStepper(bb, data, setup, peft=peft)
     after_load()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = adamw(params, lr=PEFT_LR if peft else FULL_LR, weight_decay=0.0)
-    limits = setup.train_config().limits
-    model.train()
-    times = []
-    for chunk in batch_sequence(data, setup):
-        began = time.perf_counter()
-        loss = model(**hf_inputs(bb, data.spec, chunk, limits)).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        loss.item()
-        times.append(time.perf_counter() - began)
-    return times[setup.warmup :], sum(p.numel() for p in params)
+    times = [stepper.step() for _ in range(setup.warmup + setup.steps)]
+    return times[setup.warmup :], stepper.trainable
+
+
+def run_interleaved(bb: Backbone, data: TaskData, setup: StepSetup) -> dict[str, list[float]]:
+    """Step times of all three contenders in one process, interleaved step by step (ours' step
+    i, then PEFT's, then full fine-tuning's, on the same batch i), so that the machine's drift
+    over seconds falls on all three alike. Ours is still `continual.train.train`'s own loop:
+    the other two take their step inside its stop hook, outside ours' timed region."""
+    from pipelines.jobs import prefix_config_for
+
+    others = {c: HfStepper(bb, data, setup, peft=c == "peft") for c in ("peft", "full")}
+    times: dict[str, list[float]] = {c: [] for c in others}
+
+    def interleave(step: int, task: Any) -> bool:
+        for c, stepper in others.items():
+            times[c].append(stepper.step())
+        return False
+
+    pcfg = prefix_config_for(bb, setup.prefix_length, None)
+    result = train(bb, data, pcfg, setup.train_config(), progress=False, should_stop=interleave)
+    out = {"ours": result.step_seconds[setup.warmup :]}
+    out.update({c: t[setup.warmup :] for c, t in times.items()})
+    return out
 
 
 def describe() -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """Training step time, throughput and peak memory: ours against PEFT prefix tuning and full
-fine-tuning, on the same batches, each contender in its own process, alternating.
+fine-tuning, on the same batches.
 
     python -m bench.train_step            # minilm (two input lengths) and smollm2
     python -m bench.train_step --quick    # minilm only, a few steps (what a test runs)
@@ -9,11 +9,15 @@ Setups (P = 16, MLP reparameterization hidden 512 for ours and PEFT):
 - minilm on imdb reviews, batch 16, cut to 128 tokens (long, mostly full-length inputs);
 - smollm2 on sms_spam as text to text, batch 8, messages cut to 64 tokens.
 
-Per round, every contender runs `warmup + steps` steps in a fresh process on the batches
-`continual.train.train` draws (seed 0); the round's figure is its median step. Ratios are taken
-within each round, then the median over rounds is quoted. Step time is text in to update out:
-tokenization, forward, backward, clipping and the optimizer. Peak memory is the process's peak
-resident set (ru_maxrss), with the resident set after `import torch, transformers` for scale.
+Time: the three contenders run in one process, interleaved step by step on the same batch (ours'
+step i, then PEFT's, then full fine-tuning's), so that the machine's drift over seconds (it is
+shared) falls on all three alike; ratios are taken step by step and their median is quoted, over
+`rounds` processes of `warmup + steps` steps. Ours is `continual.train.train`'s own loop. A step
+is text in to update out: tokenization, forward, backward, clipping and the optimizer.
+
+Memory: each contender alone in a fresh process for a few steps; its peak resident set
+(ru_maxrss), with the resident set after `import torch, transformers` and our packages for scale.
+Those runs' own step times are recorded too (`isolated_*`).
 
 Prints a table and writes bench/results/train_step.json (train_step_quick.json with --quick).
 """
@@ -21,6 +25,7 @@ Prints a table and writes bench/results/train_step.json (train_step_quick.json w
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -47,23 +52,37 @@ SETUPS = {
     },
 }
 FULL = {
-    "minilm-trec-64": {"rounds": 5, "warmup": 3, "steps": 20},
-    "minilm-imdb-128": {"rounds": 5, "warmup": 2, "steps": 10},
-    "smollm2-sms_spam-64": {"rounds": 3, "warmup": 2, "steps": 6},
+    "minilm-trec-64": {"rounds": 3, "warmup": 3, "steps": 20, "memory_steps": 4},
+    "minilm-imdb-128": {"rounds": 3, "warmup": 2, "steps": 10, "memory_steps": 3},
+    "smollm2-sms_spam-64": {"rounds": 2, "warmup": 2, "steps": 6, "memory_steps": 2},
 }
-QUICK = {"minilm-trec-64": {"rounds": 1, "warmup": 1, "steps": 2}}
+QUICK = {"minilm-trec-64": {"rounds": 1, "warmup": 1, "steps": 2, "memory_steps": 1}}
 
 
 def measure(name: str, plan: dict[str, int]) -> dict[str, Any]:
     base = SETUPS[name]
+    timed = {**base["setup"], "warmup": plan["warmup"], "steps": plan["steps"]}
+    per_step: dict[str, list[float]] = {c: [] for c in CONTENDERS}
+    for r in range(plan["rounds"]):
+        t0 = time.perf_counter()
+        got = run_worker("interleaved", {**base, "setup": timed})["step_seconds"]
+        for c in CONTENDERS:
+            per_step[c] += got[c]
+        print(
+            f"  {name} interleaved round {r + 1}/{plan['rounds']}: "
+            f"{time.perf_counter() - t0:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
 
-    def one(contender: str) -> dict[str, Any]:
-        setup = {**base["setup"], "warmup": plan["warmup"], "steps": plan["steps"]}
-        return run_worker("step", {**base, "setup": setup, "contender": contender})
-
-    got = rounds(CONTENDERS, one, plan["rounds"], label=name)
-    per = {c: [r["median_step_seconds"] for r in got[c]] for c in CONTENDERS}
-    first = got["ours"][0]
+    alone = {**base["setup"], "warmup": 1, "steps": plan["memory_steps"]}
+    mem = rounds(
+        CONTENDERS,
+        lambda c: run_worker("step", {**base, "setup": alone, "contender": c}),
+        1,
+        label=f"{name} memory",
+    )
+    first = mem["ours"][0]
     out: dict[str, Any] = {
         "backbone": base["backbone"],
         "dataset": base["dataset"],
@@ -73,20 +92,22 @@ def measure(name: str, plan: dict[str, int]) -> dict[str, Any]:
         "contenders": {},
     }
     for c in CONTENDERS:
-        step = median(per[c])
+        step = median(per_step[c])
+        m = mem[c][0]
         out["contenders"][c] = {
             "median_step_seconds": step,
-            "round_medians": per[c],
+            "step_seconds": per_step[c],
             "examples_per_second": base["setup"]["batch_size"] / step,
             "tokens_per_second": first["tokens_per_step"] / step,
-            "peak_rss_mb": median([r["peak_rss_mb"] for r in got[c]]),
-            "rss_after_imports_mb": median([r["rss_start_mb"] for r in got[c]]),
-            "trainable_params": got[c][0]["trainable_params"],
+            "peak_rss_mb": m["peak_rss_mb"],
+            "rss_after_imports_mb": m["rss_start_mb"],
+            "isolated_step_seconds": m["step_seconds"],
+            "trainable_params": m["trainable_params"],
         }
     peak = {c: out["contenders"][c]["peak_rss_mb"] for c in CONTENDERS}
     floor = out["contenders"]["ours"]["rss_after_imports_mb"]
-    out["ratio_ours_over_peft"] = paired_ratio(per["ours"], per["peft"])
-    out["ratio_ours_over_full"] = paired_ratio(per["ours"], per["full"])
+    out["ratio_ours_over_peft"] = paired_ratio(per_step["ours"], per_step["peft"])
+    out["ratio_ours_over_full"] = paired_ratio(per_step["ours"], per_step["full"])
     out["peak_memory_ratio_ours_over_full"] = peak["ours"] / peak["full"]
     out["peak_memory_above_imports_ratio_ours_over_full"] = (peak["ours"] - floor) / (
         peak["full"] - floor
@@ -144,7 +165,11 @@ def render(doc: dict[str, Any]) -> str:
         )
     head = ["setup", "contender", "step ms", "examples/s", "tokens/s", "peak MB", "trainable"]
     return "\n".join(
-        ["training step, medians over rounds", table(head, rows), "ratios (median of per-round):"]
+        [
+            "training step, medians over interleaved steps",
+            table(head, rows),
+            "ratios (median of per-step):",
+        ]
         + ["  " + r for r in ratios]
     )
 

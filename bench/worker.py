@@ -57,14 +57,28 @@ def step(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def interleaved(spec: dict[str, Any]) -> dict[str, Any]:
+    """Step times of the three contenders interleaved step by step in this one process."""
+    from bench.contenders import StepSetup, run_interleaved
+    from continual.backbones import load_backbone
+    from pipelines.jobs import DataArgs, load_data
+
+    setup = StepSetup(**spec["setup"])
+    data = load_data(DataArgs(dataset=spec["dataset"], max_train=spec.get("max_train"), seed=0))
+    times = run_interleaved(load_backbone(spec["backbone"]), data, setup)
+    return {"step_seconds": times, "threads": torch.get_num_threads()}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("role", choices=["step", "tta"])
+    ap.add_argument("role", choices=["step", "interleaved", "tta"])
     ap.add_argument("--spec", required=True)
     a = ap.parse_args(argv)
     spec = json.loads(a.spec)
     if a.role == "step":
         out = step(spec)
+    elif a.role == "interleaved":
+        out = interleaved(spec)
     else:
         from bench.time_to_accuracy import measure
 

@@ -203,8 +203,8 @@ def optimize(
     (and at the end) `validate()` scores the current weights, higher is better; `on_best(step)`
     is called when it improves, and `patience` validations without improvement stop the loop.
     `modules` are put back in train mode before every step (validation may switch them off).
-    `should_stop(step)`, if given, is asked at the same steps, after validation; True ends the
-    loop (a caller's own criterion, e.g. a target score).
+    `should_stop(step)`, if given, is asked after every step (after validation when one is
+    due); True ends the loop (a caller's own criterion at its own cadence, e.g. a target score).
     """
     losses: list[float] = []
     step_seconds: list[float] = []  # batch to update, validation excluded (the benchmarks read it)
@@ -251,10 +251,9 @@ def optimize(
                 if config.patience and bad >= config.patience:
                     stopped = True
                     break
-            if should_stop is not None and (step % config.eval_every == 0 or step == config.steps):
-                if should_stop(step):
-                    stopped = True
-                    break
+            if should_stop is not None and should_stop(step):
+                stopped = True
+                break
     finally:
         bar.close()
     return LoopResult(
@@ -277,14 +276,15 @@ def train(
     init: torch.Tensor | None = None,
     resume: dict[str, Any] | None = None,
     progress: bool = True,
-    should_stop: Callable[[int, TaskPrefix], bool] | None = None,
+    should_stop: Callable[[int, Callable[[], TaskPrefix]], bool] | None = None,
 ) -> TrainResult:
     """Train a prefix for `data.spec` on the frozen `backbone`.
 
     init: a flat `[P, flat_dim]` prefix to start from exactly (None: random).
     resume: a `TrainResult.state` to continue from (module, head and optimizer state).
-    should_stop: asked every `eval_every` steps with the step and the task as it stands then
-        (current weights, not the best); True stops training (e.g. at a target score).
+    should_stop: asked after every step with the step and a thunk that builds the task as it
+        stands then (current weights, not the best); True stops training (e.g. at a target
+        score). The thunk keeps steps where the caller does not look cheap.
     """
     spec = data.spec
     if backbone.kind == "encoder" and spec.kind != "classification":
@@ -364,7 +364,7 @@ def train(
             config=config,
             desc=f"train {spec.name}",
             progress=progress,
-            should_stop=None if should_stop is None else lambda step: should_stop(step, snapshot()),
+            should_stop=None if should_stop is None else lambda step: should_stop(step, snapshot),
         )
     finally:
         backbone.model.eval()

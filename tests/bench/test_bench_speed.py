@@ -72,13 +72,15 @@ def test_train_step_quick(tmp_path: Path) -> None:
 def test_time_to_accuracy_quick(tmp_path: Path) -> None:
     doc, _ = run_bench("time_to_accuracy", tmp_path / "tta.json")
     run = doc["runs"]["minilm-trec"]
-    for c in ("ours", "peft-trainer"):
+    for c in ("ours", "peft-trainer", "peft-trainer-matched"):
         got = run["contenders"][c]
         assert got["reached_every_round"], got  # the quick target is reachable at once
         assert got["median_seconds_to_target"] > 0
-    assert run["ratio_ours_over_peft_trainer"] > 0
+    assert run["ratios"]["peft-trainer"]["ratio"] > 0
     trainer = run["contenders"]["peft-trainer"]["runs"][0]["trainer"]
-    assert trainer["batch_size"] == 8  # Trainer's default, untouched
+    assert trainer["batch_size"] == 8 and trainer["warmup"] == 0  # Trainer's defaults
+    matched = run["contenders"]["peft-trainer-matched"]["runs"][0]["trainer"]
+    assert matched["batch_size"] == 16 and matched["warmup"] == 0.06
 
 
 @pytest.mark.integration
