@@ -104,7 +104,8 @@ def time_to_accuracy(doc: dict[str, Any]) -> str:
             text = f"**{r['ratio']:.2f}**" if "ratio" in r else f"**≤ {r['at_most']:.2f}**"
             rows.append(["", "", f"ours / {c} (≤ 0.7)", text, "", "", "", ""])
     head = ["run", "target", "contender", "seconds to target", "steps", "best", "ran s", "rounds"]
-    return "\n\n".join(["### Time to accuracy", _machine(doc), _md(head, rows)])
+    notes = [f"`{name}`: {e['note']}." for name, e in doc["runs"].items() if e.get("note")]
+    return "\n\n".join(["### Time to accuracy", _machine(doc), _md(head, rows), *notes])
 
 
 def efficiency(doc: dict[str, Any]) -> str:
