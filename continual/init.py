@@ -10,7 +10,7 @@
   of similarity over a temperature.
 - `auto` (the default): `weighted` when the best similarity clears a threshold, else `random`.
   The issue that asked for it named `words` as the fallback; `bench/similar_init.py` measured
-  `words` below `random` on five of six minilm targets at 64 examples per class (by up to 8.7
+  `words` below `random` on five of six minilm targets at 64 examples per class (by up to 7.3
   points), so a task with no similar enough predecessor starts where training from scratch does.
 
 The similar-task strategies read `options["sources"]`: `Source`s (earlier tasks, their
