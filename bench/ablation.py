@@ -156,7 +156,7 @@ def _set_attention(model: nn.Module, impl: str) -> None:
             config._attn_implementation = impl
 
 
-def measure(name: str, plan: dict[str, int], variants: tuple[str, ...]) -> dict[str, Any]:
+def measure(name: str, plan: dict[str, int]) -> dict[str, Any]:
     from continual.backbones import load_backbone
     from pipelines.jobs import DataArgs, load_data
 
@@ -171,8 +171,8 @@ def measure(name: str, plan: dict[str, int], variants: tuple[str, ...]) -> dict[
         steps=plan["steps"],
     )
     run_ours(bb, data, replace(setup, warmup=1, steps=2))  # untimed: first-use costs go here
-    per: dict[str, list[float]] = {v: [] for v in variants}
-    order = list(variants)
+    per: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    order = list(VARIANTS)
     for _ in range(plan["rounds"]):
         for v in order:
             with undone(bb, v):
@@ -188,7 +188,7 @@ def measure(name: str, plan: dict[str, int], variants: tuple[str, ...]) -> dict[
         **plan,
         "median_step_seconds": med,
         "round_medians": per,
-        "ratio_to_all": {v: med[v] / med["all"] for v in variants},
+        "ratio_to_all": {v: med[v] / med["all"] for v in VARIANTS},
     }
 
 
@@ -199,12 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out")
     a = ap.parse_args(argv)
     plans = QUICK if a.quick else FULL
-    variants = VARIANTS
     began = time.perf_counter()
     doc: dict[str, Any] = {"bench": "ablation", "quick": a.quick, "machine": machine()}
-    doc["setups"] = {
-        n: measure(n, p, variants) for n, p in plans.items() if not a.only or n in a.only
-    }
+    doc["setups"] = {n: measure(n, p) for n, p in plans.items() if not a.only or n in a.only}
     doc["seconds"] = time.perf_counter() - began
     path = write("ablation_quick" if a.quick else "ablation", doc, Path(a.out) if a.out else None)
     names = list(doc["setups"])
@@ -215,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             f"({doc['setups'][n]['ratio_to_all'][v]:.2f}x)"
             for n in names
         ]
-        for v in variants
+        for v in VARIANTS
     ]
     print("our training step with one optimization undone (ratio to `all`)")
     print(table(["variant", *names], rows))

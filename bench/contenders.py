@@ -79,13 +79,18 @@ def real_tokens(
     )
 
 
-def run_ours(bb: Backbone, data: TaskData, setup: StepSetup) -> tuple[list[float], int]:
+def run_ours(
+    bb: Backbone,
+    data: TaskData,
+    setup: StepSetup,
+    should_stop: Callable[[int, Any], bool] | None = None,
+) -> tuple[list[float], int]:
     """(per-step seconds, trainable parameters) of the product's own training loop (warm-up
-    steps dropped)."""
+    steps dropped); `should_stop` is passed to `train` (its time is outside ours' steps)."""
     from pipelines.jobs import prefix_config_for
 
     pcfg = prefix_config_for(bb, setup.prefix_length, None)
-    result = train(bb, data, pcfg, setup.train_config(), progress=False)
+    result = train(bb, data, pcfg, setup.train_config(), progress=False, should_stop=should_stop)
     return result.step_seconds[setup.warmup :], result.trainable_params
 
 
@@ -204,8 +209,6 @@ def run_interleaved(bb: Backbone, data: TaskData, setup: StepSetup) -> dict[str,
     i, then PEFT's, then full fine-tuning's, on the same batch i), so that the machine's drift
     over seconds falls on all three alike. Ours is still `continual.train.train`'s own loop:
     the other two take their step inside its stop hook, outside ours' timed region."""
-    from pipelines.jobs import prefix_config_for
-
     others = {c: HfStepper(bb, data, setup, peft=c == "peft") for c in ("peft", "full")}
     times: dict[str, list[float]] = {c: [] for c in others}
 
@@ -214,11 +217,8 @@ def run_interleaved(bb: Backbone, data: TaskData, setup: StepSetup) -> dict[str,
             times[c].append(stepper.step())
         return False
 
-    pcfg = prefix_config_for(bb, setup.prefix_length, None)
-    result = train(bb, data, pcfg, setup.train_config(), progress=False, should_stop=interleave)
-    out = {"ours": result.step_seconds[setup.warmup :]}
-    out.update({c: t[setup.warmup :] for c, t in times.items()})
-    return out
+    ours, _ = run_ours(bb, data, setup, should_stop=interleave)
+    return {"ours": ours, **{c: t[setup.warmup :] for c, t in times.items()}}
 
 
 def describe() -> dict[str, Any]:

@@ -2,6 +2,7 @@
 `bench.common.run_worker`. Prints one JSON object as its last line.
 
     python -m bench.worker step --spec '{"backbone": "minilm", "contender": "ours", ...}'
+    python -m bench.worker interleaved --spec '{"backbone": "minilm", ...}'
     python -m bench.worker tta --spec '{...}'
 """
 
@@ -18,15 +19,22 @@ import torch
 from bench.common import peak_rss_mb, rss_mb
 
 
-def step(spec: dict[str, Any]) -> dict[str, Any]:
-    """Per-step times, tokens per step and memory of one contender on one setup."""
-    from bench.contenders import StepSetup, batch_sequence, real_tokens, run_hf, run_ours
-    from continual.backbones import load_backbone, locate
+def _setup_and_data(spec: dict[str, Any]) -> tuple[Any, Any]:
+    """The spec's `StepSetup` and its task data (seed 0, as every contender draws it)."""
+    from bench.contenders import StepSetup
     from pipelines.jobs import DataArgs, load_data
 
-    rss_start = rss_mb()
-    setup = StepSetup(**spec["setup"])
     data = load_data(DataArgs(dataset=spec["dataset"], max_train=spec.get("max_train"), seed=0))
+    return StepSetup(**spec["setup"]), data
+
+
+def step(spec: dict[str, Any]) -> dict[str, Any]:
+    """Per-step times, tokens per step and memory of one contender on one setup."""
+    from bench.contenders import batch_sequence, real_tokens, run_hf, run_ours
+    from continual.backbones import load_backbone, locate
+
+    rss_start = rss_mb()
+    setup, data = _setup_and_data(spec)
     loaded: dict[str, float] = {}
 
     def after_load() -> None:
@@ -59,12 +67,10 @@ def step(spec: dict[str, Any]) -> dict[str, Any]:
 
 def interleaved(spec: dict[str, Any]) -> dict[str, Any]:
     """Step times of the three contenders interleaved step by step in this one process."""
-    from bench.contenders import StepSetup, run_interleaved
+    from bench.contenders import run_interleaved
     from continual.backbones import load_backbone
-    from pipelines.jobs import DataArgs, load_data
 
-    setup = StepSetup(**spec["setup"])
-    data = load_data(DataArgs(dataset=spec["dataset"], max_train=spec.get("max_train"), seed=0))
+    setup, data = _setup_and_data(spec)
     times = run_interleaved(load_backbone(spec["backbone"]), data, setup)
     return {"step_seconds": times, "threads": torch.get_num_threads()}
 
