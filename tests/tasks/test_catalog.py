@@ -18,15 +18,23 @@ FAMILIES = (
     "aclsum",
     "bbc_headlines",
     "bbc_news",
+    "boolq",
+    "fine_food",
+    "hedge_wiki",
     "imdb",
+    "medmcqa_subject",
     "news20",
+    "pubmedqa",
     "rotten_tomatoes",
+    "sarcasm_headlines",
     "sms_spam",
+    "stereoset_bias",
     "trec",
     "vader_amazon",
     "vader_movies",
     "vader_nyt",
     "vader_tweets",
+    "xsum",
 )
 FAKE_ASSET = WheelAsset("fake-data", "1.0", "0" * 64)
 
@@ -140,6 +148,19 @@ EXPECTED: dict[str, tuple[int, dict[str, int] | None, tuple[int, int] | None]] =
     "news20": (18821, None, (11293, 7528)),
     "rotten_tomatoes": (12808, {"positive": 7403, "negative": 5405}, None),
     "aclsum": (750, None, (450, 300)),
+    # the held-out suite (bench.prefix_quality): sources no default was tuned on
+    "hedge_wiki": (2670, {"uncertain": 1499, "certain": 1171}, None),
+    "boolq": (12697, {"yes": 7907, "no": 4790}, (9427, 3270)),
+    "pubmedqa": (945, {"yes": 739, "no": 206}, None),
+    "medmcqa_subject": (9298, None, None),
+    "stereoset_bias": (
+        4229,
+        {"race": 1938, "profession": 1637, "gender": 497, "religion": 157},
+        None,
+    ),
+    "sarcasm_headlines": (28498, {"sarcastic": 13548, "plain": 14950}, None),
+    "fine_food": (4993, {"other": 1738, "great": 3255}, (4000, 993)),
+    "xsum": (999, None, None),
 }
 
 
