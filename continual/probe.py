@@ -14,7 +14,7 @@ The probe is multinomial logistic regression (scikit-learn, L2, lbfgs) on at mos
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ PROBE_C = 1.0
 def features(
     backbone: Backbone,
     texts: Sequence[str],
-    prefix_of: "callable",
+    prefix_of: Callable[[int], RowPrefix | None],
     limits: TextLimits,
     batch_size: int = 32,
 ) -> torch.Tensor:

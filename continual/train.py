@@ -30,7 +30,6 @@ from tasks.errors import ConfigError
 from tasks.spec import Example, TaskData
 from tasks.split import stratified_split
 
-
 #: How an encoder's head starts: "probe" fits it to the starting features first
 #: (`continual.probe`), "random" is a small random linear layer.
 HEAD_INITS = ("probe", "random")
