@@ -147,8 +147,22 @@ def run(name: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="*", choices=sorted(RUNS), help="runs to do (default: all)")
-    ap.add_argument("--out", default="bench/results/prefix_quality.json")
+    ap.add_argument("--out", help="results file (default: under bench/results/)")
+    ap.add_argument(
+        "--suite",
+        choices=("catalog", "heldout"),
+        help="instead of the runs: the default prefix against full fine-tuning, a linear probe "
+        "and the previous recipe on a suite (bench/quality_compare.py)",
+    )
+    ap.add_argument("--tasks", nargs="*", help="with --suite: these tasks only")
+    ap.add_argument("--quick", action="store_true", help="with --suite: 10 steps, 64 examples")
     args = ap.parse_args()
+    if args.suite:
+        from bench import quality_compare
+
+        quality_compare.main(args.suite, args.tasks, args.quick, args.out)
+        return
+    args.out = args.out or "bench/results/prefix_quality.json"
     out = Path(args.out)
     previous = json.loads(out.read_text())["runs"] if out.exists() else {}
     out.parent.mkdir(parents=True, exist_ok=True)
