@@ -9,7 +9,8 @@ from other packages (where they are only checked). Run through `bench.prefix_qua
 Contenders per task (minilm; same steps, batch, seed and data for every trained one):
 - `prefix`: `continual train`'s defaults (P 16, lr 1e-3, 128 tokens, probe head);
 - `prefix-p95`: the same with `max_length` at the task's 95th-percentile length (≤ 512);
-- `prefix-random-head`: the recipe before the probe head (head_init=random, min_best_share=0);
+- `prefix-random-head`: the recipe before the probe head (head_init=random, min_best_share=0;
+  ties between validations still go to the later step, which the old loop did not do);
 - `full-ft`: every weight of a copy of the backbone at lr 5e-5 (the sequential-ft baseline's
   rate; not swept here), 128 tokens;
 - `probe`: logistic regression on the frozen backbone's mean-pooled features (no prefix).
@@ -30,11 +31,11 @@ import torch
 
 from continual.backbones import load_backbone
 from continual.finetune import evaluate_plain, finetune, fresh_head, trainable_copy
-from continual.inference import evaluate
+from continual.inference import evaluate, score
 from continual.objectives import TextLimits
-from continual.prefix import PrefixConfig
 from continual.probe import features, fit_head
 from continual.train import TrainConfig, train
+from pipelines.jobs import prefix_config_for
 from tasks import catalog
 
 #: Tuned on: every default was chosen on these (and the demo's) tasks.
@@ -62,14 +63,7 @@ def run_task(name: str, *, quick: bool) -> dict:
     data = catalog.load(name, max_train=64 if quick else MAX_TRAIN)
     data = replace(data, eval=data.eval[: 32 if quick else MAX_EVAL])
     base = TrainConfig(steps=10 if quick else 400)
-    g = bb.geometry
-    pconfig = PrefixConfig(
-        length=16,
-        layers=g.layers,
-        kv_heads=g.kv_heads,
-        head_dim=g.head_dim,
-        hidden_size=g.hidden_size,
-    )
+    pconfig = prefix_config_for(bb, 16, None)  # what `continual train` builds by default
     p95 = p95_length(bb, [e.text for e in data.train])
     out: dict = {"task": name, "n_train": len(data.train), "n_eval": len(data.eval), "p95": p95}
     configs = {
@@ -80,33 +74,33 @@ def run_task(name: str, *, quick: bool) -> dict:
     for contender, config in configs.items():
         began = time.perf_counter()
         r = train(bb, data, pconfig, config, progress=False)
-        score = evaluate(bb, r.task, data.eval, batch_size=config.eval_batch_size).score
+        value = evaluate(bb, r.task, data.eval, batch_size=config.eval_batch_size).score
         out[contender] = {
-            "score": score,
+            "score": value,
             "best_step": r.best_step,
             "steps": r.steps,
             "final_loss": r.final_loss,
             "seconds": time.perf_counter() - began,
             "max_length": config.max_length,
         }
-        print(f"  {name} {contender}: {score:.4f}", flush=True)
+        print(f"  {name} {contender}: {value:.4f}", flush=True)
     began = time.perf_counter()
     copy = trainable_copy(bb)
     head = fresh_head(copy, data.spec, base.seed)
     ft_config = base.with_(lr=5e-5)
     r = finetune(copy, head, data, ft_config, progress=False)
-    score = evaluate_plain(
+    ft_score = evaluate_plain(
         copy, head, data.spec, data.eval, batch_size=32, limits=ft_config.limits
     ).score
     out["full-ft"] = {
-        "score": score,
+        "score": ft_score,
         "best_step": r.best_step,
         "steps": r.steps,
         "final_loss": sum(r.losses[-10:]) / len(r.losses[-10:]),
         "seconds": time.perf_counter() - began,
         "lr": 5e-5,
     }
-    print(f"  {name} full-ft: {score:.4f}", flush=True)
+    print(f"  {name} full-ft: {ft_score:.4f}", flush=True)
     del copy
     began = time.perf_counter()
     limits = TextLimits(max_length=base.max_length)
@@ -122,9 +116,8 @@ def run_task(name: str, *, quick: bool) -> dict:
 def evaluate_probe(bb, head, limits: TextLimits, data) -> float:
     feats = features(bb, [e.text for e in data.eval], lambda n: None, limits)
     with torch.no_grad():
-        pred = head(feats).argmax(-1).tolist()
-    gold = [data.spec.labels.index(e.target) for e in data.eval]
-    return sum(p == y for p, y in zip(pred, gold)) / len(gold)
+        pred = [data.spec.labels[i] for i in head(feats).argmax(-1).tolist()]
+    return score(data.spec, pred, data.eval).score
 
 
 def table(results: dict[str, dict]) -> str:

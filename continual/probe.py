@@ -14,6 +14,7 @@ The probe is multinomial logistic regression (scikit-learn, L2, lbfgs) on at mos
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -22,13 +23,16 @@ import torch
 from continual.backbones import Backbone
 from continual.heads import ClassificationHead
 from continual.objectives import TextLimits, encoder_features
-from continual.prefix import RowPrefix
+from continual.prefix import PrefixConfig, RowPrefix, single
 from tasks.spec import Example, TaskSpec
 
 #: Examples the probe is fitted on (a forward pass each, no backward).
 PROBE_MAX = 1000
 #: Inverse L2 strength; scikit-learn's default.
 PROBE_C = 1.0
+#: How an encoder's head starts (`TrainConfig.head_init`): "probe" fits it to the starting
+#: features first (`start_head`), "random" is a small random linear layer.
+HEAD_INITS = ("probe", "random")
 
 
 @torch.no_grad()
@@ -83,3 +87,28 @@ def fit_head(
         head.linear.weight.copy_(torch.from_numpy(w).float())
         head.linear.bias.copy_(torch.from_numpy(b).float())
     return head
+
+
+def start_head(
+    backbone: Backbone,
+    head: ClassificationHead,
+    spec: TaskSpec,
+    train_set: Sequence[Example],
+    start: torch.Tensor,
+    prefix_config: PrefixConfig,
+    limits: TextLimits,
+    *,
+    seed: int,
+    batch_size: int,
+) -> ClassificationHead:
+    """Fit `head` (in place) on a seeded sample of at most `PROBE_MAX` training examples, on the
+    features under the prefix training starts from (`start`, flat)."""
+    sample = random.Random(seed).sample(list(train_set), min(len(train_set), PROBE_MAX))
+    feats = features(
+        backbone,
+        [e.text for e in sample],
+        lambda n: single(start, prefix_config, n),
+        limits,
+        batch_size=batch_size,
+    )
+    return fit_head(head, spec, feats, sample, seed=seed)

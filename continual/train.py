@@ -19,20 +19,15 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from continual import probe
 from continual.backbones import Backbone
 from continual.heads import ClassificationHead
 from continual.inference import TaskPrefix, evaluate
 from continual.objectives import TextLimits, decoder_loss, encoder_loss
 from continual.prefix import PrefixConfig, TrainablePrefix, single
-from continual.probe import PROBE_MAX
+from continual.probe import HEAD_INITS, start_head
 from tasks.errors import ConfigError
 from tasks.spec import Example, TaskData
 from tasks.split import stratified_split
-
-#: How an encoder's head starts: "probe" fits it to the starting features first
-#: (`continual.probe`), "random" is a small random linear layer.
-HEAD_INITS = ("probe", "random")
 
 
 @dataclass(frozen=True)
@@ -328,16 +323,17 @@ def train(
         else None
     )
     if head is not None and resume is None and config.head_init == "probe":
-        sample = random.Random(config.seed).sample(train_set, min(len(train_set), PROBE_MAX))
-        start = module.eject()
-        feats = probe.features(
+        start_head(
             backbone,
-            [e.text for e in sample],
-            lambda n: single(start, prefix_config, n),
+            head,
+            spec,
+            train_set,
+            module.eject(),
+            prefix_config,
             limits,
+            seed=config.seed,
             batch_size=config.eval_batch_size,
         )
-        probe.fit_head(head, spec, feats, sample, seed=config.seed)
     params = list(module.parameters()) + (list(head.parameters()) if head else [])
     optimizer = adamw(params, lr=config.lr, weight_decay=config.weight_decay)
     if resume is not None:

