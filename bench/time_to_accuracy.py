@@ -85,7 +85,10 @@ QUICK = {
     "minilm-trec": {
         **RUNS["minilm-trec"],
         "max_eval": 32,
-        "target": 0.1,  # reached at the first evaluation: exercises the whole path
+        # any score reaches it, so the first evaluation stops every side: the quick mode exercises
+        # the whole path without depending on where a random classifier head starts (PEFT's
+        # 6-label head scored 3/32 on one CI machine, under the 10% this once asked for)
+        "target": 0.0,
         "eval_examples": 32,
         "ours_steps": 4,
         "trainer_max_steps": 8,
