@@ -158,7 +158,7 @@ def _set_attention(model: nn.Module, impl: str) -> None:
 
 def measure(name: str, plan: dict[str, int]) -> dict[str, Any]:
     from continual.backbones import load_backbone
-    from pipelines.jobs import DataArgs, load_data
+    from tasks.load import DataArgs, load_data
 
     backbone, dataset, batch, length, max_train = SETUPS[name]
     bb = load_backbone(backbone)

@@ -73,7 +73,7 @@ def step_lengths(bb, data, setup: StepSetup) -> list[tuple[list[int], int]]:
 
 def measure(name: str, plan: dict[str, int]) -> dict[str, Any]:
     from continual.backbones import load_backbone
-    from pipelines.jobs import DataArgs, load_data
+    from tasks.load import DataArgs, load_data
 
     bb = load_backbone(name)
     data = load_data(DataArgs(dataset="imdb", max_train=2000, seed=0))

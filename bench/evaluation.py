@@ -137,7 +137,7 @@ def rank_classification(size: dict[str, int]) -> dict[str, Any]:
     from functools import partial
 
     from continual.backbones import load_backbone
-    from pipelines.jobs import DataArgs, load_data
+    from tasks.load import DataArgs, load_data
 
     bb = load_backbone("smollm2")
     out = {}
@@ -165,7 +165,7 @@ def rank_classification(size: dict[str, int]) -> dict[str, Any]:
 
 
 def eight_tasks(bb, size: dict[str, int], positions: str | None):
-    from pipelines.jobs import DataArgs, load_data
+    from tasks.load import DataArgs, load_data
 
     tasks, evals = [], []
     for seed, name in enumerate(TASKS8):

@@ -36,8 +36,9 @@ from continual.backbones import load_backbone
 from continual.inference import predict
 from continual.routing import ROUTE_SAMPLE, Router, route_features, task_keys
 from continual.similarity import pooled_features, sample_texts
-from pipelines.jobs import DataArgs, load_data, task_prefix_from_registry
+from pipelines.jobs import task_prefix_from_registry
 from registry import Registry
+from tasks.load import DataArgs, load_data
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TASKS = ("sms_spam", "vader_tweets", "trec", "bbc_news", "imdb")

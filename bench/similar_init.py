@@ -44,7 +44,8 @@ from continual.init import AUTO_THRESHOLD, TEMPERATURE, InitContext, Source, sta
 from continual.prefix import PrefixConfig
 from continual.similarity import similarities, task_embedding
 from continual.train import TrainConfig, train
-from pipelines.jobs import DataArgs, load_data, prefix_config_for
+from pipelines.jobs import prefix_config_for
+from tasks.load import DataArgs, load_data
 from tasks.spec import TaskData
 
 RESULTS = Path(__file__).resolve().parent / "results"

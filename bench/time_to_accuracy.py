@@ -106,7 +106,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _data(spec: dict[str, Any]):
-    from pipelines.jobs import DataArgs, load_data
+    from tasks.load import DataArgs, load_data
 
     args = DataArgs(
         dataset=spec["dataset"], max_eval=spec["max_eval"], max_train=spec.get("max_train")

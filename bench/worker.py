@@ -22,7 +22,7 @@ from bench.common import peak_rss_mb, rss_mb
 def _setup_and_data(spec: dict[str, Any]) -> tuple[Any, Any]:
     """The spec's `StepSetup` and its task data (seed 0, as every contender draws it)."""
     from bench.contenders import StepSetup
-    from pipelines.jobs import DataArgs, load_data
+    from tasks.load import DataArgs, load_data
 
     data = load_data(DataArgs(dataset=spec["dataset"], max_train=spec.get("max_train"), seed=0))
     return StepSetup(**spec["setup"]), data

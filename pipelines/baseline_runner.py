@@ -16,26 +16,33 @@ from typing import Any
 from continual.backbones import Backbone
 from continual.baselines import Learner, create_learner, load_learner, save_learner
 from pipelines import ledger
+from pipelines.arrival.book import TaskBook
+from pipelines.arrival.plan import BaselinePlan
 from pipelines.progress import Progress
-from pipelines.stream import BaselinePlan
-from pipelines.taskbook import TaskBook
 from registry import Registry
+from registry.streams import DEFAULT_STREAM
 from tasks.errors import IntegrityError
 
 
 def saved_baselines(home: Path) -> list[str]:
-    """Baselines with saved state in the workspace."""
+    """Baselines with saved state in the stream's home (`settings.stream_home`)."""
     root = home / "baselines"
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if (p / "CURRENT").exists())
 
 
-def wanted(reg: Registry, home: Path, requested: Sequence[BaselinePlan]) -> dict[str, dict]:
-    """Baselines to run, with the options to create them with: those already in this
-    workspace's stream (they always continue) and those requested (whose options apply only
-    when they start)."""
-    out: dict[str, dict] = {m: {} for m in ledger.methods_in(reg) if m != ledger.PREFIX}
+def wanted(
+    reg: Registry,
+    home: Path,
+    requested: Sequence[BaselinePlan],
+    stream: str = DEFAULT_STREAM,
+) -> dict[str, dict]:
+    """Baselines to run, with the options to create them with: those already in the stream
+    (they always continue) and those requested (whose options apply only when they start)."""
+    out: dict[str, dict] = {
+        m: {} for m in ledger.methods_in(reg, stream) if m != ledger.PREFIX and "/" not in m
+    }
     out.update({m: {} for m in saved_baselines(home)})
     for b in requested:
         out[b.name] = dict(b.options)
@@ -43,7 +50,8 @@ def wanted(reg: Registry, home: Path, requested: Sequence[BaselinePlan]) -> dict
 
 
 class BaselineRunner:
-    """Runs baselines on one workspace's stream with a loaded backbone."""
+    """Runs baselines on one stream with a loaded backbone; their weights live under `home`
+    (the stream's home)."""
 
     def __init__(
         self,
@@ -53,20 +61,22 @@ class BaselineRunner:
         book: TaskBook,
         progress: Progress,
         bars: bool = True,
+        stream: str = DEFAULT_STREAM,
     ) -> None:
         self.home = home
         self.backbone = backbone
         self.book = book
         self.progress = progress
         self.bars = bars
+        self.stream = stream
 
     def catch_up(
         self, reg: Registry, method: str, options: dict[str, Any], tag: str
     ) -> dict[str, Any]:
         """Learn and record every stream task `method` has not finished; returns the last one's
         score and training summary."""
-        tasks = ledger.stream_tasks(reg)
-        done = [a.task for a in ledger.done_arrivals(reg, method)]
+        tasks = ledger.stream_tasks(reg, self.stream)
+        done = [a.task for a in ledger.done_arrivals(reg, method, self.stream)]
         if done != tasks[: len(done)]:
             raise IntegrityError(
                 f"baseline {method} learnt {done}, which is not the start of the stream {tasks}"
@@ -133,17 +143,12 @@ class BaselineRunner:
             save_learner(root, learner)
 
     def _replay(self, reg: Registry, method: str, entry: dict[str, Any]) -> None:
-        """Record a saved step in the registry, skipping rows already there."""
-        position, task = entry["position"], entry["task"]
-        arrival = ledger.open_arrival(reg, method, position) or reg.start_arrival(
-            position=position, task=task, method=method
-        )
+        """Record a saved step in the registry (each row once: a replay adds nothing twice)."""
+        position, task, s = entry["position"], entry["task"], self.stream
+        arrival = reg.streams.start_arrival(stream=s, position=position, task=task, method=method)
         for t, ev in entry["scores"].items():
-            if ledger.find(reg.history(t), method, position) is None:
-                ledger.record(reg, t, method, position, ev)
-        history = reg.history(task)
+            ledger.record(reg, t, method, position, ev, s)
         for which in ledger.UNTRAINED:
             name = ledger.untrained_method(method, which)
-            if ledger.find(history, name, position) is None:
-                ledger.record(reg, task, name, position, entry["untrained"][which])
-        reg.finish_arrival(arrival.id, "done")
+            ledger.record(reg, task, name, position, entry["untrained"][which], s)
+        reg.streams.finish_arrival(arrival.id, "done")

@@ -157,8 +157,8 @@ def cmd_check(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_similar(a: argparse.Namespace) -> dict[str, Any]:
-    from pipelines.jobs import DataArgs
     from pipelines.serve import run_similar
+    from tasks.load import DataArgs
 
     return run_similar(
         registry=_args(a),

@@ -1,13 +1,16 @@
-"""`continual learn`, `continual stream run|status` and `continual report`.
+"""`continual learn`, `stream run|status|list`, `report`, `worker` and `jobs`.
 
-    continual learn --backbone minilm --dataset trec [--baseline sequential-ft] [train options]
-    continual stream run streams/demo.yaml
-    continual stream status streams/demo.yaml
-    continual report [--out DIR]
+    continual learn --backbone minilm --dataset trec [--stream S] [--queue] [train options]
+    continual learn --task T [--stream S]            # a task trained with `train` joins S
+    continual stream run streams/demo.yaml [--stream S]
+    continual stream status streams/demo.yaml | stream list
+    continual report [--stream S] [--out DIR]
+    continual worker [--until-empty] [--max-jobs N] [--stream S ...]
+    continual jobs [--stream S] [--state S] | jobs show ID | jobs cancel ID | jobs retry ID
 
-`learn` takes the data and training options of `train`; the task arrives at the end of the
-workspace's stream (position = the number of earlier arrivals), earlier tasks are re-evaluated
-and the report is refreshed. Progress goes to stderr, one line per arrival and step.
+An arrival is a job in the registry. `learn` and `stream run` queue their jobs and run them
+here, through the same worker as `continual worker`; `learn --queue` only queues (any number
+of workers, on any machine that reaches the registry, run the queue).
 """
 
 from __future__ import annotations
@@ -17,13 +20,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from pipelines.cli_jobs import add_job_commands
+from pipelines.cli_options import add_training_options, data_args, registry_args, train_config
+from tasks.errors import ConfigError
+
 Handler = Any
+STREAM_HELP = "the stream (default: default; a stream file's `name:`)"
 
 
 def add_stream_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
-    """Add `learn`, `stream` and `report` to `subparsers`; leaves take `common`'s options."""
+    """Add `learn`, `stream`, `report`, `worker` and `jobs` to `subparsers`."""
     from continual.baselines import baselines
-    from pipelines.cli import add_training_options
 
     def leaf(parent: Any, name: str, func: Handler, help: str) -> argparse.ArgumentParser:
         p = parent.add_parser(name, parents=[common], help=help, description=help)
@@ -34,17 +41,29 @@ def add_stream_commands(subparsers: Any, common: argparse.ArgumentParser) -> Non
         subparsers,
         "learn",
         cmd_learn,
-        "a task arrives: train its prefix, register it, re-evaluate every earlier task, "
-        "refresh the report",
+        "a task arrives in a stream: train its prefix, register it, re-evaluate every earlier "
+        "task of the stream, refresh the report",
     )
     add_training_options(p)
+    p.add_argument(
+        "--stream", default="default", help="the stream it arrives in (default: default)"
+    )
+    p.add_argument(
+        "--task",
+        metavar="TASK",
+        help="instead of new data: a task already in the registry (trained with `train`) joins "
+        "the stream with its current prefix",
+    )
+    p.add_argument(
+        "--queue", action="store_true", help="only queue the arrival and print its job id"
+    )
     p.add_argument(
         "--baseline",
         action="append",
         default=[],
         choices=baselines(),
         help="also run this baseline on the stream (repeatable); baselines already in the "
-        "workspace always continue",
+        "stream always continue",
     )
 
     stream = subparsers.add_parser(
@@ -53,71 +72,100 @@ def add_stream_commands(subparsers: Any, common: argparse.ArgumentParser) -> Non
     sub = stream.add_subparsers(dest="stream_command", required=True, metavar="COMMAND")
     p = leaf(sub, "run", cmd_stream_run, "run every arrival of a stream file, skipping those done")
     p.add_argument("file", metavar="STREAM", help="a stream file (YAML), e.g. streams/demo.yaml")
+    p.add_argument("--stream", help=STREAM_HELP)
     p = leaf(sub, "status", cmd_stream_status, "which arrivals of a stream file are done")
     p.add_argument("file", metavar="STREAM")
+    p.add_argument("--stream", help=STREAM_HELP)
+    leaf(sub, "list", cmd_stream_list, "the registry's streams, their arrivals and jobs")
 
-    p = leaf(subparsers, "report", cmd_report, "write the continual-learning report")
+    p = leaf(subparsers, "report", cmd_report, "write a stream's continual-learning report")
+    p.add_argument("--stream", default="default", help="which stream (default: default)")
     p.add_argument("--out", metavar="DIR", help="where to write it (default: <home>/report)")
+    add_job_commands(subparsers, common)
 
 
-def _orchestrator(a: argparse.Namespace, backbone: str):
-    from pipelines.cli import registry_args
-    from pipelines.orchestrator import Orchestrator
-    from pipelines.report import write_report
+def _plan(a: argparse.Namespace, name: str):
+    from pipelines.arrival.plan import INIT, PREFIX_LENGTH, ArrivalPlan
+    from pipelines.stream import resolve_path
 
-    return Orchestrator(
-        registry=registry_args(a),
-        backbone=backbone,
-        progress=not getattr(a, "quiet", False),
-        report=lambda reg: write_report(reg),
+    data = data_args(a)
+    data = replace(
+        data, train=resolve_path(data.train, Path.cwd()), eval=resolve_path(data.eval, Path.cwd())
+    )
+    return ArrivalPlan(
+        name=name,
+        data=data,
+        config=train_config(a),
+        prefix_length=a.prefix_length or PREFIX_LENGTH,
+        positions=a.positions,
+        init=a.init or INIT,
     )
 
 
 def cmd_learn(a: argparse.Namespace) -> dict[str, Any]:
-    from pipelines.cli import data_args, train_config
-    from pipelines.stream import ArrivalPlan, BaselinePlan, resolve_path
-    from tasks.errors import ConfigError
+    from pipelines.arrival.plan import BaselinePlan
+    from pipelines.arrival.queueing import learn
 
-    data = data_args(a)
-    name = a.name or data.dataset
-    if not name:
-        raise ConfigError("--name TASK is required with --train FILE")
-    data = replace(
-        data, train=resolve_path(data.train, Path.cwd()), eval=resolve_path(data.eval, Path.cwd())
+    registry = registry_args(a)
+    baselines = [BaselinePlan(name=b) for b in dict.fromkeys(a.baseline)]
+    if a.task:
+        if a.dataset or a.train or a.name:
+            raise ConfigError("--task adopts a registered task; drop --dataset, --train, --name")
+        with registry.open() as reg:
+            current = reg.show(a.task).current
+            backbone = a.backbone or (current.backbone_name if current else None)
+        if not backbone:
+            raise ConfigError(f"--task {a.task}: it has no current prefix; train it first")
+        plan = _plan(a, a.task)
+        adopt = True
+    else:
+        name = a.name or a.dataset
+        if not name:
+            raise ConfigError("--name TASK is required with --train FILE")
+        if not a.backbone:
+            raise ConfigError("--backbone is required (minilm, smollm2, a model folder or hub id)")
+        plan, backbone, adopt = _plan(a, name), a.backbone, False
+    result = learn(
+        registry,
+        plan=plan,
+        backbone=backbone,
+        stream=a.stream,
+        baselines=baselines,
+        adopt=adopt,
+        queue_only=a.queue,
+        progress=not getattr(a, "quiet", False),
     )
-    plan = ArrivalPlan(
-        name=name,
-        data=data,
-        config=train_config(a),
-        prefix_length=a.prefix_length or 16,
-        positions=a.positions,
-        init=a.init or "random",
-    )
-    result = _orchestrator(a, a.backbone).learn(
-        plan, [BaselinePlan(name=b) for b in dict.fromkeys(a.baseline)]
-    )
+    if a.queue:
+        return {
+            **result,
+            "_human": f"queued job {result['job']}: {result['task']} "
+            f"in stream {result['stream']} (run `continual worker`)",
+        }
     return _with_text(result, _arrival_line(result))
 
 
 def cmd_stream_run(a: argparse.Namespace) -> dict[str, Any]:
+    from pipelines.arrival.queueing import run_stream
     from pipelines.stream import load_stream
 
     spec = load_stream(a.file)
-    result = _orchestrator(a, spec.backbone).run_stream(spec)
+    result = run_stream(
+        registry_args(a), spec, stream=a.stream, progress=not getattr(a, "quiet", False)
+    )
     lines = [_arrival_line(o) for o in result["arrivals"]]
     return _with_text(result, "\n".join(lines))
 
 
 def cmd_stream_status(a: argparse.Namespace) -> dict[str, Any]:
     from pipelines import ledger
-    from pipelines.cli import registry_args
     from pipelines.stream import load_stream
 
     spec = load_stream(a.file)
+    name = a.stream or spec.name
     methods = ["prefix", *(b.name for b in spec.baselines)]
     with registry_args(a).open() as reg:
-        tasks = ledger.stream_tasks(reg)
-        done = {m: len(ledger.done_arrivals(reg, m)) for m in methods}
+        tasks = ledger.stream_tasks(reg, name)
+        done = {m: len(ledger.done_arrivals(reg, m, name)) for m in methods}
     rows = []
     for position, plan in enumerate(spec.arrivals):
         here = tasks[position] if position < len(tasks) else None
@@ -129,21 +177,34 @@ def cmd_stream_status(a: argparse.Namespace) -> dict[str, Any]:
                 **{m: done[m] > position for m in methods},
             }
         )
-    text = "\n".join(
+    text = f"stream {name}\n" + "\n".join(
         f"{r['position']:>3}  {r['task']:<20} "
         + "  ".join(f"{m}:{'done' if r[m] else 'todo'}" for m in methods)
-        + ("  CONFLICT: the workspace has another task here" if r["conflict"] else "")
+        + ("  CONFLICT: the stream has another task here" if r["conflict"] else "")
         for r in rows
     )
-    return {"stream": spec.source, "arrivals": rows, "_human": text}
+    return {"stream": name, "source": spec.source, "arrivals": rows, "_human": text}
+
+
+def cmd_stream_list(a: argparse.Namespace) -> dict[str, Any]:
+    from pipelines.cli_jobs import render_table
+
+    with registry_args(a).open() as reg:
+        streams = reg.streams.list()
+    rows = [
+        [s.name, s.arrivals, ", ".join(f"{st} {n}" for st, n in s.jobs) or "-", s.description]
+        for s in streams
+    ]
+    text = render_table(["stream", "arrivals", "jobs", "description"], rows)
+    return {"streams": [s.to_dict() for s in streams], "_human": text}
 
 
 def cmd_report(a: argparse.Namespace) -> dict[str, Any]:
-    from pipelines.cli import registry_args
     from pipelines.report import write_report
 
     with registry_args(a).open() as reg:
-        report = write_report(reg, Path(a.out) if a.out else None)
+        reg.streams.get(a.stream)  # a clear error for a stream that does not exist
+        report = write_report(reg, Path(a.out) if a.out else None, stream=a.stream)
     result = {"report": report}
     if not report["ok"]:
         result["_exit_code"] = 1
@@ -164,8 +225,10 @@ def _with_text(result: dict[str, Any], head: str) -> dict[str, Any]:
     """Add the human-readable text: what happened, where the report is, the metrics table."""
     report = result.get("report") or {}
     lines = [head] if head else []
-    if report:
+    if report and "table" in report:
         if not report["ok"]:
             lines.append("!!! MISMATCH: the no-forgetting evidence does not hold; see the report")
         lines += [f"report: {report['html']}", "", report["table"]]
+    elif report:
+        lines.append(f"report: {report['html']}")
     return {**result, "_human": "\n".join(lines)}

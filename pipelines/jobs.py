@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,97 +13,13 @@ from continual.inference import EvalResult, TaskPrefix, evaluate
 from continual.objectives import TextLimits
 from continual.prefix import PrefixConfig
 from continual.train import TrainConfig, TrainResult, flatten_state, train, unflatten_state
+from pipelines.arrival.plan import INIT, PREFIX_LENGTH
 from pipelines.settings import RegistryArgs
 from pipelines.similar import plan_start, start_info
 from registry import PrefixRecord, Registry, TaskView
 from tasks.errors import ConfigError, ContinualError
-from tasks.sources import load_files
+from tasks.load import DataArgs, load_data
 from tasks.spec import TaskData, TaskSpec
-from tasks.split import fingerprint, subsample
-
-
-@dataclass(frozen=True)
-class DataArgs:
-    """Where a task's data comes from: a catalog name or local files (or hub names).
-
-    An empty field name means the default: for training `text` and `label` (classification) or
-    `target` (generation); for evaluating a stored prefix, the fields its task was trained on.
-    """
-
-    dataset: str | None = None
-    train: str | None = None
-    eval: str | None = None
-    kind: str = "classification"
-    text_field: str = ""
-    target_field: str = ""
-    description: str = ""
-    max_train: int | None = None
-    max_eval: int | None = None
-    seed: int = 0
-
-
-def load_data(args: DataArgs, name: str | None = None) -> TaskData:
-    """Validate and load a task's data (nothing is written before this succeeds)."""
-    data = _load_data(args, name)
-    if args.max_eval is None:
-        return data
-    return cap_eval(data, args.max_eval)
-
-
-def cap_eval(data: TaskData, n: int) -> TaskData:
-    """Keep a seeded stratified subsample of `n` eval examples (recorded in the spec's extra)."""
-    if n < 1:
-        raise ConfigError(f"task {data.spec.name}: --max-eval must be at least 1, got {n}")
-    if n >= len(data.eval):
-        return data
-    classify = data.spec.kind == "classification"
-    kept = subsample(data.eval, n, seed=data.spec.seed, stratified=classify)
-    how = "stratified " if classify else ""
-    note = (
-        "max_eval",
-        f"seeded {how}subsample of {len(kept)} of {len(data.eval)}, seed {data.spec.seed}",
-    )
-    return TaskData(
-        spec=data.spec.with_(extra=(*data.spec.extra, note)),
-        train=data.train,
-        eval=kept,
-        fingerprint=fingerprint(data.train, kept),
-    )
-
-
-def _load_data(args: DataArgs, name: str | None) -> TaskData:
-    if args.dataset and args.train:
-        raise ConfigError("give either --dataset NAME or --train FILE, not both")
-    if args.dataset:
-        from tasks import catalog
-
-        data = catalog.load(args.dataset, seed=args.seed, max_train=args.max_train)
-        if name and name != data.spec.name:
-            data = TaskData(
-                spec=data.spec.with_(name=name),
-                train=data.train,
-                eval=data.eval,
-                fingerprint=data.fingerprint,
-            )
-        return data
-    if not args.train:
-        raise ConfigError(
-            "no data: give --dataset NAME (see `continual data list`) or --train FILE"
-        )
-    if not name:
-        raise ConfigError("--name TASK is required with --train FILE")
-    default_target = "label" if args.kind == "classification" else "target"
-    return load_files(
-        name=name,
-        train=args.train,
-        eval=args.eval,
-        kind=args.kind,
-        text_field=args.text_field or "text",
-        target_field=args.target_field or default_target,
-        description=args.description,
-        seed=args.seed,
-        max_train=args.max_train,
-    )
 
 
 def prefix_config_for(backbone: Backbone, length: int, positions: str | None) -> PrefixConfig:
@@ -162,12 +77,16 @@ def run_train(
     resume: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train (or resume), evaluate on the eval split and register the prefix; return a summary.
+    """Train (or resume), evaluate on the eval split and register the prefix with its data;
+    return a summary. The steps are the arrival's (`pipelines.arrival.steps`) without a stream.
 
     Everything that can be refused (bad data, a task name already taken, a prefix from another
-    backbone) is checked before training starts, so a refusal writes nothing.
+    backbone, an `out` folder that cannot be written) is checked before training starts, so a
+    refusal writes nothing.
     """
     started = time.perf_counter()
+    if out is not None:
+        check_writable(Path(out))
     data = load_data(data_args, name)
     task = data.spec.name
     backbone = load_backbone(backbone_name)
@@ -184,9 +103,14 @@ def run_train(
                 "--prefix-length, --positions and --init (or train --new-version instead)"
             )
         resume_state, lineage, vectors, start = None, [], None, None
-        init = init or "auto"
-        pconfig = prefix_config_for(backbone, prefix_length or 16, positions).with_(init=init)
-        run_extra: dict[str, Any] = {"resumed": resume}
+        init = init or INIT
+        length = prefix_length or PREFIX_LENGTH
+        pconfig = prefix_config_for(backbone, length, positions).with_(init=init)
+        run_extra: dict[str, Any] = {
+            "resumed": resume,
+            "data_fingerprint": data.fingerprint,
+            "runtime": runtime(),
+        }
         if not resume:
             planned, vectors = plan_start(reg, backbone, data, pconfig)
             start, lineage = planned.prefix, planned.lineage()
@@ -209,6 +133,7 @@ def run_train(
         )
         ev = evaluate(backbone, result.task, data.eval, batch_size=config.eval_batch_size)
         tensors = checkpoint.task_tensors(result.task)
+        stored = reg.data.stage(data)  # the file now; its row commits with the prefix
         record = register_trained(
             reg,
             backbone=backbone,
@@ -221,6 +146,7 @@ def run_train(
             new_version=exists,
             run_extra=run_extra,
             embeddings=vectors,
+            dataset=stored,
         )
     if out is not None:
         checkpoint.save(
@@ -264,6 +190,28 @@ def run_train(
     }
 
 
+def check_writable(out: Path) -> None:
+    """Refuse, before anything is written, an output folder that cannot be created or replaced
+    (a file in the way, or no write permission where it would go)."""
+    import os
+
+    out = out.expanduser()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: a file is in the way; give a folder path")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: cannot write under {parent}; choose a writable folder")
+
+
+def runtime() -> dict[str, Any]:
+    """Where a run ran: device, dtype and torch's thread count (recorded with every run)."""
+    import torch
+
+    return {"device": "cpu", "dtype": "float32", "threads": torch.get_num_threads()}
+
+
 def base_model_id(backbone: Backbone) -> str:
     """What PEFT's `base_model_name_or_path` should say: the hub id of an embedded backbone
     (whose weights, for smollm2, are a dequantized copy: the fingerprint is the real check), the
@@ -288,10 +236,15 @@ def register_trained(
     position: int | None = None,
     run_extra: dict[str, Any] | None = None,
     embeddings: dict[str, Any] | None = None,
+    stream: str | None = None,
+    data_sha256: str | None = None,
+    dataset: dict[str, Any] | None = None,
 ) -> PrefixRecord:
-    """Register a trained prefix with its eval score (at stream `position`, if any) and what
-    reproduces the run; `run_extra` adds keys to the run's config; `embeddings` (task
-    embedding, routing keys) are stored in the same unit of work."""
+    """Register a trained prefix with its eval score (at `position` of `stream`, if any) and
+    what reproduces the run; `run_extra` adds keys to the run's config; `embeddings` (task
+    embedding, routing keys) are stored in the same unit of work; `data_sha256` names the
+    stored data it was trained and evaluated on, or `dataset` (a `reg.data.stage` row) is that
+    data's row, committed with the prefix."""
     return reg.register_prefix(
         task=data.spec,
         data_fingerprint=data.fingerprint,
@@ -337,6 +290,10 @@ def register_trained(
         optimizer_state=flatten_state(result.state),
         new_version=new_version,
         embeddings=embeddings,
+        kind="prefix",
+        data_sha256=data_sha256 or (dataset or {}).get("sha256"),
+        dataset=dataset,
+        stream=stream,
     )
 
 

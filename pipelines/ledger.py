@@ -1,7 +1,8 @@
-"""What the registry says about the task stream of a workspace.
+"""What the registry says about a task stream.
 
-The stream is defined by the prefix method's arrivals: the task at position p is the one whose
-`prefix` arrival at p is done. Every method (ours and each baseline) has its own arrivals and
+A registry holds many named streams (`default` unless one is named); every function here reads
+or writes one of them. A stream is defined by the prefix method's arrivals: the task at
+position p is the one whose `prefix` arrival at p is done. Every method (ours and each baseline) has its own arrivals and
 its evaluations carry `method` and `position`, so the accuracy matrix of a method is read
 straight from the registry: `R[i][j]` = its score on task j recorded at position i.
 
@@ -17,6 +18,7 @@ from typing import Any
 
 from continual.inference import EvalResult
 from registry import ArrivalRecord, EvaluationRecord, Registry
+from registry.streams import DEFAULT_STREAM
 
 PREFIX = "prefix"
 UNTRAINED = ("init", "random")
@@ -32,38 +34,41 @@ def untrained_method(method: str, which: str) -> str:
     return f"{method}/untrained-{which}"
 
 
-def done_arrivals(reg: Registry, method: str) -> list[ArrivalRecord]:
-    """The finished arrivals of `method`, by position (the first of a position wins)."""
-    out: dict[int, ArrivalRecord] = {}
-    for a in reg.arrivals(method):
-        if a.status == "done":
-            out.setdefault(a.position, a)
-    return [out[p] for p in sorted(out)]
+def done_arrivals(reg: Registry, method: str, stream: str = DEFAULT_STREAM) -> list[ArrivalRecord]:
+    """The finished arrivals of `method` in the stream, by position."""
+    return [a for a in reg.streams.arrivals(method, stream) if a.status == "done"]
 
 
-def open_arrival(reg: Registry, method: str, position: int) -> ArrivalRecord | None:
-    """An unfinished arrival of `method` at `position` (left by a run that died), if any."""
-    for a in reg.arrivals(method):
-        if a.position == position and a.status != "done":
-            return a
-    return None
+def arrival_of(
+    reg: Registry, method: str, task: str, stream: str = DEFAULT_STREAM
+) -> ArrivalRecord | None:
+    """`task`'s arrival row for `method` in the stream (done or not), if it has one."""
+    return next((a for a in reg.streams.arrivals(method, stream) if a.task == task), None)
 
 
-def stream_tasks(reg: Registry) -> list[str]:
+def stream_tasks(reg: Registry, stream: str = DEFAULT_STREAM) -> list[str]:
     """The task at each position of the stream, in order (the prefix method's done arrivals);
     a gap (a missing position) ends the stream there."""
     tasks = []
-    for p, a in enumerate(done_arrivals(reg, PREFIX)):
+    for p, a in enumerate(done_arrivals(reg, PREFIX, stream)):
         if a.position != p:
             break
         tasks.append(a.task)
     return tasks
 
 
-def methods_in(reg: Registry) -> list[str]:
-    """Every method with at least one arrival: `prefix` first, then the baselines by name."""
-    found = {a.method for a in reg.arrivals(None)}
+def methods_in(reg: Registry, stream: str = DEFAULT_STREAM) -> list[str]:
+    """Every method with an arrival in the stream: `prefix` first, then the baselines."""
+    found = {a.method for a in reg.streams.arrivals(None, stream)}
     return ([PREFIX] if PREFIX in found else []) + sorted(found - {PREFIX})
+
+
+def scores(reg: Registry, stream: str = DEFAULT_STREAM) -> dict[str, list[EvaluationRecord]]:
+    """Every score recorded in the stream, by task, oldest first: one query."""
+    out: dict[str, list[EvaluationRecord]] = {}
+    for e in reg.streams.evaluations(stream):
+        out.setdefault(e.task, []).append(e)
+    return out
 
 
 def find(
@@ -112,15 +117,25 @@ def method_view(
     return MethodView(method, tuple(tasks[:T]), R, sha, starts["init"], starts["random"])
 
 
-def read_stream(reg: Registry) -> dict[str, Any]:
-    """Tasks, every task's evaluations, and per method its done-arrival count and view."""
-    tasks = stream_tasks(reg)
-    evaluations = {t: reg.history(t) for t in tasks}
-    views = {}
-    for method in methods_in(reg):
-        n = len(done_arrivals(reg, method))
-        views[method] = method_view(method, tasks, evaluations, n)
-    return {"tasks": tasks, "evaluations": evaluations, "views": views}
+def read_stream(reg: Registry, stream: str = DEFAULT_STREAM) -> dict[str, Any]:
+    """Tasks, every task's evaluations in the stream, the stream's arrivals, and per method its
+    done-arrival count and view: three queries, whatever the stream's length."""
+    arrivals = reg.streams.arrivals(None, stream)
+    done: dict[str, list[ArrivalRecord]] = {}
+    for a in arrivals:
+        if a.status == "done":
+            done.setdefault(a.method, []).append(a)
+    tasks = []
+    for p, a in enumerate(done.get(PREFIX, [])):
+        if a.position != p:
+            break
+        tasks.append(a.task)
+    by_task = scores(reg, stream)
+    evaluations = {t: by_task.get(t, []) for t in tasks}
+    methods = ([PREFIX] if PREFIX in done else []) + sorted(set(done) - {PREFIX})
+    methods += sorted({a.method for a in arrivals} - set(methods))
+    views = {m: method_view(m, tasks, evaluations, len(done.get(m, []))) for m in methods}
+    return {"tasks": tasks, "evaluations": evaluations, "views": views, "arrivals": arrivals}
 
 
 # --- writing scores -----------------------------------------------------------------------------
@@ -137,9 +152,15 @@ def ev_dict(ev: EvalResult) -> dict[str, Any]:
 
 
 def record(
-    reg: Registry, task: str, method: str, position: int, ev: EvalResult | dict[str, Any]
+    reg: Registry,
+    task: str,
+    method: str,
+    position: int,
+    ev: EvalResult | dict[str, Any],
+    stream: str = DEFAULT_STREAM,
 ) -> None:
-    """Record one score of `task` by `method` at stream `position`."""
+    """Record one score of `task` by `method` at `position` of the stream (once: a repeated
+    write keeps the row already there)."""
     d = ev_dict(ev) if isinstance(ev, EvalResult) else ev
     reg.record_evaluation(
         task=task,
@@ -149,4 +170,5 @@ def record(
         position=position,
         method=method,
         predictions_sha256=d["predictions_sha256"],
+        stream=stream,
     )

@@ -1,9 +1,10 @@
-"""The continual-learning report of a workspace: report.json, report.md and report.html
+"""The continual-learning report of one stream: report.json, report.md and report.html
 (rendered by `report_md` and `report_html`).
 
 Everything comes from the registry (scores, hashes, prefixes, lineage) and the backbone
-fingerprints kept by the orchestrator under `<home>/stream/evidence/`; nothing is loaded or
-computed again, so `continual report` is quick and can run any time.
+fingerprints each arrival keeps under `<stream home>/stream/evidence/`; nothing is loaded or
+computed again, so `continual report` is quick and can run any time. The stream's scores and
+arrivals are read in a fixed number of queries, whatever its length.
 
 report.json holds, under `methods.<name>` (`prefix` for ours), `R` (T x T, null where
 undefined), `acc`, `bwt`, `fwt`, `forgetting_max` and `forgetting_last` (see
@@ -22,7 +23,9 @@ from typing import Any
 from continual import metrics
 from pipelines import ledger
 from pipelines.report_md import COLUMNS, markdown, metrics_table
-from registry import Registry
+from pipelines.settings import stream_home
+from registry import ArrivalRecord, Registry
+from registry.streams import DEFAULT_STREAM
 
 FORMAT = "continual-report/1"
 METRIC_NAMES = {
@@ -36,10 +39,10 @@ METRIC_NAMES = {
 }
 
 
-def build(reg: Registry) -> dict[str, Any]:
-    """The report as one JSON-able document."""
-    home = reg.workspace
-    stream = ledger.read_stream(reg)
+def build(reg: Registry, stream_name: str = DEFAULT_STREAM) -> dict[str, Any]:
+    """The report of stream `stream_name` as one JSON-able document."""
+    home = stream_home(reg.workspace, stream_name)
+    stream = ledger.read_stream(reg, stream_name)
     tasks: list[str] = stream["tasks"]
     evaluations = stream["evaluations"]
     methods = {}
@@ -52,12 +55,18 @@ def build(reg: Registry) -> dict[str, Any]:
             "untrained_random": view.random,
             **metrics.summary(view.R, view.init, view.random),
         }
-    rows = [_task_row(reg, p, t, evaluations[t]) for p, t in enumerate(tasks)]
+    done = {
+        a.position: a
+        for a in stream["arrivals"]
+        if a.method == ledger.PREFIX and a.status == "done"
+    }
+    rows = [_task_row(reg, p, t, evaluations[t], done.get(p)) for p, t in enumerate(tasks)]
     backbone = _backbone(reg, rows)
     return {
         "format": FORMAT,
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "workspace": str(home),
+        "workspace": str(reg.workspace),
+        "stream": stream_name,
         "backbone": backbone,
         "tasks": rows,
         "methods": methods,
@@ -66,7 +75,7 @@ def build(reg: Registry) -> dict[str, Any]:
         "task_agnostic": task_agnostic(tasks, evaluations, methods.get(ledger.PREFIX)),
         "in_progress": [
             {"method": a.method, "position": a.position, "task": a.task, "status": a.status}
-            for a in reg.arrivals(None)
+            for a in stream["arrivals"]
             if a.status != "done"
         ],
     }
@@ -111,13 +120,12 @@ def task_agnostic(
     }
 
 
-def _task_row(reg: Registry, position: int, task: str, evaluations: list) -> dict[str, Any]:
+def _task_row(
+    reg: Registry, position: int, task: str, evaluations: list, arrival: ArrivalRecord | None
+) -> dict[str, Any]:
     own = ledger.find(evaluations, ledger.PREFIX, position)
     record = reg.prefix(own.prefix_id) if own is not None and own.prefix_id else None
     view = reg.show(task)
-    arrival = next(
-        (a for a in ledger.done_arrivals(reg, ledger.PREFIX) if a.position == position), None
-    )
     run = reg.run(record.run_id).config if record is not None and record.run_id else {}
     return {
         "position": position,
@@ -206,14 +214,17 @@ def _evidence(
 # --- writing ------------------------------------------------------------------------------------
 
 
-def write_report(reg: Registry, out: Path | None = None) -> dict[str, Any]:
-    """Write report.json, report.md and report.html into `out` (default `<home>/report`),
-    each atomically; returns where they are, the metrics and whether the evidence holds."""
+def write_report(
+    reg: Registry, out: Path | None = None, stream: str = DEFAULT_STREAM
+) -> dict[str, Any]:
+    """Write the stream's report.json, report.md and report.html into `out` (default
+    `<stream home>/report`: `<home>/report` for `default`), each atomically; returns where
+    they are, the metrics and whether the evidence holds."""
     from pipelines.report_html import html
 
-    out = Path(out) if out is not None else reg.workspace / "report"
+    out = Path(out) if out is not None else stream_home(reg.workspace, stream) / "report"
     out.mkdir(parents=True, exist_ok=True)
-    doc = build(reg)
+    doc = build(reg, stream)
     files = {
         "json": ("report.json", json.dumps(doc, indent=1, sort_keys=True)),
         "md": ("report.md", markdown(doc)),
@@ -226,6 +237,7 @@ def write_report(reg: Registry, out: Path | None = None) -> dict[str, Any]:
         os.replace(tmp, out / name)
         paths[key] = str(out / name)
     return {
+        "stream": stream,
         "dir": str(out),
         **paths,
         "ok": doc["evidence"]["ok"],

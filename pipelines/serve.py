@@ -28,18 +28,13 @@ from continual.routing import Router, route_features
 from continual.scoring import predictions_sha256
 from continual.similarity import task_embedding
 from pipelines import ledger
-from pipelines.jobs import (
-    DataArgs,
-    backbone_for,
-    current_view,
-    load_data,
-    task_prefix_from_registry,
-)
+from pipelines.arrival.book import TaskBook
+from pipelines.jobs import backbone_for, current_view, task_prefix_from_registry
 from pipelines.settings import RegistryArgs
 from pipelines.similar import neighbours, stored_keys, task_neighbours
-from pipelines.taskbook import TaskBook
 from registry import Registry
 from tasks.errors import ConfigError
+from tasks.load import DataArgs, load_data
 from tasks.sources import load_files
 from tasks.spec import Example, TaskSpec
 
@@ -159,13 +154,18 @@ def record_task_agnostic(
     position: int,
     answers: dict[str, tuple[str, ...]],
     cache: dict[str, np.ndarray],
+    *,
+    stream: str = "default",
 ) -> None:
     """The stream's task-agnostic evaluation at `position` over `tasks`, recorded per task under
     `prefix/routed` and `prefix/routing` (rows already there are kept: a rerun adds none).
     `answers` are tasks' own predictions from this arrival's evaluations (others are redone)."""
     methods = (ROUTED, ROUTING)
+    recorded = ledger.scores(reg, stream)
     todo = [
-        t for t in tasks if any(ledger.find(reg.history(t), m, position) is None for m in methods)
+        t
+        for t in tasks
+        if any(ledger.find(recorded.get(t, []), m, position) is None for m in methods)
     ]
     if not todo:
         return
@@ -180,10 +180,8 @@ def record_task_agnostic(
             own = evaluate(backbone, loaded, data.eval, batch_size=bs).predictions
         entries.append((data.spec, data.eval, own, bs))
     for t, pair in task_agnostic(backbone, predictor, entries, cache).items():
-        history = reg.history(t)
         for method, ev in zip(methods, pair):
-            if ledger.find(history, method, position) is None:
-                ledger.record(reg, t, method, position, ev)
+            ledger.record(reg, t, method, position, ev, stream)  # once: a rerun adds nothing
 
 
 def summary(answers: Sequence[Answer]) -> dict[str, Any]:

@@ -22,6 +22,13 @@ def workspace(home: str | os.PathLike | None = None) -> Path:
     return Path(home or os.environ.get("CONTINUAL_HOME") or ".continual").expanduser().resolve()
 
 
+def stream_home(home: Path, stream: str) -> Path:
+    """Where a stream keeps its files in the workspace (baseline weights, backbone evidence,
+    its report): the workspace itself for `default` (where a workspace made before named
+    streams keeps them), else `<home>/streams/<name>`."""
+    return home if stream == "default" else home / "streams" / stream
+
+
 def asset_cache() -> Path:
     """`CONTINUAL_CACHE`, else `~/.cache/continual`: backbones and datasets, never in a workspace."""
     return cache_root()

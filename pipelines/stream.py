@@ -22,15 +22,15 @@ duplicate names, out-of-range values) and says where, before any arrival starts.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from continual.init import strategies
 from continual.train import TrainConfig
-from pipelines.jobs import DataArgs
+from pipelines.arrival.plan import INIT, PREFIX_LENGTH, ArrivalPlan, BaselinePlan, number
+from registry.streams import DEFAULT_STREAM, check_stream
 from tasks.errors import ConfigError, ContinualError
-from tasks.spec import check_name
+from tasks.load import DataArgs
 
 DATA_KEYS = (
     "dataset",
@@ -62,91 +62,13 @@ TOP_KEYS = ("name", "description", "backbone", "defaults", "baselines", "arrival
 
 
 @dataclass(frozen=True)
-class ArrivalPlan:
-    """One arrival: the task's name, where its data comes from, and how its prefix is trained."""
-
-    name: str
-    data: DataArgs
-    config: TrainConfig = field(default_factory=TrainConfig)
-    prefix_length: int = 16
-    positions: str | None = None
-    init: str = "auto"
-
-    def __post_init__(self) -> None:
-        check_name(self.name)
-        if self.init not in strategies():
-            raise ConfigError(
-                f"arrival {self.name}: unknown init {self.init!r}; choose one of "
-                f"{', '.join(strategies())}"
-            )
-        if self.prefix_length < 1:
-            raise ConfigError(f"arrival {self.name}: prefix_length must be at least 1")
-        if self.positions not in (None, "explicit", "shifted"):
-            raise ConfigError(
-                f"arrival {self.name}: positions must be explicit or shifted, not {self.positions!r}"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "data": {f.name: getattr(self.data, f.name) for f in fields(DataArgs)},
-            "config": self.config.to_dict(),
-            "prefix_length": self.prefix_length,
-            "positions": self.positions,
-            "init": self.init,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ArrivalPlan:
-        return cls(
-            name=d["name"],
-            data=DataArgs(**d["data"]),
-            config=TrainConfig.from_dict(d["config"]),
-            prefix_length=d.get("prefix_length", 16),
-            positions=d.get("positions"),
-            init=d.get("init", "auto"),
-        )
-
-
-@dataclass(frozen=True)
-class BaselinePlan:
-    """A baseline run beside the prefixes, with its options (e.g. its own `lr`)."""
-
-    name: str
-    options: tuple[tuple[str, Any], ...] = ()
-
-    def __post_init__(self) -> None:
-        from continual.baselines import baselines
-
-        if self.name not in baselines():
-            raise ConfigError(
-                f"unknown baseline {self.name!r}; choose from {', '.join(baselines())}"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, **dict(self.options)}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | str) -> BaselinePlan:
-        if isinstance(d, str):
-            return cls(name=d)
-        d = {str(k).replace("-", "_"): v for k, v in dict(d).items()}
-        name = d.pop("name", None)
-        if not isinstance(name, str):
-            raise ConfigError(f"a baseline needs a name, got {name!r}")
-        if "lr" in d:
-            d["lr"] = _number(d["lr"], f"baseline {name}")
-        return cls(name=name, options=tuple(sorted(d.items())))
-
-
-@dataclass(frozen=True)
 class StreamSpec:
     """A whole stream: the backbone, its arrivals in order, the baselines beside them."""
 
     backbone: str
     arrivals: tuple[ArrivalPlan, ...]
     baselines: tuple[BaselinePlan, ...] = ()
-    name: str = "stream"
+    name: str = DEFAULT_STREAM
     description: str = ""
     source: str = ""
 
@@ -172,7 +94,7 @@ class StreamSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StreamSpec:
         return cls(
-            name=d.get("name", "stream"),
+            name=d.get("name", DEFAULT_STREAM),
             description=d.get("description", ""),
             backbone=d["backbone"],
             baselines=tuple(BaselinePlan.from_dict(b) for b in d.get("baselines", ())),
@@ -220,7 +142,7 @@ def load_stream(path: str | Path) -> StreamSpec:
         raise ConfigError(f"{path}: 'baselines' must be a list, e.g. [sequential-ft]")
     try:
         return StreamSpec(
-            name=str(doc.get("name") or path.stem),
+            name=check_stream(str(doc.get("name") or DEFAULT_STREAM)),
             description=str(doc.get("description") or ""),
             backbone=doc["backbone"],
             arrivals=tuple(plans),
@@ -262,9 +184,9 @@ def arrival_plan(opts: dict[str, Any], *, base: Path | None = None, where: str =
         name=str(name),
         data=data,
         config=config,
-        prefix_length=int(opts.get("prefix_length", 16)),
+        prefix_length=int(opts.get("prefix_length", PREFIX_LENGTH)),
         positions=opts.get("positions"),
-        init=str(opts.get("init", "auto")),
+        init=str(opts.get("init", INIT)),
     )
 
 
@@ -308,18 +230,8 @@ def _options(raw: Any, where: str, *, allow_name: bool) -> dict[str, Any]:
         if k in _INT_KEYS and (isinstance(v, bool) or not isinstance(v, int)):
             raise ConfigError(f"{where}: {k} must be a whole number, got {v!r}")
         if k == "lr":
-            out[k] = _number(v, where)
+            out[k] = number(v, where)
     return out
-
-
-def _number(v: Any, where: str) -> float:
-    """YAML reads `1e-3` (no dot) as a string; accept it as the number it means."""
-    try:
-        if isinstance(v, bool):
-            raise ValueError
-        return float(v)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}: lr must be a number (e.g. 1.0e-3), got {v!r}") from None
 
 
 def _known(d: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:

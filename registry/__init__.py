@@ -14,11 +14,14 @@ from registry.records import (
     ArtifactProblem,
     BackboneRecord,
     CheckReport,
+    DatasetRecord,
     EvaluationRecord,
     ExportRecord,
+    JobRecord,
     LineageEdge,
     PrefixRecord,
     RunRecord,
+    StreamRecord,
     SyncReport,
     TaskEmbeddingRecord,
     TaskRecord,
@@ -32,14 +35,17 @@ __all__ = [
     "ArtifactProblem",
     "BackboneRecord",
     "CheckReport",
+    "DatasetRecord",
     "EvaluationRecord",
     "ExportRecord",
+    "JobRecord",
     "LineageEdge",
     "MlflowTracker",
     "NullTracker",
     "PrefixRecord",
     "Registry",
     "RunRecord",
+    "StreamRecord",
     "SyncReport",
     "TaskEmbeddingRecord",
     "TaskRecord",
@@ -55,7 +61,7 @@ __all__ = [
 def upgrade(workspace: Path | str, url: str | None = None) -> dict[str, str | None]:
     """Bring the registry database of `workspace` (or at `url`) to the newest schema."""
     from registry import migrate
-    from registry.api import open_database
+    from registry.opening import open_database
 
     _, engine, (before, after) = open_database(workspace, url)
     engine.dispose()

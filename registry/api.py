@@ -10,20 +10,16 @@ atomically just before; MLflow is mirrored afterwards and may lag (`sync_mlflow`
 
 from __future__ import annotations
 
-import os
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine
-from sqlalchemy import exc as sa_exc
-
-from registry import exchange, inputs, integrity, migrate, mirror, registration
+from registry import exchange, inputs, integrity, mirror, registration
 from registry.artifacts import ArtifactStore
-from registry.db import make_engine, resolve_url
+from registry.datastore import DataStore
+from registry.opening import default_tracker, open_database
+from registry.queue import JobQueue
 from registry.records import (
-    ArrivalRecord,
     CheckReport,
     EvaluationRecord,
     ExportRecord,
@@ -36,7 +32,8 @@ from registry.records import (
     TaskView,
 )
 from registry.stream_repository import embedding_record, pack_vector, unpack_vector
-from registry.tracking import MlflowTracker, NullTracker, Tracker
+from registry.streams import DEFAULT_STREAM, StreamBook, check_stream
+from registry.tracking import Tracker
 from registry.uow import Database, UnitOfWork
 from tasks.errors import ConfigError, IntegrityError
 from tasks.spec import TaskSpec, check_name
@@ -57,6 +54,9 @@ class Registry:
         self.db = database
         self.artifacts = ArtifactStore(workspace)
         self.tracker = tracker
+        self.streams = StreamBook(database)  # named streams, arrivals, positioned scores
+        self.queue = JobQueue(database)  # arrivals as jobs with leases
+        self.data = DataStore(database, self.artifacts)  # task data, content-addressed
 
     @classmethod
     def open(
@@ -110,6 +110,10 @@ class Registry:
         optimizer_state: dict[str, torch.Tensor] | None = None,
         new_version: bool = False,
         embeddings: dict[str, Any] | None = None,
+        kind: str = "prefix",
+        data_sha256: str | None = None,
+        stream: str | None = None,
+        dataset: dict[str, Any] | None = None,
     ) -> PrefixRecord:
         """Store a trained prefix as the task's new current version; returns its record.
 
@@ -123,6 +127,12 @@ class Registry:
         lineage: (source_prefix_id, weight, method) per source;
         embeddings: {method: vector or [rows, dim] matrix}, stored with the prefix in the same
         unit of work (so a refused or killed registration leaves none behind).
+        `kind` is the per-task module's registered kind; `data_sha256` the stored data
+        (`reg.data.put`) it was trained and evaluated on, or `dataset` (a `reg.data.stage` row
+        whose file is stored) its row, committed with the prefix. An evaluation with a position is the
+        task's arrival in `stream` (`default` unless named): the arrival row (running) is
+        written in the same unit of work, so the stream position is taken exactly when the
+        prefix exists.
         A task already in the registry needs `new_version=True` and the same kind. The file is
         written (atomically) before the row is committed; MLflow is mirrored after, and a failure
         there only warns (TrackingWarning) and leaves `mlflow_run_id` None.
@@ -141,6 +151,10 @@ class Registry:
             optimizer_state=optimizer_state,
             embeddings=embeddings,
             new_version=new_version,
+            kind=kind,
+            data_sha256=data_sha256,
+            stream=stream,
+            dataset=dataset,
         )
         run_id = self._mirror(record.id)
         return replace(record, mlflow_run_id=run_id) if run_id else record
@@ -156,10 +170,18 @@ class Registry:
         position: int | None = None,
         method: str = "prefix",
         predictions_sha256: str | None = None,
+        stream: str | None = None,
     ) -> EvaluationRecord:
         """Store one score of `task`. With method 'prefix' and no `prefix_id`, the score is of
-        the task's current prefix; baselines pass their own method name and no prefix."""
+        the task's current prefix; baselines pass their own method name and no prefix.
+
+        A score at a `position` belongs to a stream (`default` unless named) and is recorded
+        once: recording it again returns the row already there, unchanged."""
         check_name(task)
+        if position is not None:
+            stream = check_stream(stream or DEFAULT_STREAM)
+        elif stream is not None:
+            raise ConfigError(f"evaluation of {task}: a stream score needs its position")
         ev = inputs.evaluation(
             {
                 "metric": metric,
@@ -186,10 +208,15 @@ class Registry:
                 if p is None or p.task != task:
                     raise ConfigError(f"prefix id {pid} is not a prefix of task {task}")
                 run_id = p.mlflow_run_id
-            eid = uow.evaluations.add(task_id=t.id, prefix_id=pid, method=method, **ev)
+            sid = None if stream is None else uow.streams.ensure(stream)
+            eid = uow.evaluations.add(
+                task_id=t.id, prefix_id=pid, method=method, stream_id=sid, **ev
+            )
             return uow.evaluations.get(eid), run_id
 
-        record, run_id = self.db.write(write)
+        record, run_id = self.db.write(write, retry_conflicts=True)
+        if record.mlflow_run_id:  # recorded (and mirrored) by an earlier attempt
+            return record
         if run_id and mirror.log_evaluation(self, record, run_id):
             record = replace(record, mlflow_run_id=run_id)
         return record
@@ -348,10 +375,10 @@ class Registry:
 
         def write(uow: UnitOfWork) -> TaskEmbeddingRecord:
             t = uow.tasks.get(check_name(task))
-            eid = uow.streams.add_embedding(
+            eid = uow.arrivals.add_embedding(
                 task_id=t.id, method=method, dim=len(values), vector=pack_vector(values)
             )
-            row, name = uow.streams.embeddings(method, t.id)[0]
+            row, name = uow.arrivals.embeddings(method, t.id)[0]
             assert row.id == eid
             return embedding_record(row, name, values)
 
@@ -362,82 +389,12 @@ class Registry:
 
         def read(uow: UnitOfWork) -> list[TaskEmbeddingRecord]:
             newest: dict[str, TaskEmbeddingRecord] = {}
-            for row, name in uow.streams.embeddings(method):
+            for row, name in uow.arrivals.embeddings(method):
                 if name not in newest:
                     newest[name] = embedding_record(row, name, unpack_vector(row.vector))
             return list(newest.values())
 
         return self.db.read(read)
-
-    def start_arrival(self, *, position: int, task: str, method: str) -> ArrivalRecord:
-        def write(uow: UnitOfWork) -> int:
-            t = uow.tasks.get(check_name(task))
-            return uow.streams.add_arrival(
-                position=position, task_id=t.id, method=method, status="running"
-            )
-
-        arrival_id = self.db.write(write)
-        return next(a for a in self.arrivals(method) if a.id == arrival_id)
-
-    def finish_arrival(self, arrival_id: int, status: str) -> ArrivalRecord:
-        from registry.orm import utcnow
-
-        self.db.write(lambda uow: uow.streams.finish_arrival(arrival_id, status, utcnow()))
-        return next(a for a in self.arrivals(None) if a.id == arrival_id)
-
-    def arrivals(self, method: str | None = None) -> list[ArrivalRecord]:
-        return self.db.read(lambda uow: uow.streams.arrivals(method))
-
-
-def open_database(
-    workspace: Path | str, url: str | None
-) -> tuple[Path, Engine, tuple[str | None, str]]:
-    """The workspace folder (created), an engine on its database migrated to head, and the
-    (before, after) schema revisions; an unreachable database is one clear ConfigError."""
-    ws = Path(workspace).expanduser().resolve()
-    ws.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(resolve_url(ws, url))
-    try:
-        revisions = _upgrade_waiting_for_locks(engine)
-    except sa_exc.OperationalError as e:
-        engine.dispose()
-        where = engine.url.render_as_string(hide_password=True)
-        raise ConfigError(
-            f"cannot open the registry database {where}: {str(e.orig).strip().splitlines()[0]}"
-            "; check --registry-url and that the server is running"
-        ) from None
-    except BaseException:
-        engine.dispose()
-        raise
-    return ws, engine, revisions
-
-
-def _upgrade_waiting_for_locks(engine: Engine, attempts: int = 8) -> tuple[str | None, str]:
-    """Migrate, retrying while another process holds SQLite's lock (two processes opening a new
-    workspace at once: switching to WAL and creating the schema both need it, and the busy
-    timeout does not cover every step)."""
-    for attempt in range(attempts):
-        try:
-            return migrate.upgrade(engine)
-        except sa_exc.OperationalError as e:
-            locked = "locked" in str(e.orig).lower() or "busy" in str(e.orig).lower()
-            if engine.dialect.name != "sqlite" or not locked or attempt == attempts - 1:
-                raise
-            engine.dispose()
-            time.sleep(0.2 * 2**attempt)
-    raise AssertionError("unreachable")
-
-
-def default_tracker(workspace: Path, tracking_uri: str | None) -> Tracker:
-    """MLflow at `tracking_uri`, else $MLFLOW_TRACKING_URI, else SQLite in the workspace."""
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
-    if uri.lower() == "none":
-        return NullTracker()
-    if not uri:
-        uri = f"sqlite:///{workspace / 'mlflow.db'}"
-    local = not uri.startswith(("http://", "https://", "databricks"))
-    location = (workspace / "mlartifacts").as_uri() if local else None
-    return MlflowTracker(tracking_uri=uri, artifact_location=location)
 
 
 def _page(limit: int, offset: int) -> None:

@@ -55,10 +55,10 @@ class ArtifactStore:
         self.workspace = workspace
         self.root = workspace / ARTIFACTS
 
-    def put(self, data: bytes) -> StoredFile:
+    def put(self, data: bytes, *, suffix: str = SUFFIX) -> StoredFile:
         """Store `data` under its hash (a no-op when an intact copy is already there)."""
         digest = sha256_bytes(data)
-        rel = f"{ARTIFACTS}/{digest[:2]}/{digest}{SUFFIX}"
+        rel = f"{ARTIFACTS}/{digest[:2]}/{digest}{suffix}"
         final = self.workspace / rel
         if final.exists() and self.hash_of(rel) == digest:
             os.utime(final)  # fresh again: `check --repair` spares young unreferenced files

@@ -50,7 +50,11 @@ def make_engine(url: str) -> Engine:
     """An engine for `url`; SQLite ones carry the pragma and BEGIN listeners."""
     if make_url(url).get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
-    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+    # check_same_thread off: a worker's heartbeat thread uses the pool too; the pool never hands
+    # one connection to two threads at once.
+    engine = create_engine(
+        url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+    )
     event.listen(engine, "connect", _sqlite_connect)
     event.listen(engine, "begin", _sqlite_begin)
     return engine

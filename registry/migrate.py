@@ -51,14 +51,41 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
     before = current(engine)
     if before == head():
         return before, before
-    with writer(engine).connect() as connection, connection.begin():
-        if connection.dialect.name == "postgresql":
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
-        before = MigrationContext.configure(connection).get_current_revision()
-        _refuse_unknown(before, engine)
-        if before != head():
-            command.upgrade(alembic_config(connection), "head")
+    with writer(engine).connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # SQLite's batch migrations rebuild tables (copy, drop, rename) that other tables'
+            # rows point at: foreign keys are off while they run (a pragma that only takes
+            # effect outside a transaction, hence on the raw connection) and every key is
+            # checked before the commit.
+            _sqlite_pragma(connection, "foreign_keys=OFF")
+        try:
+            with connection.begin():
+                if connection.dialect.name == "postgresql":
+                    connection.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY}
+                    )
+                before = MigrationContext.configure(connection).get_current_revision()
+                _refuse_unknown(before, engine)
+                if before != head():
+                    command.upgrade(alembic_config(connection), "head")
+                if sqlite:
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise ConfigError(
+                            f"migrating the registry {engine.url}: rows would lose what they "
+                            f"point at ({broken[:5]}); nothing was changed"
+                        )
+        finally:
+            if sqlite:
+                _sqlite_pragma(connection, "foreign_keys=ON")
     return before, head()
+
+
+def _sqlite_pragma(connection: Connection, pragma: str) -> None:
+    raw = connection.connection.driver_connection
+    assert raw is not None
+    raw.execute(f"PRAGMA {pragma}")
 
 
 def check(engine: Engine) -> None:

@@ -111,12 +111,19 @@ class Prefix(Base):
         ),
         Index("ix_prefixes_backbone_id", "backbone_id"),
         Index("ix_prefixes_run_id", "run_id"),
+        Index("ix_prefixes_data_sha256", "data_sha256"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="RESTRICT"))
     backbone_id: Mapped[int] = mapped_column(ForeignKey("backbones.id", ondelete="RESTRICT"))
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="RESTRICT"))
+    # The per-task module's registered kind (continual's module registry): "prefix" first.
+    kind: Mapped[str] = mapped_column(String(32), default="prefix", server_default="prefix")
+    # The task data this version was trained and evaluated on, stored in the registry.
+    data_sha256: Mapped[str | None] = mapped_column(
+        ForeignKey("datasets.sha256", ondelete="RESTRICT")
+    )
     version: Mapped[int] = mapped_column(Integer)
     is_current: Mapped[bool] = mapped_column(default=False)
     status: Mapped[str] = mapped_column(String(16), default="ok")
@@ -159,11 +166,22 @@ class Evaluation(Base):
     __table_args__ = (
         Index("ix_evaluations_task_id_created_at_id", "task_id", "created_at", "id"),
         Index("ix_evaluations_prefix_id_id", "prefix_id", "id"),
+        Index("ix_evaluations_stream_id_position", "stream_id", "position"),
+        # One score per task, method and stream position: a repeated write is a no-op. Scores
+        # outside a stream (NULL stream and position) are not constrained (NULLs are distinct).
+        UniqueConstraint(
+            "task_id",
+            "method",
+            "stream_id",
+            "position",
+            name="uq_evaluations_task_id_method_stream_id_position",
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     prefix_id: Mapped[int | None] = mapped_column(ForeignKey("prefixes.id", ondelete="RESTRICT"))
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="RESTRICT"))
+    stream_id: Mapped[int | None] = mapped_column(ForeignKey("streams.id", ondelete="RESTRICT"))
     position: Mapped[int | None] = mapped_column(Integer)
     method: Mapped[str] = mapped_column(METHOD, default="prefix", server_default="prefix")
     metric: Mapped[str] = mapped_column(String(64))
@@ -188,19 +206,101 @@ class TaskEmbedding(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Stream(Base):
+    """A named stream of arrivals; a registry holds many, each with its own positions."""
+
+    __tablename__ = "streams"
+    __table_args__ = (UniqueConstraint("name", name="uq_streams_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Arrival(Base):
     """A task's arrival in a stream, at a position, handled by a method."""
 
     __tablename__ = "arrivals"
     __table_args__ = (
-        Index("ix_arrivals_method_position", "method", "position"),
+        # A position of a stream holds one task per method, and a task arrives once per
+        # stream and method: a repeated insert is a no-op, never a second row.
+        UniqueConstraint(
+            "stream_id", "method", "position", name="uq_arrivals_stream_id_method_position"
+        ),
+        UniqueConstraint(
+            "stream_id", "method", "task_id", name="uq_arrivals_stream_id_method_task_id"
+        ),
         Index("ix_arrivals_task_id", "task_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stream_id: Mapped[int] = mapped_column(ForeignKey("streams.id", ondelete="RESTRICT"))
     position: Mapped[int] = mapped_column(Integer)
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="RESTRICT"))
     method: Mapped[str] = mapped_column(METHOD)
     status: Mapped[str] = mapped_column(String(16))
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+class Dataset(Base):
+    """A task's train and eval examples, stored once in the blob store under their sha256."""
+
+    __tablename__ = "datasets"
+
+    sha256: Mapped[str] = mapped_column(SHA256, primary_key=True)
+    path: Mapped[str] = mapped_column(String(300))
+    n_bytes: Mapped[int] = mapped_column(BigInteger)
+    n_train: Mapped[int] = mapped_column(Integer)
+    n_eval: Mapped[int] = mapped_column(Integer)
+    fingerprint: Mapped[str] = mapped_column(FINGERPRINT)
+    format: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
+
+
+class Job(Base):
+    """A unit of work a worker takes under a lease: today, a task's arrival in a stream.
+
+    A worker owns a running job while `lease_expires_at` is in the future and renews it by
+    heartbeats; a job whose lease expired (its worker was killed or lost) is taken by another
+    worker. Jobs of a stream run one at a time in id order; streams run in parallel.
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        CheckConstraint(
+            "state IN ('queued', 'running', 'done', 'failed', 'cancelled')", name="state"
+        ),
+        Index("ix_jobs_state_stream_id_id", "state", "stream_id", "id"),
+        # A task arrives once per stream: no second live job for it (cancelled ones aside).
+        Index(
+            "uq_jobs_stream_id_task",
+            "stream_id",
+            "task",
+            unique=True,
+            sqlite_where=text("state <> 'cancelled'"),
+            postgresql_where=text("state <> 'cancelled'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stream_id: Mapped[int] = mapped_column(ForeignKey("streams.id", ondelete="RESTRICT"))
+    kind: Mapped[str] = mapped_column(String(32))
+    task: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[dict[str, Any]]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    error: Mapped[str | None] = mapped_column(Text)
+    worker_id: Mapped[str | None] = mapped_column(String(200))
+    heartbeat_at: Mapped[datetime | None]
+    lease_expires_at: Mapped[datetime | None]
+    position: Mapped[int | None] = mapped_column(Integer)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

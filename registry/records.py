@@ -156,6 +156,8 @@ class PrefixRecord(Record):
     optimizer_path: str | None = None
     optimizer_sha256: str | None = None
     lineage: tuple[LineageEdge, ...] = ()
+    kind: str = "prefix"  # the per-task module's registered kind
+    data_sha256: str | None = None  # the stored data it was trained and evaluated on
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,7 @@ class EvaluationRecord(Record):
     predictions_sha256: str | None
     mlflow_run_id: str | None
     created_at: datetime
+    stream: str | None = None  # the stream of `position` (None outside a stream)
 
 
 @dataclass(frozen=True)
@@ -207,6 +210,60 @@ class ArrivalRecord(Record):
     status: str
     started_at: datetime
     finished_at: datetime | None
+    stream: str = "default"
+
+
+@dataclass(frozen=True)
+class StreamRecord(Record):
+    """A named stream with how far each method got (done arrivals) and its jobs by state."""
+
+    id: int
+    name: str
+    description: str
+    created_at: datetime
+    arrivals: int = 0  # done arrivals of the prefix method: the stream's length
+    jobs: tuple[tuple[str, int], ...] = ()  # (state, count)
+
+
+@dataclass(frozen=True)
+class JobRecord(Record):
+    """A job: what to do (`kind`, `task`, `payload`), its state, attempts and lease.
+
+    States: queued -> running -> done | failed (a failed attempt goes back to queued while
+    attempts remain) ; queued -> cancelled. `position` is the stream position the arrival took.
+    """
+
+    id: int
+    stream: str
+    kind: str
+    task: str
+    state: str
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    error: str | None
+    worker_id: str | None
+    heartbeat_at: datetime | None
+    lease_expires_at: datetime | None
+    position: int | None
+    result: dict[str, Any] | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class DatasetRecord(Record):
+    """Task data stored in the registry: `path` (workspace-relative) holds the examples."""
+
+    sha256: str
+    path: str
+    n_bytes: int
+    n_train: int
+    n_eval: int
+    fingerprint: str
+    format: str
+    created_at: datetime
 
 
 @dataclass(frozen=True)

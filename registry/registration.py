@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from registry import exchange, inputs
 from registry.records import PrefixRecord
 from registry.stream_repository import pack_vector
+from registry.streams import DEFAULT_STREAM, check_stream
 from registry.uow import UnitOfWork
 from tasks.errors import ConfigError
 from tasks.spec import TaskSpec
@@ -38,6 +39,10 @@ def store(
     optimizer_state: dict[str, torch.Tensor] | None,
     new_version: bool,
     embeddings: dict[str, Any] | None = None,
+    kind: str = "prefix",
+    data_sha256: str | None = None,
+    stream: str | None = None,
+    dataset: dict[str, Any] | None = None,
 ) -> PrefixRecord:
     """`Registry.register_prefix` without the MLflow mirror; returns the committed record."""
     if not isinstance(task, TaskSpec):
@@ -53,6 +58,13 @@ def store(
     edges = inputs.lineage(lineage)
     ev = inputs.evaluation(evaluation)
     vectors = inputs.embeddings(embeddings)
+    if not isinstance(kind, str) or not kind:
+        raise ConfigError(f"task {task.name}: the module kind must be a non-empty string")
+    position = ev.get("position") if ev is not None else None
+    if position is not None:
+        stream = check_stream(stream or DEFAULT_STREAM)
+    elif stream is not None:
+        raise ConfigError(f"task {task.name}: registering into stream {stream} needs a position")
 
     def refuse(uow: UnitOfWork) -> None:
         existing = uow.tasks.find(task.name)
@@ -87,6 +99,8 @@ def store(
 
     def write(uow: UnitOfWork) -> PrefixRecord:
         refuse(uow)
+        if dataset is not None:
+            uow.datasets.add(**dataset)
         task_id = uow.tasks.save(
             name=task.name,
             kind=task.kind,
@@ -112,11 +126,22 @@ def store(
             train_seconds=summary.seconds,
             final_loss=summary.final_loss,
             losses=losses,
+            kind=kind,
+            data_sha256=data_sha256,
         )
+        sid = None if stream is None else uow.streams.ensure(stream)
         if ev is not None:
-            uow.evaluations.add(prefix_id=prefix_id, task_id=task_id, method="prefix", **ev)
+            uow.evaluations.add(
+                prefix_id=prefix_id, task_id=task_id, method="prefix", stream_id=sid, **ev
+            )
+        if sid is not None:
+            # The arrival row is written with the prefix: a registration that commits has
+            # taken its stream position, and a refused one has taken nothing.
+            uow.arrivals.add_arrival(
+                stream_id=sid, position=position, task_id=task_id, method="prefix", status="running"
+            )
         for method, dim, values in vectors:
-            uow.streams.add_embedding(
+            uow.arrivals.add_embedding(
                 task_id=task_id, method=method, dim=dim, vector=pack_vector(values)
             )
         record = uow.prefixes.get(prefix_id)

@@ -236,6 +236,14 @@ class Prefixes:
             .values(mlflow_run_id=run_id)
         )
 
+    def set_data(self, prefix_id: int, data_sha256: str) -> None:
+        """Point a prefix registered before the data store existed at its stored data."""
+        self.s.execute(
+            update(_P)
+            .where(_P.id == prefix_id, _P.data_sha256.is_(None))
+            .values(data_sha256=data_sha256)
+        )
+
     def set_status(self, ids: Iterable[int], status: str) -> None:
         ids = list(ids)
         if ids:
@@ -352,4 +360,6 @@ def _prefix(
         optimizer_path=row.optimizer_path,
         optimizer_sha256=row.optimizer_sha256,
         lineage=lineage,
+        kind=row.kind,
+        data_sha256=row.data_sha256,
     )

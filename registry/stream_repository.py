@@ -1,7 +1,9 @@
 """Repositories of what a stream records: evaluations, task embeddings and arrivals.
 
 Like `registry.repository`, they work in the caller's session, never commit, and hand out frozen
-records.
+records. Writes that a redone step may repeat (a score at a stream position, an arrival row)
+are inserts that tolerate the existing row (`insert_once`): the database's unique constraints,
+not locks, keep any number of writers from duplicating a step.
 """
 
 from __future__ import annotations
@@ -12,14 +14,29 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from registry import orm
 from registry.records import ArrivalRecord, EvaluationRecord, TaskEmbeddingRecord
 from registry.repository import aware
 
 _E = orm.Evaluation
-_EVAL_COLUMNS = (_E, orm.Task.name, orm.Prefix.version)
+_S = aliased(orm.Stream)
+_EVAL_COLUMNS = (_E, orm.Task.name, orm.Prefix.version, _S.name)
+
+
+def insert_once(session: Session, model: Any, values: dict[str, Any]) -> bool:
+    """INSERT the row unless a unique constraint says it is there already; True if inserted.
+
+    `ON CONFLICT DO NOTHING` on both SQLite and PostgreSQL: a repeated write (a step redone
+    after a kill, two workers racing) neither fails nor adds a second row.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    result = session.execute(insert(model).values(**values).on_conflict_do_nothing())
+    return bool(result.rowcount)
 
 
 class Evaluations:
@@ -31,13 +48,33 @@ class Evaluations:
             select(*_EVAL_COLUMNS)
             .join(orm.Task, _E.task_id == orm.Task.id)
             .outerjoin(orm.Prefix, _E.prefix_id == orm.Prefix.id)
+            .outerjoin(_S, _E.stream_id == _S.id)
         )
 
     def add(self, **columns: Any) -> int:
+        """Insert a score; one at a stream position that is already recorded (same task,
+        method, stream and position) is kept as it is, and its id returned."""
+        if columns.get("stream_id") is not None and columns.get("position") is not None:
+            from registry.orm import utcnow
+
+            insert_once(self.s, _E, {"created_at": utcnow(), **columns})
+            return self.s.scalars(
+                select(_E.id).where(
+                    _E.task_id == columns["task_id"],
+                    _E.method == columns.get("method", "prefix"),
+                    _E.stream_id == columns["stream_id"],
+                    _E.position == columns["position"],
+                )
+            ).one()
         row = _E(**columns)
         self.s.add(row)
         self.s.flush()
         return row.id
+
+    def in_stream(self, stream_id: int) -> list[EvaluationRecord]:
+        """Every score recorded in the stream, oldest first: one query for a whole report."""
+        stmt = self._select().where(_E.stream_id == stream_id).order_by(_E.created_at, _E.id)
+        return [_evaluation(*r) for r in self.s.execute(stmt)]
 
     def get(self, evaluation_id: int) -> EvaluationRecord:
         return _evaluation(*self.s.execute(self._select().where(_E.id == evaluation_id)).one())
@@ -54,7 +91,7 @@ class Evaluations:
             .where(_E.mlflow_run_id.is_(None), orm.Prefix.mlflow_run_id.is_not(None))
             .order_by(_E.id)
         )
-        return [(_evaluation(r[0], r[1], r[2]), r[3]) for r in self.s.execute(stmt)]
+        return [(_evaluation(r[0], r[1], r[2], r[3]), r[4]) for r in self.s.execute(stmt)]
 
     def set_mlflow_run(self, evaluation_id: int, run_id: str) -> None:
         self.s.execute(update(_E).where(_E.id == evaluation_id).values(mlflow_run_id=run_id))
@@ -65,8 +102,8 @@ class Evaluations:
         return [_evaluation(*r) for r in self.s.execute(stmt)]
 
 
-class Streams:
-    """Task embeddings and stream arrivals."""
+class Arrivals:
+    """Stream arrivals, and task embeddings."""
 
     def __init__(self, session: Session) -> None:
         self.s = session
@@ -89,10 +126,29 @@ class Streams:
             stmt = stmt.where(T.task_id == task_id)
         return [(r[0], r[1]) for r in self.s.execute(stmt.order_by(T.id.desc()))]
 
-    def add_arrival(self, *, position: int, task_id: int, method: str, status: str) -> int:
-        row = orm.Arrival(position=position, task_id=task_id, method=method, status=status)
-        self.s.add(row)
-        self.s.flush()
+    def add_arrival(
+        self, *, stream_id: int, position: int, task_id: int, method: str, status: str
+    ) -> int:
+        """The arrival of `task` at `position` of the stream for `method`: inserted, or the
+        row already there (a redone step) returned. A different task already holding the
+        position, or the task holding another position, is an IntegrityError."""
+        from registry.orm import utcnow
+
+        values = dict(
+            stream_id=stream_id, position=position, task_id=task_id, method=method, status=status
+        )
+        insert_once(self.s, orm.Arrival, {"started_at": utcnow(), **values})
+        A = orm.Arrival
+        row = self.s.scalars(
+            select(A).where(A.stream_id == stream_id, A.method == method, A.position == position)
+        ).one_or_none()
+        if row is None or row.task_id != task_id:
+            from tasks.errors import IntegrityError
+
+            raise IntegrityError(
+                f"stream position {position} ({method}) is held by another task, or the task "
+                "already arrived at another position"
+            )
         return row.id
 
     def finish_arrival(self, arrival_id: int, status: str, when: datetime) -> None:
@@ -102,12 +158,18 @@ class Streams:
             .values(status=status, finished_at=when)
         )
 
-    def arrivals(self, method: str | None) -> list[ArrivalRecord]:
+    def arrivals(self, method: str | None, stream_id: int | None = None) -> list[ArrivalRecord]:
         A = orm.Arrival
-        stmt = select(A, orm.Task.name).join(orm.Task, A.task_id == orm.Task.id)
+        stmt = (
+            select(A, orm.Task.name, orm.Stream.name)
+            .join(orm.Task, A.task_id == orm.Task.id)
+            .join(orm.Stream, A.stream_id == orm.Stream.id)
+        )
         if method is not None:
             stmt = stmt.where(A.method == method)
-        stmt = stmt.order_by(A.method, A.position, A.id)
+        if stream_id is not None:
+            stmt = stmt.where(A.stream_id == stream_id)
+        stmt = stmt.order_by(A.stream_id, A.method, A.position, A.id)
         return [
             ArrivalRecord(
                 id=a.id,
@@ -117,8 +179,9 @@ class Streams:
                 status=a.status,
                 started_at=aware(a.started_at),
                 finished_at=aware(a.finished_at),
+                stream=stream,
             )
-            for a, name in self.s.execute(stmt).all()
+            for a, name, stream in self.s.execute(stmt).all()
         ]
 
 
@@ -142,7 +205,9 @@ def embedding_record(row: Any, task: str, vector: tuple[float, ...]) -> TaskEmbe
     )
 
 
-def _evaluation(row: orm.Evaluation, task: str, version: int | None) -> EvaluationRecord:
+def _evaluation(
+    row: orm.Evaluation, task: str, version: int | None, stream: str | None = None
+) -> EvaluationRecord:
     return EvaluationRecord(
         id=row.id,
         task=task,
@@ -156,4 +221,5 @@ def _evaluation(row: orm.Evaluation, task: str, version: int | None) -> Evaluati
         predictions_sha256=row.predictions_sha256,
         mlflow_run_id=row.mlflow_run_id,
         created_at=aware(row.created_at),
+        stream=stream,
     )

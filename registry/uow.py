@@ -20,8 +20,9 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry.db import writer
+from registry.job_repository import Datasets, Jobs, Streams
 from registry.repository import Backbones, Prefixes, Runs, Tasks
-from registry.stream_repository import Evaluations, Streams
+from registry.stream_repository import Arrivals, Evaluations
 from tasks.errors import IntegrityError
 
 T = TypeVar("T")
@@ -40,7 +41,8 @@ class UnitOfWork:
         self.session = self._factory()
         s = self.session
         self.backbones, self.tasks, self.runs = Backbones(s), Tasks(s), Runs(s)
-        self.prefixes, self.evaluations, self.streams = Prefixes(s), Evaluations(s), Streams(s)
+        self.prefixes, self.evaluations, self.arrivals = Prefixes(s), Evaluations(s), Arrivals(s)
+        self.streams, self.jobs, self.datasets = Streams(s), Jobs(s), Datasets(s)
         return self
 
     def __exit__(

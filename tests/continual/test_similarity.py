@@ -24,7 +24,7 @@ from continual.similarity import (
     rank,
     task_embedding,
 )
-from pipelines.cli import INIT_CHOICES
+from pipelines.cli_options import INIT_CHOICES
 from pipelines.jobs import prefix_config_for
 from tasks.errors import ConfigError
 from tasks.spec import Example, TaskSpec

@@ -151,6 +151,9 @@ def test_training_curves_agree(request, mixed, monkeypatch, name, max_length, st
     torch.testing.assert_close(
         torch.tensor(packed.losses), torch.tensor(plain.losses), atol=1e-4, rtol=2e-3
     )
+    # The same amplification moves the trained prefix apart by a machine-dependent amount: under
+    # 1e-2 on one CI machine, 1.33e-2 on smollm2-64 on another (other matmul kernels, another
+    # rounding); a divergence like the one reported moves it by tens of percent.
     drift = (packed.task.prefix - plain.task.prefix).norm() / plain.task.prefix.norm()
-    assert float(drift) < 1e-2
+    assert float(drift) < 3e-2
     assert packed.losses[0] != packed.losses[-1]  # it trained

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.jobs import DataArgs, load_data
+from tasks.load import DataArgs, load_data
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.jobs import DataArgs
 from pipelines.stream import ArrivalPlan, BaselinePlan, StreamSpec, load_stream
 from tasks.errors import ConfigError
+from tasks.load import DataArgs
 
 
 def write(folder: Path, text: str) -> Path:

@@ -89,7 +89,7 @@ def snapshot(home: Path) -> tuple[list, list, dict]:
             for t in reg.tasks()
             for e in reg.history(t.name)
         )
-        arrivals = sorted((a.method, a.position, a.task, a.status) for a in reg.arrivals())
+        arrivals = sorted((a.method, a.position, a.task, a.status) for a in reg.streams.arrivals())
     doc = json.loads((home / "report" / "report.json").read_text())
     return evals, arrivals, {m: doc["methods"][m]["R"] for m in METHODS}
 
@@ -106,10 +106,10 @@ def reference(tmp_path_factory, tiny_encoder_dir, sentiment):
 @pytest.mark.parametrize(
     "trigger",
     [
-        "[2/3] opinion · prefix · train",  # before registration: nothing of it is stored yet
-        "[2/3] opinion · prefix · re-evaluate",  # registered, its arrival row still open
-        "[2/3] opinion · sequential-ft · train",  # the prefix done, a baseline mid-training
-        "[3/3] mood · shared-prefix · checkpoint",  # weights saved or not, nothing recorded
+        "[default 2] opinion · prefix · train",  # before registration: nothing of it is stored yet
+        "[default 2] opinion · prefix · re-evaluate",  # registered, its arrival row still open
+        "[default 2] opinion · sequential-ft · train",  # the prefix done, a baseline mid-training
+        "[default 3] mood · shared-prefix · checkpoint",  # weights saved or not, nothing recorded
     ],
 )
 def test_a_killed_stream_finishes_as_if_never_killed(
@@ -119,7 +119,9 @@ def test_a_killed_stream_finishes_as_if_never_killed(
     home = tmp_path / "home"
     run_and_kill(path, home, trigger)
     with Registry.open(home, tracking_uri="none") as reg:
-        assert len(reg.arrivals()) < 9 or any(a.status != "done" for a in reg.arrivals())
+        assert len(reg.streams.arrivals()) < 9 or any(
+            a.status != "done" for a in reg.streams.arrivals()
+        )
     assert run_here(path, home) == 0
     evals, arrivals, R = snapshot(home)
     ref_evals, ref_arrivals, ref_R = reference

@@ -74,7 +74,7 @@ def rows(home: Path) -> tuple[list[tuple], list[tuple]]:
     """Every evaluation as (task, method, position) and every arrival as (method, position)."""
     with Registry.open(home, tracking_uri="none") as reg:
         evals = [(e.task, e.method, e.position) for t in reg.tasks() for e in reg.history(t.name)]
-        arrivals = [(a.method, a.position, a.status) for a in reg.arrivals()]
+        arrivals = [(a.method, a.position, a.status) for a in reg.streams.arrivals()]
     return sorted(evals), sorted(arrivals)
 
 
@@ -205,7 +205,7 @@ def test_learn_in_another_process_continues_the_stream(
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["position"] == 3 and set(out) >= {"prefix", "sequential-ft", "shared-prefix"}
-    assert "[4/4] later · prefix · re-evaluate 3 earlier task(s)" in done.stderr
+    assert "[default 4] later · prefix · re-evaluate 3 earlier task(s)" in done.stderr
     after = report(home)["methods"]
     for method in ("prefix", "sequential-ft", "shared-prefix"):  # baselines continue on their own
         assert after[method]["arrivals"] == 4 and len(after[method]["R"]) == 4
@@ -300,15 +300,21 @@ def test_jsonl_files_arrive_exactly_like_a_builtin_dataset(
     assert spec_a.spec["source"] == f"catalog:{name}" and spec_b.spec["source"].startswith("files:")
 
 
-def test_a_changed_data_file_is_refused_before_reevaluating(
+def test_reevaluation_reads_the_registry_not_the_source_files(
     tiny_encoder_dir, sentiment, tmp_path
 ) -> None:
+    """The source files of an arrived task are edited, then moved away: the next arrival
+    re-evaluates it from the data stored in the registry, with an unchanged predictions hash."""
     write_tasks(tmp_path, sentiment, tasks=TASKS[:2])
     path = stream_file(tmp_path, tiny_encoder_dir, "[]", tasks=TASKS[:1])
     assert run("stream", "run", path, "--home", tmp_path / "home")[0] == 0
     eval_file = tmp_path / "sentiment-eval.jsonl"
     eval_file.write_text(eval_file.read_text().replace("positive", "negative", 1))
-    code, out, _ = run(
+    gone = tmp_path / "moved-away"
+    gone.mkdir()
+    for f in ("sentiment-train.jsonl", "sentiment-eval.jsonl"):
+        (tmp_path / f).rename(gone / f)
+    code, out, err = run(
         "learn",
         "--backbone",
         tiny_encoder_dir,
@@ -321,8 +327,15 @@ def test_a_changed_data_file_is_refused_before_reevaluating(
         "--steps",
         "4",
     )
-    assert code == 2 and out["type"] == "IntegrityError"
-    assert "sentiment: its data changed since it arrived" in out["error"]
+    assert code == 0, err
+    doc = report(tmp_path / "home")
+    assert doc["evidence"]["ok"] and not doc["evidence"]["mismatches"]
+    rows_of = [r for r in doc["evidence"]["predictions"] if r["task"] == "sentiment"]
+    assert [r["position"] for r in rows_of] == [0, 1]
+    assert rows_of[1]["sha256"] == rows_of[0]["sha256"] == rows_of[0]["arrival_sha256"]
+    with Registry.open(tmp_path / "home", tracking_uri="none") as reg:
+        stored = reg.prefix("sentiment").data_sha256
+        assert stored is not None and reg.data.get(stored).spec.name == "sentiment"
 
 
 def test_task_agnostic_section_routes_every_input(streamed) -> None:

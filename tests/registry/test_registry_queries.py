@@ -185,8 +185,8 @@ def test_embeddings_and_arrivals(reg: Registry) -> None:
     reg.put_embedding("b", "mean", [0.5, 0.25, 0.0])
     newest = {e.task: e.vector for e in reg.embeddings("mean")}
     assert newest == {"a": (4.0, 5.0, 6.0), "b": (0.5, 0.25, 0.0)}
-    arrival = reg.start_arrival(position=0, task="a", method="prefix")
+    arrival = reg.streams.start_arrival(position=0, task="a", method="prefix")
     assert arrival.status == "running" and arrival.finished_at is None
-    done = reg.finish_arrival(arrival.id, "done")
+    done = reg.streams.finish_arrival(arrival.id, "done")
     assert done.status == "done" and done.finished_at is not None
-    assert [a.task for a in reg.arrivals("prefix")] == ["a"]
+    assert [a.task for a in reg.streams.arrivals("prefix")] == ["a"]

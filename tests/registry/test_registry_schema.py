@@ -23,6 +23,9 @@ TABLES = {
     "evaluations",
     "task_embeddings",
     "arrivals",
+    "streams",
+    "jobs",
+    "datasets",
     "alembic_version",
 }
 

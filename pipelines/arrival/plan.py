@@ -1,0 +1,150 @@
+"""What arrives: a task's plan (data, module and training options), the baselines beside it,
+and the job payload a worker anywhere can run (the data by the hash it is stored under).
+
+Defaults live in one place each: training options in `continual.train.TrainConfig` (with the
+reason for each beside it), the prefix length here (`PREFIX_LENGTH`), the init strategy here
+(`INIT`). `train`, `learn`, stream files and the job queue all build an `ArrivalPlan`, so a
+default cannot drift between them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from continual.init import strategies
+from continual.train import TrainConfig
+from tasks.errors import ConfigError
+from tasks.load import DataArgs
+from tasks.spec import check_name
+
+#: P = 16: the catalog's tasks learn within a point of longer prefixes at a quarter of the
+#: bytes per task (bench.prefix_quality); `--prefix-length` overrides it per task.
+PREFIX_LENGTH = 16
+#: `auto`: start from a similarity-weighted mix of earlier prefixes when an earlier task is
+#: similar enough, else from a random prefix (bench.similar_init measured random above the
+#: backbone's word init on 5 of 6 targets, so random is the fallback).
+INIT = "auto"
+
+
+@dataclass(frozen=True)
+class ArrivalPlan:
+    """One arrival: the task's name, where its data comes from, and how its prefix is trained."""
+
+    name: str
+    data: DataArgs
+    config: TrainConfig = field(default_factory=TrainConfig)
+    prefix_length: int = PREFIX_LENGTH
+    positions: str | None = None
+    init: str = INIT
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+        if self.init not in strategies():
+            raise ConfigError(
+                f"arrival {self.name}: unknown init {self.init!r}; choose one of "
+                f"{', '.join(strategies())}"
+            )
+        if self.prefix_length < 1:
+            raise ConfigError(f"arrival {self.name}: prefix_length must be at least 1")
+        if self.positions not in (None, "explicit", "shifted"):
+            raise ConfigError(
+                f"arrival {self.name}: positions must be explicit or shifted, not {self.positions!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "data": self.data.to_dict(),
+            "config": self.config.to_dict(),
+            "prefix_length": self.prefix_length,
+            "positions": self.positions,
+            "init": self.init,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ArrivalPlan:
+        return cls(
+            name=d["name"],
+            data=DataArgs.from_dict(d["data"]),
+            config=TrainConfig.from_dict(d["config"]),
+            prefix_length=d.get("prefix_length", PREFIX_LENGTH),
+            positions=d.get("positions"),
+            init=d.get("init", INIT),
+        )
+
+
+@dataclass(frozen=True)
+class BaselinePlan:
+    """A baseline run beside the prefixes, with its options (e.g. its own `lr`)."""
+
+    name: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        from continual.baselines import baselines
+
+        if self.name not in baselines():
+            raise ConfigError(
+                f"unknown baseline {self.name!r}; choose from {', '.join(baselines())}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **dict(self.options)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | str) -> BaselinePlan:
+        if isinstance(d, str):
+            return cls(name=d)
+        d = {str(k).replace("-", "_"): v for k, v in dict(d).items()}
+        name = d.pop("name", None)
+        if not isinstance(name, str):
+            raise ConfigError(f"a baseline needs a name, got {name!r}")
+        if "lr" in d:
+            d["lr"] = number(d["lr"], f"baseline {name}")
+        return cls(name=name, options=tuple(sorted(d.items())))
+
+
+@dataclass(frozen=True)
+class ArrivalJob:
+    """An arrival job's payload: a worker on any machine runs it from this and the registry.
+
+    `data_sha256` names the task's examples in the registry's data store (validated and stored
+    when the job was queued), so the worker never reads the user's files. `adopt` makes an
+    already registered task (trained by `train`) join the stream with its current prefix.
+    """
+
+    plan: ArrivalPlan
+    backbone: str
+    data_sha256: str | None = None
+    baselines: tuple[BaselinePlan, ...] = field(default_factory=tuple)
+    adopt: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "plan": self.plan.to_dict(),
+            "backbone": self.backbone,
+            "data_sha256": self.data_sha256,
+            "baselines": [b.to_dict() for b in self.baselines],
+            "adopt": self.adopt,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ArrivalJob:
+        return cls(
+            plan=ArrivalPlan.from_dict(d["plan"]),
+            backbone=d["backbone"],
+            data_sha256=d.get("data_sha256"),
+            baselines=tuple(BaselinePlan.from_dict(b) for b in d.get("baselines", ())),
+            adopt=bool(d.get("adopt", False)),
+        )
+
+
+def number(v: Any, where: str) -> float:
+    """YAML reads `1e-3` (no dot) as a string; accept it as the number it means."""
+    try:
+        if isinstance(v, bool):
+            raise ValueError
+        return float(v)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: lr must be a number (e.g. 1.0e-3), got {v!r}") from None

@@ -1,0 +1,162 @@
+"""`continual worker` and `continual jobs`: the arrival queue from the command line.
+
+continual worker [--until-empty] [--max-jobs N] [--stream S ...]
+continual jobs [--stream S] [--state STATE] [--limit N --offset N]
+continual jobs show ID | jobs cancel ID | jobs retry ID
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+from pipelines.cli_options import registry_args
+
+
+def add_job_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    def leaf(parent: Any, name: str, func: Any, help: str) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, parents=[common], help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    p = leaf(subparsers, "worker", cmd_worker, "take queued arrival jobs and run them")
+    p.add_argument(
+        "--until-empty",
+        action="store_true",
+        help="stop when no job is queued or running (default: wait for jobs until stopped)",
+    )
+    p.add_argument("--max-jobs", type=int, help="stop after running N jobs")
+    p.add_argument(
+        "--stream", action="append", help="only jobs of this stream (repeatable; default: all)"
+    )
+    p.add_argument(
+        "--lease",
+        type=float,
+        help="lease seconds (default $CONTINUAL_LEASE_S, else 60): how long a job this worker "
+        "stops renewing waits before another worker takes it",
+    )
+    p.add_argument(
+        "--poll", type=float, default=2.0, help="seconds between looks at an empty queue"
+    )
+
+    jobs = subparsers.add_parser(
+        "jobs",
+        parents=[common],
+        help="list, show, cancel and retry arrival jobs",
+        description="Arrival jobs in the registry's queue.",
+    )
+    jobs.set_defaults(func=cmd_jobs)
+    jobs.add_argument("--stream", help="only this stream's jobs")
+    jobs.add_argument(
+        "--state", choices=("queued", "running", "done", "failed", "cancelled"), help="only these"
+    )
+    jobs.add_argument("--limit", type=int, default=100)
+    jobs.add_argument("--offset", type=int, default=0)
+    sub = jobs.add_subparsers(dest="jobs_command", metavar="ACTION")
+    leaf(sub, "show", cmd_job_show, "one job, with its payload, error and result").add_argument(
+        "id", type=int
+    )
+    leaf(sub, "cancel", cmd_job_cancel, "cancel a queued job").add_argument("id", type=int)
+    leaf(sub, "retry", cmd_job_retry, "queue a failed job again").add_argument("id", type=int)
+
+
+def cmd_worker(a: argparse.Namespace) -> dict[str, Any]:
+    from pipelines.arrival.worker import Worker
+    from tasks.errors import ConfigError
+
+    if a.max_jobs is not None and a.max_jobs < 1:
+        raise ConfigError(f"--max-jobs must be at least 1, got {a.max_jobs}")
+    if a.lease is not None and not a.lease > 0:
+        raise ConfigError(f"--lease must be above 0 seconds, got {a.lease}")
+    worker = Worker(
+        registry=registry_args(a),
+        progress=not getattr(a, "quiet", False),
+        lease_s=a.lease,
+        poll_s=a.poll,
+    )
+    worker.stop_on_signals()
+    worker.say(f"worker {worker.id} · lease {worker.lease_s:.0f} s")
+    outcomes = worker.serve(streams=a.stream, until_empty=a.until_empty, max_jobs=a.max_jobs)
+    rows = [[o["job"], o.get("stream", ""), o.get("task", ""), o["state"]] for o in outcomes]
+    text = f"worker {worker.id}: {len(outcomes)} job(s)"
+    if rows:
+        text += "\n" + render_table(["job", "stream", "task", "state"], rows)
+    return {"worker": worker.id, "jobs": outcomes, "_human": text}
+
+
+def cmd_jobs(a: argparse.Namespace) -> dict[str, Any]:
+    with registry_args(a).open() as reg:
+        jobs = reg.queue.list(stream=a.stream, state=a.state, limit=a.limit, offset=a.offset)
+        total = reg.queue.count(stream=a.stream, states=(a.state,) if a.state else ())
+    rows = [
+        [
+            j.id,
+            j.stream,
+            j.task,
+            j.state,
+            "-" if j.position is None else j.position,
+            f"{j.attempts}/{j.max_attempts}",
+            j.worker_id or "-",
+            _first_line(j.error),
+        ]
+        for j in jobs
+    ]
+    text = render_table(["job", "stream", "task", "state", "pos", "tries", "worker", "error"], rows)
+    shown = a.offset + len(jobs)
+    if shown < total:
+        text += f"\n{total - shown} more: --offset {shown}"
+    return {
+        "jobs": [j.to_dict() for j in jobs],
+        "total": total,
+        "offset": a.offset,
+        "_human": text,
+    }
+
+
+def cmd_job_show(a: argparse.Namespace) -> dict[str, Any]:
+    import json
+
+    with registry_args(a).open() as reg:
+        job = reg.queue.get(a.id)
+    return {"job": job.to_dict(), "_human": json.dumps(job.to_dict(), indent=2, default=str)}
+
+
+def cmd_job_cancel(a: argparse.Namespace) -> dict[str, Any]:
+    with registry_args(a).open() as reg:
+        job = reg.queue.cancel(a.id)
+    return {"job": job.to_dict(), "_human": f"job {job.id} ({job.task}): {job.state}"}
+
+
+def cmd_job_retry(a: argparse.Namespace) -> dict[str, Any]:
+    with registry_args(a).open() as reg:
+        job = reg.queue.retry(a.id)
+    return {"job": job.to_dict(), "_human": f"job {job.id} ({job.task}): {job.state}"}
+
+
+def _first_line(text: str | None, width: int = 60) -> str:
+    if not text:
+        return ""
+    lines = [x for x in text.strip().splitlines() if x.strip()]
+    last = lines[-1] if lines else ""
+    return last if len(last) <= width else last[: width - 1] + "…"
+
+
+def render_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Aligned columns with a rule under the header; numbers right-aligned."""
+    cells = [[str(h) for h in header]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    numeric = [
+        all(isinstance(r[i], int | float) for r in rows) and bool(rows) for i in range(len(header))
+    ]
+
+    def line(r: list[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, numeric)
+        ).rstrip()
+
+    out = [line(cells[0]), "  ".join("-" * w for w in widths)]
+    out += [line(r) for r in cells[1:]]
+    if not rows:
+        out.append("(none)")
+    return "\n".join(out)

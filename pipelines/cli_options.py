@@ -1,0 +1,149 @@
+"""The options the `continual` commands share: common options, data, training, registry.
+
+Every command module imports its options from here (and none imports another command
+module), so the CLI has no import circles.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from tasks.errors import ConfigError  # noqa: F401 - re-exported for command modules
+
+# The init strategies a user can name (continual.init also has `tensor`, for the Python API);
+# spelt out here so that `--help` does not import torch.
+INIT_CHOICES = ("auto", "words", "random", "nearest", "weighted")
+
+
+def common_options() -> argparse.ArgumentParser:
+    """Options every command accepts; SUPPRESS keeps a subcommand from resetting them."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("common options")
+    g.add_argument(
+        "--home",
+        default=argparse.SUPPRESS,
+        help="workspace folder (default: $CONTINUAL_HOME, else ./.continual)",
+    )
+    g.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print exactly one JSON object on stdout",
+    )
+    g.add_argument(
+        "--registry-url",
+        default=argparse.SUPPRESS,
+        help="registry database URL (default: $CONTINUAL_REGISTRY_URL, else SQLite "
+        "in the workspace)",
+    )
+    g.add_argument(
+        "--tracking-uri",
+        default=argparse.SUPPRESS,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the workspace)",
+    )
+    g.add_argument(
+        "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars"
+    )
+    return p
+
+
+def data_options(p: argparse.ArgumentParser, *, train: bool) -> None:
+    """Where a task's data comes from: a built-in dataset or files, and its fields."""
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", help="a built-in dataset (see `continual data list`)")
+    if train:
+        g.add_argument("--train", help="training file: JSONL, CSV/TSV or Parquet (or a hub name)")
+    g.add_argument("--eval", help="evaluation file (default: a seeded 20%% split of --train)")
+    g.add_argument("--kind", choices=("classification", "generation"), default="classification")
+    g.add_argument(
+        "--text-field", help="input text field (default: text; evaluate: the stored task's)"
+    )
+    tgt = g.add_mutually_exclusive_group()
+    tgt.add_argument("--label-field", dest="target_field", help="label field (classification)")
+    tgt.add_argument("--target-field", dest="target_field", help="target text field (generation)")
+    g.add_argument("--description", default="", help="one line saying what the task is")
+    g.add_argument("--max-train", type=int, help="seeded stratified subsample of the training set")
+    g.add_argument("--max-eval", type=int, help="seeded stratified subsample of the evaluation set")
+
+
+def data_args(a: argparse.Namespace):
+    """The `DataArgs` of the options `data_options` added."""
+    from tasks.load import DataArgs
+
+    return DataArgs(
+        dataset=a.dataset,
+        train=getattr(a, "train", None),
+        eval=a.eval,
+        kind=a.kind,
+        text_field=a.text_field or "",
+        target_field=a.target_field or "",
+        description=a.description,
+        max_train=a.max_train,
+        max_eval=a.max_eval,
+        seed=getattr(a, "seed", None) or 0,
+    )
+
+
+def train_config(a: argparse.Namespace):
+    """The `TrainConfig` of the options `add_training_options` added: what the user gave, and
+    `TrainConfig`'s own defaults (the one place they live) for the rest."""
+    from continual.train import TrainConfig
+
+    given = {k: getattr(a, k, None) for k in TRAIN_OPTIONS}
+    return TrainConfig(**{k: v for k, v in given.items() if v is not None})
+
+
+def registry_args(a: argparse.Namespace):
+    """Where the registry lives, from the common options and the environment."""
+    from pipelines.settings import RegistryArgs
+
+    return RegistryArgs.from_namespace(a)
+
+
+def add_training_options(t: argparse.ArgumentParser) -> None:
+    """The backbone, task name, data and training options of `train` (and `learn`)."""
+    t.add_argument("--backbone", help="minilm, smollm2, a model folder or hub id")
+    t.add_argument("--name", help="task name (default: the dataset's name)")
+    data_options(t, train=True)
+    h = t.add_argument_group("training")
+    from pipelines.arrival.plan import INIT, PREFIX_LENGTH
+
+    h.add_argument("--prefix-length", type=int, help=f"prefix length P (default {PREFIX_LENGTH})")
+    h.add_argument(
+        "--positions",
+        choices=("explicit", "shifted"),
+        help="input position ids with a prefix (default: explicit for encoders, "
+        "shifted for decoders)",
+    )
+    h.add_argument(
+        "--init",
+        choices=INIT_CHOICES,
+        help=f"where the prefix starts (default {INIT}): random; words (the backbone's own keys "
+        "and values for the task description, Li & Liang's real-word init); nearest (a copy of "
+        "the most similar earlier task's prefix); weighted (a similarity-weighted mix of the "
+        "top 3); auto (weighted when an earlier task is similar enough, else random)",
+    )
+    for flag, kind, what in TRAINING_FLAGS:
+        h.add_argument(flag, type=kind, help=f"{what} (default {_default(flag)})")
+
+
+# Training options: (flag, type, help); their defaults are `TrainConfig`'s, shown in --help
+# from there, so `train`, `learn` and stream files cannot drift apart.
+TRAINING_FLAGS = (
+    ("--steps", int, "training steps"),
+    ("--batch-size", int, "examples per step"),
+    ("--lr", float, "peak learning rate (linear warm-up, then linear decay)"),
+    ("--seed", int, "seed of the split, batches, init and dropout"),
+    ("--eval-every", int, "validate every N steps"),
+    ("--patience", int, "stop after N validations without improvement (0: never)"),
+    ("--max-length", int, "input tokens kept"),
+    ("--max-target-length", int, "target tokens kept"),
+)
+TRAIN_OPTIONS = tuple(f[2:].replace("-", "_") for f, _, _ in TRAINING_FLAGS)
+
+
+def _default(flag: str) -> Any:
+    from continual.train import TrainConfig
+
+    return getattr(TrainConfig(), flag[2:].replace("-", "_"))
