@@ -23,7 +23,7 @@ Handler = Any
 def add_stream_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
     """Add `learn`, `stream` and `report` to `subparsers`; leaves take `common`'s options."""
     from continual.baselines import baselines
-    from pipelines.cli import add_training_options
+    from pipelines.cli_options import add_training_options
 
     def leaf(parent: Any, name: str, func: Handler, help: str) -> argparse.ArgumentParser:
         p = parent.add_parser(name, parents=[common], help=help, description=help)
@@ -61,7 +61,7 @@ def add_stream_commands(subparsers: Any, common: argparse.ArgumentParser) -> Non
 
 
 def _orchestrator(a: argparse.Namespace, backbone: str):
-    from pipelines.cli import registry_args
+    from pipelines.cli_options import registry_args
     from pipelines.orchestrator import Orchestrator
     from pipelines.report import write_report
 
@@ -74,7 +74,7 @@ def _orchestrator(a: argparse.Namespace, backbone: str):
 
 
 def cmd_learn(a: argparse.Namespace) -> dict[str, Any]:
-    from pipelines.cli import data_args, train_config
+    from pipelines.cli_options import data_args, train_config
     from pipelines.stream import ArrivalPlan, BaselinePlan, resolve_path
     from tasks.errors import ConfigError
 
@@ -110,7 +110,7 @@ def cmd_stream_run(a: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_stream_status(a: argparse.Namespace) -> dict[str, Any]:
     from pipelines import ledger
-    from pipelines.cli import registry_args
+    from pipelines.cli_options import registry_args
     from pipelines.stream import load_stream
 
     spec = load_stream(a.file)
@@ -139,7 +139,7 @@ def cmd_stream_status(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_report(a: argparse.Namespace) -> dict[str, Any]:
-    from pipelines.cli import registry_args
+    from pipelines.cli_options import registry_args
     from pipelines.report import write_report
 
     with registry_args(a).open() as reg:

@@ -135,8 +135,7 @@ class Orchestrator:
     ) -> dict[str, Any]:
         tag = f"[{position + 1}/{total or position + 1}] {plan.name}"
         threads = pick_threads(busy=self._backbone is not None)
-        if threads is not None:
-            self.say(f"{tag} · {threads} torch thread(s) for this arrival")
+        self.say(f"{tag} · {threads.threads} torch thread(s) for this arrival ({threads.reason})")
         backbone = self._load_backbone(reg)
         started = time.perf_counter()
         outcome: dict[str, Any] = {"task": plan.name, "position": position, "status": "done"}
