@@ -27,6 +27,11 @@ from tasks.errors import ConfigError, ContinualError
 
 __all__ = ["INIT_CHOICES", "build_parser", "main"]
 
+BACKBONE_HELP = (
+    "the backbone to load (default: the one recorded with the prefix; needed when that one "
+    "cannot be loaded here, e.g. a bare PEFT adapter's base model)"
+)
+
 # --- handlers: each returns a JSON-able dict -------------------------------------------------
 
 
@@ -146,6 +151,7 @@ def cmd_evaluate(a: argparse.Namespace) -> dict[str, Any]:
         registry=registry_args(a),
         data_args=data_args(a),
         batch_size=a.batch_size,
+        backbone_name=a.backbone,
     )
 
 
@@ -166,6 +172,7 @@ def cmd_predict(a: argparse.Namespace) -> dict[str, Any]:
         registry=registry_args(a),
         texts=a.texts,
         batch_size=a.batch_size,
+        backbone_name=a.backbone,
     )
 
 
@@ -223,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = leaf(sub, "evaluate", cmd_evaluate, "score a stored prefix on a dataset or file")
     e.add_argument("--prefix", help="an exported prefix folder (train --out, registry export)")
     e.add_argument("--task", help="a task in the registry (its current prefix)")
+    e.add_argument("--backbone", help=BACKBONE_HELP)
     data_options(e, train=False)
     e.add_argument("--batch-size", type=int, default=32)
 
@@ -234,7 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="route each text to the registry task it most likely belongs to (mixed batches)",
     )
-    p.add_argument("--backbone", help="with --auto: whose tasks (default: the registry's)")
+    p.add_argument(
+        "--backbone",
+        help="with --auto: whose tasks (default: the registry's); otherwise " + BACKBONE_HELP,
+    )
     p.add_argument("texts", nargs="*", metavar="TEXT")
     p.add_argument("--batch-size", type=int, default=32)
 

@@ -87,7 +87,10 @@ def add_registry_commands(subparsers: Any, common: argparse.ArgumentParser) -> N
         help="embedding: task embeddings (inputs + label words) from the frozen backbone; "
         "prefix: SPoT's cosine of average-pooled prefixes (registered tasks only)",
     )
-    p.add_argument("--backbone", help="for --train: the backbone (default: the registry's)")
+    p.add_argument(
+        "--backbone",
+        help="the backbone (default: TASK's recorded one, or for --train the registry's)",
+    )
     leaf("sync-mlflow", cmd_sync_mlflow, "mirror to MLflow what it missed while unreachable")
     leaf("upgrade", cmd_upgrade, "migrate the registry database to the newest schema")
 

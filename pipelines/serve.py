@@ -31,15 +31,15 @@ from pipelines import ledger
 from pipelines.jobs import (
     DataArgs,
     backbone_for,
-    current_view,
     load_data,
+    stored_backbone,
     task_prefix_from_registry,
 )
 from pipelines.settings import RegistryArgs
 from pipelines.similar import neighbours, stored_keys, task_neighbours
 from pipelines.taskbook import TaskBook
 from registry import Registry
-from tasks.errors import ConfigError
+from tasks.errors import ConfigError, ContinualError
 from tasks.sources import load_files
 from tasks.spec import Example, TaskSpec
 
@@ -199,7 +199,7 @@ def summary(answers: Sequence[Answer]) -> dict[str, Any]:
 
 
 def _load_task(
-    prefix_dir: Path | None, task: str | None, registry: RegistryArgs
+    prefix_dir: Path | None, task: str | None, registry: RegistryArgs, backbone: str | None = None
 ) -> tuple[Backbone, TaskPrefix]:
     if (prefix_dir is None) == (task is None):
         raise ConfigError(
@@ -207,13 +207,13 @@ def _load_task(
         )
     if prefix_dir is not None:
         doc = checkpoint.read_meta(prefix_dir)
-        backbone = backbone_for(doc["backbone"])
-        loaded, _ = checkpoint.load(prefix_dir, backbone_fingerprint=backbone.fingerprint)
-        return backbone, loaded
+        bb = load_backbone(backbone) if backbone else backbone_for(doc["backbone"])
+        loaded, _ = checkpoint.load(prefix_dir, backbone_fingerprint=bb.fingerprint)
+        return bb, loaded
+    assert task is not None
     with registry.open() as reg:
-        record = current_view(reg, task).current
-        backbone = backbone_for(reg.run(record.run_id).config["backbone"])
-        return backbone, task_prefix_from_registry(reg, task, backbone)
+        bb = stored_backbone(reg, task, backbone)
+        return bb, task_prefix_from_registry(reg, task, bb)
 
 
 def run_evaluate(
@@ -223,8 +223,9 @@ def run_evaluate(
     registry: RegistryArgs,
     data_args: DataArgs,
     batch_size: int,
+    backbone_name: str | None = None,
 ) -> dict[str, Any]:
-    backbone, loaded = _load_task(prefix_dir, task, registry)
+    backbone, loaded = _load_task(prefix_dir, task, registry, backbone_name)
     spec = loaded.spec
     if data_args.dataset:
         examples = load_data(data_args, spec.name).eval
@@ -253,10 +254,11 @@ def run_predict(
     registry: RegistryArgs,
     texts: list[str],
     batch_size: int,
+    backbone_name: str | None = None,
 ) -> dict[str, Any]:
     if not texts:
         raise ConfigError("give at least one TEXT to predict")
-    backbone, loaded = _load_task(prefix_dir, task, registry)
+    backbone, loaded = _load_task(prefix_dir, task, registry, backbone_name)
     preds = predict(backbone, [loaded], [(0, t) for t in texts], batch_size=batch_size)
     return {
         "task": loaded.spec.name,
@@ -268,18 +270,21 @@ def registry_backbone(reg: Registry, name: str | None) -> Backbone:
     """`name`'s backbone, or (None) the one the registry's tasks use; several need `--backbone`."""
     if name:
         return load_backbone(name)
-    used: dict[str, int] = {}
-    for p in reg.prefixes(limit=1000):
-        if p.is_current:
-            used.setdefault(p.backbone_fingerprint, p.run_id or 0)
+    used = reg.backbones_in_use()  # every current prefix's backbone, however many tasks
     if not used:
         raise ConfigError("the registry has no tasks yet; train one first")
     if len(used) > 1:
         raise ConfigError(
-            f"the registry's tasks use {len(used)} backbones; pass --backbone NAME to pick one"
+            f"the registry's tasks use {len(used)} backbones "
+            f"({', '.join(b.name for b in used)}); pass --backbone NAME to pick one"
         )
-    (run_id,) = used.values()
-    return backbone_for(reg.run(run_id).config["backbone"])
+    try:
+        return backbone_for(used[0])
+    except ContinualError as e:
+        raise ConfigError(
+            f"the registry's backbone {used[0].name!r} (from {used[0].source}) cannot be loaded "
+            f"here ({e}); pass --backbone NAME_OR_FOLDER"
+        ) from None
 
 
 def run_predict_auto(
@@ -328,8 +333,7 @@ def run_similar(
         raise ConfigError("give either TASK (a task in the registry) or --train FILE (new data)")
     with registry.open() as reg:
         if task is not None:
-            view = current_view(reg, task)
-            bb = backbone_for(reg.run(view.current.run_id).config["backbone"])
+            bb = stored_backbone(reg, task, backbone)
             found = task_neighbours(reg, bb, task, method=method, top=top)
             query = task
         else:

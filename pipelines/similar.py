@@ -87,8 +87,9 @@ def task_neighbours(
         stored = stored_embeddings(reg, backbone)
         if task not in stored:
             raise ConfigError(
-                f"task {task} has no task embedding on backbone {backbone.name} (tasks "
-                "registered before embeddings existed have none); use --method prefix"
+                f"task {task} has no task embedding on backbone {backbone.name} (imported "
+                "tasks, and tasks registered before embeddings existed, have none: it is "
+                "computed from the training data); use --method prefix"
             )
         return neighbours(reg, backbone, stored[task], exclude=task, top=top)
     names = [t.name for t in reg.tasks()]

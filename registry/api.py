@@ -24,6 +24,7 @@ from registry.artifacts import ArtifactStore
 from registry.db import make_engine, resolve_url
 from registry.records import (
     ArrivalRecord,
+    BackboneRecord,
     CheckReport,
     EvaluationRecord,
     ExportRecord,
@@ -216,6 +217,17 @@ class Registry:
     def prefix(self, ref: str | int, version: int | None = None) -> PrefixRecord:
         """A prefix by id, or by task name (its current prefix, or `version`)."""
         return self.db.read(lambda uow: _resolve(uow, ref, version))
+
+    def backbone(self, fingerprint: str) -> BackboneRecord:
+        """The backbone with this fingerprint, as first registered (name, source, config)."""
+        found = self.db.read(lambda uow: uow.backbones.get(fingerprint))
+        if found is None:
+            raise ConfigError(f"no backbone with fingerprint {fingerprint} in the registry")
+        return found
+
+    def backbones_in_use(self) -> list[BackboneRecord]:
+        """The backbones the tasks' current prefixes were trained on (one query, no paging)."""
+        return self.db.read(lambda uow: uow.backbones.in_use())
 
     def run(self, run_id: int) -> RunRecord:
         found = self.db.read(lambda uow: uow.runs.get(run_id))

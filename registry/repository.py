@@ -56,17 +56,13 @@ class Backbones:
 
     def get(self, fingerprint: str) -> BackboneRecord | None:
         row = self.s.scalar(select(orm.Backbone).where(orm.Backbone.fingerprint == fingerprint))
-        if row is None:
-            return None
-        return BackboneRecord(
-            id=row.id,
-            name=row.name,
-            source=row.source,
-            fingerprint=row.fingerprint,
-            n_params=row.n_params,
-            config=row.config,
-            created_at=aware(row.created_at),
-        )
+        return None if row is None else _backbone(row)
+
+    def in_use(self) -> list[BackboneRecord]:
+        """The backbones of the tasks' current prefixes, oldest first."""
+        used = select(_P.backbone_id).where(_P.is_current)
+        stmt = select(orm.Backbone).where(orm.Backbone.id.in_(used)).order_by(orm.Backbone.id)
+        return [_backbone(r) for r in self.s.scalars(stmt)]
 
 
 class Tasks:
@@ -310,6 +306,18 @@ class Prefixes:
         for e in self.lineage([r[0].id for r in rows]):
             edges.setdefault(e.prefix_id, []).append(e)
         return [_prefix(r[0], r[1], r[2], r[3], tuple(edges.get(r[0].id, ()))) for r in rows]
+
+
+def _backbone(row: orm.Backbone) -> BackboneRecord:
+    return BackboneRecord(
+        id=row.id,
+        name=row.name,
+        source=row.source,
+        fingerprint=row.fingerprint,
+        n_params=row.n_params,
+        config=row.config,
+        created_at=aware(row.created_at),
+    )
 
 
 def _task(row: orm.Task) -> TaskRecord:
