@@ -300,7 +300,21 @@ class Registry:
                 f"{record.backbone_fingerprint}, not {expected_backbone_fingerprint}; load the "
                 "matching backbone or retrain the task with --new-version"
             )
+        if self.artifacts.hash_of(record.artifact_path) is None:
+            self._elsewhere(record, where)
         return self.artifacts.load_tensors(record.artifact_path, record.sha256), record
+
+    def _elsewhere(self, record: PrefixRecord, where: str) -> None:
+        """Refuse, saying where it is, a prefix whose file another workspace sharing this
+        database wrote (`check --repair` here would rightly leave it alone)."""
+        run = self.run(record.run_id).config if record.run_id is not None else {}
+        store = integrity.writer(run)
+        if store is not None and store["id"] != self.artifacts.store_id(create=False):
+            raise IntegrityError(
+                f"{where}: its file is in workspace {store.get('path')} (which shares this "
+                f"registry database), not in {self.workspace}; use that workspace, or "
+                "`continual registry export` it there and `registry import` it here"
+            )
 
     def load_optimizer_state(
         self, ref: str | int, *, version: int | None = None

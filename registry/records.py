@@ -227,7 +227,8 @@ class CheckReport(Record):
     """`Registry.check`: problems found and, with repair, what was done about them.
 
     `recent_orphans` are unreferenced files younger than the grace period: possibly a
-    registration in flight, so never removed.
+    registration in flight, so never removed. `elsewhere` are the ids of prefixes whose files
+    another workspace sharing the database wrote: not checked here (see `registry.integrity`).
     """
 
     ok: bool
@@ -241,6 +242,7 @@ class CheckReport(Record):
     marked_broken: tuple[int, ...] = ()
     dropped_optimizer: tuple[int, ...] = ()
     restored: tuple[int, ...] = ()
+    elsewhere: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

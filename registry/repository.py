@@ -245,7 +245,9 @@ class Prefixes:
             )
 
     def file_refs(self) -> list[Row[Any]]:
-        """(id, task, version, status, path, sha256, optimizer_path, optimizer_sha256) per row."""
+        """(id, task, version, status, path, sha256, optimizer_path, optimizer_sha256, store id)
+        per row; the store id is the one the row's run recorded (`registry.integrity`), or None."""
+        store_id = orm.Run.config[("artifact_store", "id")].as_string()
         stmt = (
             select(
                 _P.id,
@@ -256,8 +258,10 @@ class Prefixes:
                 _P.sha256,
                 _P.optimizer_path,
                 _P.optimizer_sha256,
+                store_id,
             )
             .join(orm.Task, _P.task_id == orm.Task.id)
+            .outerjoin(orm.Run, _P.run_id == orm.Run.id)
             .order_by(_P.id)
         )
         return list(self.s.execute(stmt).all())
