@@ -27,7 +27,7 @@ from continual.inference import EvalResult, TaskPrefix, evaluate, predict, score
 from continual.routing import Router, route_features
 from continual.scoring import predictions_sha256
 from continual.similarity import task_embedding
-from pipelines import ledger
+from pipelines import ledger, tables
 from pipelines.jobs import (
     DataArgs,
     backbone_for,
@@ -263,6 +263,7 @@ def run_predict(
     return {
         "task": loaded.spec.name,
         "predictions": [{"text": t, "prediction": p} for t, p in zip(texts, preds)],
+        "_human": tables.table(("answer", "text"), zip(preds, texts)),
     }
 
 
@@ -297,23 +298,16 @@ def run_predict_auto(
         bb = registry_backbone(reg, backbone)
         predictor = AutoPredictor(reg, bb)
     answers = predictor.predict(texts, batch_size=batch_size)
-    width = max(len(a.task) for a in answers)
-    lines = [
-        f"{a.task:<{width}}  {100 * a.confidence:5.1f}%  {a.prediction!r:<24}  {_cut(a.text)}"
-        for a in answers
-    ]
-    header = f"{'task':<{width}}  routed  answer{' ' * 19}  text"
+    text = tables.table(
+        ("task", "routed", "answer", "text"),
+        ((a.task, f"{100 * a.confidence:.1f}%", a.prediction, a.text) for a in answers),
+    )
     return {
         "backbone": bb.name,
         "tasks": predictor.router.tasks,
         **summary(answers),
-        "_human": "\n".join([header, *lines]),
+        "_human": text,
     }
-
-
-def _cut(text: str, n: int = 60) -> str:
-    one = " ".join(text.split())
-    return one if len(one) <= n else one[: n - 1] + "…"
 
 
 def run_similar(
@@ -334,7 +328,7 @@ def run_similar(
     with registry.open() as reg:
         if task is not None:
             bb = stored_backbone(reg, task, backbone)
-            found = task_neighbours(reg, bb, task, method=method, top=top)
+            found = task_neighbours(reg, bb, task, method=method, top=None)
             query = task
         else:
             if method != "embedding":
@@ -342,10 +336,13 @@ def run_similar(
             data = load_data(data_args, data_args_name(data_args))
             bb = registry_backbone(reg, backbone)
             emb = task_embedding(bb, data.spec, data.train, seed=data.spec.seed)
-            found = neighbours(reg, bb, emb, top=top)
+            found = neighbours(reg, bb, emb, top=None)
             query = data.spec.name
+    found, left = found[:top], len(found) - min(top, len(found))
     lines = [f"tasks nearest to {query} on {bb.name} ({method} similarity):"]
     lines += [f"  {n.score:6.3f}  {n.task}" for n in found] or ["  (no other task to compare)"]
+    if left:
+        lines.append(f"  {left} more, use --top {top + left} to list them all")
     return {
         "query": query,
         "backbone": bb.name,

@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 
 MAX_PAGE = 10_000
 _LINEAGE_DEPTH = 64
-_LATEST_METRICS = 200
 
 
 class Registry:
@@ -197,20 +196,31 @@ class Registry:
 
     # ---------------------------------------------------------------------------------- queries
 
-    def tasks(self, limit: int = 100, offset: int = 0) -> list[TaskRecord]:
-        """Tasks in order of arrival."""
+    def tasks(self, limit: int | None = None, offset: int = 0) -> list[TaskRecord]:
+        """Tasks in order of arrival: `limit` of them from `offset`, or (None) all of them."""
         _page(limit, offset)
         return self.db.read(lambda uow: uow.tasks.page(limit, offset))
 
+    def count_tasks(self) -> int:
+        return self.db.read(lambda uow: uow.tasks.count())
+
     def prefixes(
-        self, task: str | None = None, limit: int = 100, offset: int = 0
+        self, task: str | None = None, limit: int | None = None, offset: int = 0
     ) -> list[PrefixRecord]:
-        """Prefixes, newest first, of one task or of all."""
+        """Prefixes, newest first, of one task or of all: `limit` from `offset`, or (None) all."""
         _page(limit, offset)
 
         def read(uow: UnitOfWork) -> list[PrefixRecord]:
             task_id = None if task is None else uow.tasks.get(check_name(task)).id
             return uow.prefixes.page(task_id, limit, offset)
+
+        return self.db.read(read)
+
+    def count_prefixes(self, task: str | None = None) -> int:
+        """How many prefix versions one task (or, None, the registry) holds."""
+
+        def read(uow: UnitOfWork) -> int:
+            return uow.prefixes.count(None if task is None else uow.tasks.get(check_name(task)).id)
 
         return self.db.read(read)
 
@@ -242,15 +252,12 @@ class Registry:
         def read(uow: UnitOfWork) -> TaskView:
             t = uow.tasks.get(task)
             current = uow.prefixes.current(t.id)
-            latest: dict[tuple[str, str], EvaluationRecord] = {}
-            if current is not None:
-                for e in uow.evaluations.for_prefix(current.id, _LATEST_METRICS):
-                    latest.setdefault((e.method, e.metric), e)
+            latest = uow.evaluations.latest_for_prefix(current.id) if current is not None else []
             return TaskView(
                 task=t,
                 current=current,
                 versions=uow.prefixes.count(t.id),
-                metrics=tuple(sorted(latest.values(), key=lambda e: e.metric)),
+                metrics=tuple(latest),
                 lineage=current.lineage if current else (),
                 mlflow_run_id=current.mlflow_run_id if current else None,
             )
@@ -466,8 +473,10 @@ def default_tracker(workspace: Path, tracking_uri: str | None) -> Tracker:
     return MlflowTracker(tracking_uri=uri, artifact_location=location)
 
 
-def _page(limit: int, offset: int) -> None:
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+def _page(limit: int | None, offset: int) -> None:
+    if limit is not None and (
+        isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE
+    ):
         raise ConfigError(f"--limit must be between 1 and {MAX_PAGE}, got {limit!r}")
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise ConfigError(f"--offset must be 0 or more, got {offset!r}")

@@ -100,7 +100,8 @@ class Tasks:
         self.s.flush()
         return row.id
 
-    def page(self, limit: int, offset: int) -> list[TaskRecord]:
+    def page(self, limit: int | None, offset: int) -> list[TaskRecord]:
+        """Tasks by id from `offset`: `limit` of them, or (None) all, in one statement."""
         rows = self.s.scalars(select(orm.Task).order_by(orm.Task.id).limit(limit).offset(offset))
         return [_task(r) for r in rows]
 
@@ -207,15 +208,20 @@ class Prefixes:
         found = self._records(self.s.execute(stmt).all())
         return found[0] if found else None
 
-    def page(self, task_id: int | None, limit: int, offset: int) -> list[PrefixRecord]:
+    def page(self, task_id: int | None, limit: int | None, offset: int) -> list[PrefixRecord]:
+        """Prefixes newest first from `offset`: `limit` of them, or (None) all."""
         stmt = self._select()
         if task_id is not None:
             stmt = stmt.where(_P.task_id == task_id)
         stmt = stmt.order_by(_P.id.desc()).limit(limit).offset(offset)
         return self._records(self.s.execute(stmt).all())
 
-    def count(self, task_id: int) -> int:
-        return self.s.scalar(select(func.count()).where(_P.task_id == task_id)) or 0
+    def count(self, task_id: int | None) -> int:
+        """The prefixes of one task, or (None) of all."""
+        stmt = select(func.count()).select_from(_P)
+        if task_id is not None:
+            stmt = stmt.where(_P.task_id == task_id)
+        return self.s.scalar(stmt) or 0
 
     def losses(self, prefix_id: int) -> list[float]:
         return list(self.s.scalar(select(_P.losses).where(_P.id == prefix_id)) or [])

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from registry import orm
@@ -59,9 +59,17 @@ class Evaluations:
     def set_mlflow_run(self, evaluation_id: int, run_id: str) -> None:
         self.s.execute(update(_E).where(_E.id == evaluation_id).values(mlflow_run_id=run_id))
 
-    def for_prefix(self, prefix_id: int, limit: int) -> list[EvaluationRecord]:
-        """The prefix's evaluations, newest first."""
-        stmt = self._select().where(_E.prefix_id == prefix_id).order_by(_E.id.desc()).limit(limit)
+    def for_prefix(self, prefix_id: int) -> list[EvaluationRecord]:
+        """All of the prefix's evaluations, newest first."""
+        stmt = self._select().where(_E.prefix_id == prefix_id).order_by(_E.id.desc())
+        return [_evaluation(*r) for r in self.s.execute(stmt)]
+
+    def latest_for_prefix(self, prefix_id: int) -> list[EvaluationRecord]:
+        """The prefix's newest evaluation of each (method, metric), by metric then newest."""
+        newest = (
+            select(func.max(_E.id)).where(_E.prefix_id == prefix_id).group_by(_E.method, _E.metric)
+        )
+        stmt = self._select().where(_E.id.in_(newest)).order_by(_E.metric, _E.id.desc())
         return [_evaluation(*r) for r in self.s.execute(stmt)]
 
 
