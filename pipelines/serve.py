@@ -35,6 +35,7 @@ from pipelines.jobs import (
     stored_backbone,
     task_prefix_from_registry,
 )
+from pipelines.router_cache import cached_router
 from pipelines.settings import RegistryArgs
 from pipelines.similar import neighbours, stored_keys, task_neighbours
 from pipelines.taskbook import TaskBook
@@ -55,28 +56,33 @@ class Answer:
 
 
 class AutoPredictor:
-    """Route and answer texts with the registry's tasks on `backbone` (`tasks`: a subset)."""
+    """Route and answer texts with the registry's tasks on `backbone` (`tasks`: a subset).
+
+    The router is fitted once per registry generation (`pipelines.router_cache`)."""
 
     def __init__(
         self, reg: Registry, backbone: Backbone, tasks: Sequence[str] | None = None
     ) -> None:
-        keys = stored_keys(reg, backbone)
-        if tasks is not None:
-            missing = [t for t in tasks if t not in keys]
-            if missing:
+        def fit() -> Router:
+            keys = stored_keys(reg, backbone)
+            if tasks is not None:
+                missing = [t for t in tasks if t not in keys]
+                if missing:
+                    raise ConfigError(
+                        f"no routing keys for task(s) {', '.join(missing)} on backbone "
+                        f"{backbone.name} (registered before routing existed, or imported); "
+                        "train a new version to add them"
+                    )
+                keys = {t: keys[t] for t in tasks}
+            if not keys:
                 raise ConfigError(
-                    f"no routing keys for task(s) {', '.join(missing)} on backbone "
-                    f"{backbone.name} (registered before routing existed, or imported); "
-                    "train a new version to add them"
+                    f"no task in the registry has routing keys on backbone {backbone.name}; "
+                    "train a task first"
                 )
-            keys = {t: keys[t] for t in tasks}
-        if not keys:
-            raise ConfigError(
-                f"no task in the registry has routing keys on backbone {backbone.name}; "
-                "train a task first"
-            )
+            return Router(keys)
+
         self.backbone = backbone
-        self.router = Router(keys)
+        self.router = cached_router(reg, backbone, tasks, fit)
         self.prefixes: list[TaskPrefix] = [
             task_prefix_from_registry(reg, t, backbone) for t in self.router.tasks
         ]

@@ -10,20 +10,14 @@ atomically just before; MLflow is mirrored afterwards and may lag (`sync_mlflow`
 
 from __future__ import annotations
 
-import os
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine
-from sqlalchemy import exc as sa_exc
-
-from registry import exchange, inputs, integrity, migrate, mirror, registration
+from registry import exchange, inputs, integrity, mirror, registration
 from registry.artifacts import ArtifactStore
-from registry.db import make_engine, resolve_url
+from registry.opening import default_tracker, open_database
 from registry.records import (
-    ArrivalRecord,
     BackboneRecord,
     CheckReport,
     EvaluationRecord,
@@ -32,12 +26,11 @@ from registry.records import (
     PrefixRecord,
     RunRecord,
     SyncReport,
-    TaskEmbeddingRecord,
     TaskRecord,
     TaskView,
 )
-from registry.stream_repository import embedding_record, pack_vector, unpack_vector
-from registry.tracking import MlflowTracker, NullTracker, Tracker
+from registry.streams_api import StreamRecords
+from registry.tracking import Tracker
 from registry.uow import Database, UnitOfWork
 from tasks.errors import ConfigError, IntegrityError
 from tasks.spec import TaskSpec, check_name
@@ -45,11 +38,13 @@ from tasks.spec import TaskSpec, check_name
 if TYPE_CHECKING:
     import torch
 
+__all__ = ["MAX_PAGE", "Registry", "default_tracker", "open_database"]
+
 MAX_PAGE = 10_000
 _LINEAGE_DEPTH = 64
 
 
-class Registry:
+class Registry(StreamRecords):
     """Prefixes, their lineage and evaluations, in SQL; tensors as verified safetensors files."""
 
     def __init__(self, *, workspace: Path, database: Database, tracker: Tracker) -> None:
@@ -370,107 +365,6 @@ class Registry:
         except Exception as e:  # noqa: BLE001 - MLflow may fail in any way; the row stands
             mirror.warn(self.tracker, f"prefix id {prefix_id}", e)
             return None
-
-    # ------------------------------------------------------------- embeddings, stream arrivals
-
-    def put_embedding(self, task: str, method: str, vector: Any) -> TaskEmbeddingRecord:
-        """Store a task embedding (any 1-D float sequence or tensor) under `method`."""
-        import torch
-
-        values = tuple(float(x) for x in torch.as_tensor(vector, dtype=torch.float32).flatten())
-
-        def write(uow: UnitOfWork) -> TaskEmbeddingRecord:
-            t = uow.tasks.get(check_name(task))
-            eid = uow.streams.add_embedding(
-                task_id=t.id, method=method, dim=len(values), vector=pack_vector(values)
-            )
-            row, name = uow.streams.embeddings(method, t.id)[0]
-            assert row.id == eid
-            return embedding_record(row, name, values)
-
-        return self.db.write(write)
-
-    def embeddings(self, method: str) -> list[TaskEmbeddingRecord]:
-        """The newest embedding of every task under `method`."""
-
-        def read(uow: UnitOfWork) -> list[TaskEmbeddingRecord]:
-            newest: dict[str, TaskEmbeddingRecord] = {}
-            for row, name in uow.streams.embeddings(method):
-                if name not in newest:
-                    newest[name] = embedding_record(row, name, unpack_vector(row.vector))
-            return list(newest.values())
-
-        return self.db.read(read)
-
-    def start_arrival(self, *, position: int, task: str, method: str) -> ArrivalRecord:
-        def write(uow: UnitOfWork) -> int:
-            t = uow.tasks.get(check_name(task))
-            return uow.streams.add_arrival(
-                position=position, task_id=t.id, method=method, status="running"
-            )
-
-        arrival_id = self.db.write(write)
-        return next(a for a in self.arrivals(method) if a.id == arrival_id)
-
-    def finish_arrival(self, arrival_id: int, status: str) -> ArrivalRecord:
-        from registry.orm import utcnow
-
-        self.db.write(lambda uow: uow.streams.finish_arrival(arrival_id, status, utcnow()))
-        return next(a for a in self.arrivals(None) if a.id == arrival_id)
-
-    def arrivals(self, method: str | None = None) -> list[ArrivalRecord]:
-        return self.db.read(lambda uow: uow.streams.arrivals(method))
-
-
-def open_database(
-    workspace: Path | str, url: str | None
-) -> tuple[Path, Engine, tuple[str | None, str]]:
-    """The workspace folder (created), an engine on its database migrated to head, and the
-    (before, after) schema revisions; an unreachable database is one clear ConfigError."""
-    ws = Path(workspace).expanduser().resolve()
-    ws.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(resolve_url(ws, url))
-    try:
-        revisions = _upgrade_waiting_for_locks(engine)
-    except sa_exc.OperationalError as e:
-        engine.dispose()
-        where = engine.url.render_as_string(hide_password=True)
-        raise ConfigError(
-            f"cannot open the registry database {where}: {str(e.orig).strip().splitlines()[0]}"
-            "; check --registry-url and that the server is running"
-        ) from None
-    except BaseException:
-        engine.dispose()
-        raise
-    return ws, engine, revisions
-
-
-def _upgrade_waiting_for_locks(engine: Engine, attempts: int = 8) -> tuple[str | None, str]:
-    """Migrate, retrying while another process holds SQLite's lock (two processes opening a new
-    workspace at once: switching to WAL and creating the schema both need it, and the busy
-    timeout does not cover every step)."""
-    for attempt in range(attempts):
-        try:
-            return migrate.upgrade(engine)
-        except sa_exc.OperationalError as e:
-            locked = "locked" in str(e.orig).lower() or "busy" in str(e.orig).lower()
-            if engine.dialect.name != "sqlite" or not locked or attempt == attempts - 1:
-                raise
-            engine.dispose()
-            time.sleep(0.2 * 2**attempt)
-    raise AssertionError("unreachable")
-
-
-def default_tracker(workspace: Path, tracking_uri: str | None) -> Tracker:
-    """MLflow at `tracking_uri`, else $MLFLOW_TRACKING_URI, else SQLite in the workspace."""
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
-    if uri.lower() == "none":
-        return NullTracker()
-    if not uri:
-        uri = f"sqlite:///{workspace / 'mlflow.db'}"
-    local = not uri.startswith(("http://", "https://", "databricks"))
-    location = (workspace / "mlartifacts").as_uri() if local else None
-    return MlflowTracker(tracking_uri=uri, artifact_location=location)
 
 
 def _page(limit: int | None, offset: int) -> None:
