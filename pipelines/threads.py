@@ -149,16 +149,15 @@ def pick_threads(*, busy: bool, window_s: float = WINDOW_S, stat: Path = PROC_ST
     """
     import torch
 
+    cpus = allowed_cpus()
+    n_cpus = len(cpus) if cpus else (os.cpu_count() or 1)
     forced = user_threads()
     if forced is not None:
         torch.set_num_threads(forced)
-        return ThreadChoice(threads=forced, source="user", idle_cores=None, cpus=_count())
+        return ThreadChoice(threads=forced, source="user", idle_cores=None, cpus=n_cpus)
     if os.environ.get("OMP_NUM_THREADS", "").strip():
-        return ThreadChoice(
-            threads=max(1, torch.get_num_threads()), source="user", idle_cores=None, cpus=_count()
-        )
-    cpus = allowed_cpus()
-    n_cpus = len(cpus) if cpus else (os.cpu_count() or 1)
+        threads = max(1, torch.get_num_threads())
+        return ThreadChoice(threads=threads, source="user", idle_cores=None, cpus=n_cpus)
     idle = measure_idle(cpus, window_s=window_s, stat=stat)
     source = "idle-cpu"
     if idle is None:
@@ -168,8 +167,3 @@ def pick_threads(*, busy: bool, window_s: float = WINDOW_S, stat: Path = PROC_ST
     n = max(1, min(n_cpus, round(idle)))
     torch.set_num_threads(n)
     return ThreadChoice(threads=n, source=source, idle_cores=round(idle, 2), cpus=n_cpus)
-
-
-def _count() -> int:
-    cpus = allowed_cpus()
-    return len(cpus) if cpus else (os.cpu_count() or 1)
