@@ -24,10 +24,17 @@ from continual.objectives import TextLimits
 from continual.prefix import PrefixConfig, check_flat
 from tasks.assets import sha256_file
 from tasks.errors import ConfigError, IntegrityError
+from tasks.formats import (
+    PREFIX_FORMAT,
+    PREFIX_JSON,
+    PREFIX_TENSORS,
+    check_prefix_format,
+    prefix_limits,
+)
 from tasks.spec import TaskSpec
 
-FORMAT = "continual-prefix/1"
-TENSORS, META = "prefix.safetensors", "prefix.json"
+FORMAT = PREFIX_FORMAT  # the one prefix-folder format (see tasks.formats)
+TENSORS, META = PREFIX_TENSORS, PREFIX_JSON
 
 
 def package_versions() -> dict[str, str]:
@@ -69,14 +76,15 @@ def save(folder: Path, task: TaskPrefix, meta: dict[str, Any]) -> Path:
     tmp.chmod(0o755)  # mkdtemp makes it owner-only; an exported prefix is meant to be shared
     try:
         save_file(task_tensors(task), str(tmp / TENSORS), metadata={"format": FORMAT})
+        limits = {
+            "max_length": task.limits.max_length,
+            "max_target_length": task.limits.max_target_length,
+        }
         doc = {
             "format": FORMAT,
             "task": task.spec.to_dict(),
-            "prefix_config": task.config.to_dict(),
-            "limits": {
-                "max_length": task.limits.max_length,
-                "max_target_length": task.limits.max_target_length,
-            },
+            "prefix_config": {**task.config.to_dict(), "limits": limits},
+            "limits": limits,
             "sha256": sha256_file(tmp / TENSORS),
             "packages": package_versions(),
             **meta,
@@ -111,8 +119,9 @@ def read_meta(folder: Path) -> dict[str, Any]:
         doc = json.loads(meta_path.read_text())
     except json.JSONDecodeError as e:
         raise IntegrityError(f"{meta_path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    if doc.get("format") != FORMAT:
-        raise IntegrityError(f"{meta_path}: format {doc.get('format')!r} is not {FORMAT!r}")
+    if not isinstance(doc, dict):
+        raise IntegrityError(f"{meta_path}: must hold a JSON object")
+    check_prefix_format(doc, meta_path)
     return doc
 
 
@@ -141,6 +150,6 @@ def load(folder: Path, *, backbone_fingerprint: str | None = None) -> tuple[Task
         tensors,
         TaskSpec.from_dict(doc["task"]),
         PrefixConfig.from_dict(doc["prefix_config"]),
-        TextLimits(**doc.get("limits", {})),
+        TextLimits(**prefix_limits(doc)),
     )
     return task, doc

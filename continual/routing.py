@@ -81,6 +81,38 @@ class Router:
             self.model = LogisticRegression(C=ROUTE_C, max_iter=3000, random_state=seed)
             self.model.fit(x, y)
 
+    def state(self) -> dict[str, np.ndarray]:
+        """Arrays that rebuild this router exactly (`Router.restore`): no pickle needed."""
+        out = {"tasks": np.array(self.tasks, dtype=str), "dim": np.array(self.dim)}
+        if self.model is not None:
+            out |= {
+                "coef": self.model.coef_,
+                "intercept": self.model.intercept_,
+                "classes": self.model.classes_,
+            }
+        return out
+
+    @classmethod
+    def restore(cls, state: dict[str, np.ndarray]) -> Router:
+        """The router `state()` came from: the same tasks and the same fitted weights, so it
+        routes bit for bit as the fitted one (sklearn's own `predict_proba` runs on them)."""
+        router = cls.__new__(cls)
+        router.tasks = [str(t) for t in state["tasks"]]
+        router.dim = int(state["dim"])
+        router.model = None
+        if "coef" in state:
+            from sklearn.linear_model import LogisticRegression
+
+            coef = np.asarray(state["coef"])
+            if coef.shape[-1] != router.dim or len(router.tasks) < 2:
+                raise ValueError("router state does not fit its tasks")
+            model = LogisticRegression(C=ROUTE_C, max_iter=3000)
+            model.coef_, model.intercept_ = coef, np.asarray(state["intercept"])
+            model.classes_ = np.asarray(state["classes"])
+            model.n_features_in_ = router.dim
+            router.model = model
+        return router
+
     def route(self, features: np.ndarray) -> Routed:
         if features.shape[-1] != self.dim:
             raise ConfigError(

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
 from pipelines.cli_options import (
+    INIT_CHOICES,
     add_training_options,
     common_options,
     data_args,
@@ -22,7 +22,15 @@ from pipelines.cli_options import (
     registry_args,
     train_config,
 )
+from pipelines.cli_output import human, jsonable
 from tasks.errors import ConfigError, ContinualError
+
+__all__ = ["INIT_CHOICES", "build_parser", "main"]
+
+BACKBONE_HELP = (
+    "the backbone to load (default: the one recorded with the prefix; needed when that one "
+    "cannot be loaded here, e.g. a bare PEFT adapter's base model)"
+)
 
 # --- handlers: each returns a JSON-able dict -------------------------------------------------
 
@@ -145,6 +153,7 @@ def cmd_evaluate(a: argparse.Namespace) -> dict[str, Any]:
         registry=registry_args(a),
         data_args=data_args(a),
         batch_size=a.batch_size,
+        backbone_name=a.backbone,
     )
 
 
@@ -165,6 +174,7 @@ def cmd_predict(a: argparse.Namespace) -> dict[str, Any]:
         registry=registry_args(a),
         texts=a.texts,
         batch_size=a.batch_size,
+        backbone_name=a.backbone,
     )
 
 
@@ -222,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = leaf(sub, "evaluate", cmd_evaluate, "score a stored prefix on a dataset or file")
     e.add_argument("--prefix", help="an exported prefix folder (train --out, registry export)")
     e.add_argument("--task", help="a task in the registry (its current prefix)")
+    e.add_argument("--backbone", help=BACKBONE_HELP)
     data_options(e, train=False)
     e.add_argument("--batch-size", type=int, default=32)
 
@@ -233,7 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="route each text to the registry task it most likely belongs to (mixed batches)",
     )
-    p.add_argument("--backbone", help="with --auto: whose tasks (default: the registry's)")
+    p.add_argument(
+        "--backbone",
+        help="with --auto: whose tasks (default: the registry's); otherwise " + BACKBONE_HELP,
+    )
     p.add_argument("texts", nargs="*", metavar="TEXT")
     p.add_argument("--batch-size", type=int, default=32)
 
@@ -246,51 +260,15 @@ def build_parser() -> argparse.ArgumentParser:
     return root
 
 
-# --- output ------------------------------------------------------------------------------------
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items() if not str(k).startswith("_")}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, Path):
-        return str(x)
-    return x
-
-
-def _human(result: dict[str, Any]) -> str:
-    if isinstance(result.get("_human"), str):  # a command that writes its own text
-        return result["_human"]
-    if "metric" in result and "score" in result and "task" in result:
-        parts = [f"{result['task']}", f"{result['metric']} {result['score']:.4f}"]
-        if "n_eval" in result or "n" in result:
-            parts[-1] += f" on {result.get('n_eval', result.get('n'))} examples"
-        if "bleu" in result:
-            parts.append(f"bleu {result['bleu']:.4f}")
-        if "steps" in result:
-            parts.append(f"{result['steps']} steps, {result['train_seconds']:.1f} s training")
-        if "stored_params" in result:
-            parts.append(
-                f"prefix+head {result['stored_params']:,} params "
-                f"({100 * result['stored_fraction']:.2f}% of the backbone's bytes)"
-            )
-        if "prefix_path" in result:
-            parts.append(f"stored at {result['prefix_path']}")
-        return "metrics: " + " · ".join(parts)
-    return json.dumps(_jsonable(result), indent=2)
-
-
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.settings import quiet_libraries
+    from pipelines.settings import quiet_libraries, user_threads
 
     quiet_libraries()
     parser = build_parser()
     args = parser.parse_args(argv)
     as_json = bool(getattr(args, "json", False))
     try:
+        user_threads()  # a bad CONTINUAL_THREADS is refused before any command runs
         result = args.func(args)
     except ContinualError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -301,9 +279,9 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     if as_json:
-        print(json.dumps(_jsonable(result), sort_keys=True))
+        print(json.dumps(jsonable(result), sort_keys=True))
     else:
-        print(_human(result))
+        print(human(result))
     return int(result.get("_exit_code", 0)) if isinstance(result, dict) else 0
 
 

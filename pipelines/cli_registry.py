@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pipelines import tables
+
 Handler = Callable[[argparse.Namespace], dict[str, Any]]
 
 
@@ -87,13 +89,18 @@ def add_registry_commands(subparsers: Any, common: argparse.ArgumentParser) -> N
         help="embedding: task embeddings (inputs + label words) from the frozen backbone; "
         "prefix: SPoT's cosine of average-pooled prefixes (registered tasks only)",
     )
-    p.add_argument("--backbone", help="for --train: the backbone (default: the registry's)")
+    p.add_argument(
+        "--backbone",
+        help="the backbone (default: TASK's recorded one, or for --train the registry's)",
+    )
     leaf("sync-mlflow", cmd_sync_mlflow, "mirror to MLflow what it missed while unreachable")
     leaf("upgrade", cmd_upgrade, "migrate the registry database to the newest schema")
 
 
 def _paging(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--limit", type=int, default=100, help="rows per page (default 100)")
+    p.add_argument(
+        "--limit", type=int, default=100, help="rows shown (default 100; the rest are counted)"
+    )
     p.add_argument("--offset", type=int, default=0, help="rows to skip (default 0)")
 
 
@@ -110,29 +117,117 @@ def _open(a: argparse.Namespace) -> Any:
 def cmd_tasks(a: argparse.Namespace) -> dict[str, Any]:
     with _open(a) as reg:
         rows = reg.tasks(limit=a.limit, offset=a.offset)
-    return {"tasks": [r.to_dict() for r in rows], "limit": a.limit, "offset": a.offset}
+        total = reg.count_tasks()
+    tasks = [r.to_dict() for r in rows]
+    text = tables.table(
+        ("id", "task", "kind", "labels", "description", "created"),
+        (
+            (t["id"], t["name"], t["kind"], t["spec"].get("labels") or None, t["description"],
+             t["created_at"])
+            for t in tasks
+        ),
+    )  # fmt: skip
+    return {
+        "tasks": tasks,
+        "limit": a.limit,
+        "offset": a.offset,
+        "total": total,
+        "_human": _with_more(text, len(tasks), a.offset, total, "tasks"),
+    }
 
 
 def cmd_prefixes(a: argparse.Namespace) -> dict[str, Any]:
     with _open(a) as reg:
         rows = reg.prefixes(task=a.task, limit=a.limit, offset=a.offset)
-    return {"prefixes": [r.to_dict() for r in rows], "limit": a.limit, "offset": a.offset}
+        total = reg.count_prefixes(a.task)
+    prefixes = [r.to_dict() for r in rows]
+    text = tables.table(
+        ("id", "task", "version", "current", "status", "backbone", "steps", "final loss",
+         "bytes", "created"),
+        (
+            (p["id"], p["task"], p["version"], "*" if p["is_current"] else "", p["status"],
+             p["backbone_name"], p["train"]["steps"], p["train"]["final_loss"], p["n_bytes"],
+             p["created_at"])
+            for p in prefixes
+        ),
+    )  # fmt: skip
+    return {
+        "prefixes": prefixes,
+        "limit": a.limit,
+        "offset": a.offset,
+        "total": total,
+        "_human": _with_more(text, len(prefixes), a.offset, total, "prefixes"),
+    }
+
+
+def _with_more(text: str, shown: int, offset: int, total: int, noun: str) -> str:
+    note = tables.more(shown, offset, total, noun)
+    return text if note is None else f"{text}\n{note}"
 
 
 def cmd_show(a: argparse.Namespace) -> dict[str, Any]:
     with _open(a) as reg:
-        return reg.show(a.task).to_dict()
+        view = reg.show(a.task).to_dict()
+    t, p = view["task"], view["current"]
+    about = [
+        ("task", t["name"]),
+        ("kind", t["kind"]),
+        ("labels", t["spec"].get("labels") or None),
+        ("description", t["description"]),
+        ("versions", view["versions"]),
+    ]
+    if p is None:
+        about.append(("current", "none (no usable prefix: train it)"))
+    else:
+        about += [
+            ("current", f"v{p['version']} (prefix id {p['id']}, {p['status']})"),
+            ("backbone", f"{p['backbone_name']} ({p['backbone_fingerprint'][:12]}…)"),
+            ("trained", f"{p['train']['steps']} steps, {p['train']['seconds']:.1f} s"),
+            ("artifact", p["artifact_path"]),
+            ("mlflow run", view["mlflow_run_id"]),
+        ]
+    parts = [tables.key_values(about)]
+    if view["metrics"]:
+        parts.append(tables.section("latest scores", _evaluations(view["metrics"])))
+    if view["lineage"]:
+        parts.append(tables.section("initialised from", _edges(view["lineage"])))
+    return {**view, "_human": "\n\n".join(parts)}
+
+
+def _evaluations(rows: list[dict[str, Any]]) -> str:
+    return tables.table(
+        ("id", "version", "position", "method", "metric", "value", "n", "when"),
+        (
+            (e["id"], e["prefix_version"], e["position"], e["method"], e["metric"], e["value"],
+             e["n"], e["created_at"])
+            for e in rows
+        ),
+    )  # fmt: skip
+
+
+def _edges(rows: list[dict[str, Any]]) -> str:
+    return tables.table(
+        ("depth", "prefix", "source", "weight", "method"),
+        (
+            (e["depth"], f"{e['task']} v{e['version']}",
+             f"{e['source_task']} v{e['source_version']}", e["weight"], e["method"])
+            for e in rows
+        ),
+    )  # fmt: skip
 
 
 def cmd_history(a: argparse.Namespace) -> dict[str, Any]:
     with _open(a) as reg:
-        return {"task": a.task, "evaluations": [e.to_dict() for e in reg.history(a.task)]}
+        rows = [e.to_dict() for e in reg.history(a.task)]
+    text = _evaluations(rows) if rows else f"task {a.task} has no evaluations yet"
+    return {"task": a.task, "evaluations": rows, "_human": text}
 
 
 def cmd_lineage(a: argparse.Namespace) -> dict[str, Any]:
     with _open(a) as reg:
-        edges = reg.lineage(a.task, version=a.version)
-    return {"task": a.task, "lineage": [e.to_dict() for e in edges]}
+        edges = [e.to_dict() for e in reg.lineage(a.task, version=a.version)]
+    text = _edges(edges) if edges else f"task {a.task}'s prefix started from no earlier prefix"
+    return {"task": a.task, "lineage": edges, "_human": text}
 
 
 def cmd_export(a: argparse.Namespace) -> dict[str, Any]:

@@ -14,9 +14,9 @@ from continual.objectives import TextLimits
 from continual.prefix import PrefixConfig
 from continual.train import TrainConfig, TrainResult, flatten_state, train, unflatten_state
 from pipelines.arrival.plan import INIT, PREFIX_LENGTH
-from pipelines.settings import RegistryArgs
+from pipelines.settings import RegistryArgs, pick_threads
 from pipelines.similar import plan_start, start_info
-from registry import PrefixRecord, Registry, TaskView
+from registry import BackboneRecord, PrefixRecord, Registry, TaskView
 from tasks.errors import ConfigError, ContinualError
 from tasks.load import DataArgs, load_data
 from tasks.spec import TaskData, TaskSpec
@@ -106,10 +106,11 @@ def run_train(
         init = init or INIT
         length = prefix_length or PREFIX_LENGTH
         pconfig = prefix_config_for(backbone, length, positions).with_(init=init)
+        choice = pick_threads(busy=False)
         run_extra: dict[str, Any] = {
             "resumed": resume,
             "data_fingerprint": data.fingerprint,
-            "runtime": runtime(),
+            "runtime": {**runtime(), "thread_choice": choice.to_dict()},
         }
         if not resume:
             planned, vectors = plan_start(reg, backbone, data, pconfig)
@@ -297,8 +298,35 @@ def register_trained(
     )
 
 
-def backbone_for(info: dict[str, Any]) -> Backbone:
-    """Load the backbone a stored prefix names: a catalog name, a folder or a hub id."""
-    if info["name"] in catalog_backbones():
-        return load_backbone(info["name"])
-    return load_backbone(str(info["source"]).removeprefix("hub:"))
+def backbone_for(info: dict[str, Any] | BackboneRecord) -> Backbone:
+    """Load the backbone a stored prefix names: a catalog name (or a catalog backbone's hub id),
+    the folder or hub id it was loaded from, else its name (a bare PEFT adapter's source is
+    "peft" and its name the adapter's `base_model_name_or_path`)."""
+    if isinstance(info, BackboneRecord):
+        info = info.to_dict()
+    name, source = str(info["name"]), str(info.get("source") or "")
+    catalog = catalog_backbones()
+    if name in catalog:
+        return load_backbone(name)
+    by_hub_id = {e.hub_id: n for n, e in catalog.items()}
+    if name in by_hub_id:
+        return load_backbone(by_hub_id[name])
+    if source.startswith("hub:") or Path(source).is_absolute():
+        return load_backbone(source.removeprefix("hub:"))
+    return load_backbone(name)
+
+
+def stored_backbone(reg: Registry, task: str, name: str | None = None) -> Backbone:
+    """The backbone `task`'s current prefix was trained on, from the registry's backbone row
+    (every prefix has one, imported prefixes too; the run's config may not name it), or the
+    backbone `name` when given (the prefix's fingerprint is still checked when it is loaded)."""
+    if name:
+        return load_backbone(name)
+    info = reg.backbone(current_view(reg, task).current.backbone_fingerprint)
+    try:
+        return backbone_for(info)
+    except ContinualError as e:
+        raise ConfigError(
+            f"task {task}: its backbone {info.name!r} (from {info.source}) cannot be loaded "
+            f"here ({e}); pass --backbone NAME_OR_FOLDER"
+        ) from None

@@ -27,13 +27,14 @@ from continual.inference import EvalResult, TaskPrefix, evaluate, predict, score
 from continual.routing import Router, route_features
 from continual.scoring import predictions_sha256
 from continual.similarity import task_embedding
-from pipelines import ledger
+from pipelines import ledger, tables
 from pipelines.arrival.book import TaskBook
-from pipelines.jobs import backbone_for, current_view, task_prefix_from_registry
+from pipelines.jobs import backbone_for, stored_backbone, task_prefix_from_registry
+from pipelines.router_cache import cached_router
 from pipelines.settings import RegistryArgs
 from pipelines.similar import neighbours, stored_keys, task_neighbours
 from registry import Registry
-from tasks.errors import ConfigError
+from tasks.errors import ConfigError, ContinualError
 from tasks.load import DataArgs, load_data
 from tasks.sources import load_files
 from tasks.spec import Example, TaskSpec
@@ -50,28 +51,33 @@ class Answer:
 
 
 class AutoPredictor:
-    """Route and answer texts with the registry's tasks on `backbone` (`tasks`: a subset)."""
+    """Route and answer texts with the registry's tasks on `backbone` (`tasks`: a subset).
+
+    The router is fitted once per registry generation (`pipelines.router_cache`)."""
 
     def __init__(
         self, reg: Registry, backbone: Backbone, tasks: Sequence[str] | None = None
     ) -> None:
-        keys = stored_keys(reg, backbone)
-        if tasks is not None:
-            missing = [t for t in tasks if t not in keys]
-            if missing:
+        def fit() -> Router:
+            keys = stored_keys(reg, backbone)
+            if tasks is not None:
+                missing = [t for t in tasks if t not in keys]
+                if missing:
+                    raise ConfigError(
+                        f"no routing keys for task(s) {', '.join(missing)} on backbone "
+                        f"{backbone.name} (registered before routing existed, or imported); "
+                        "train a new version to add them"
+                    )
+                keys = {t: keys[t] for t in tasks}
+            if not keys:
                 raise ConfigError(
-                    f"no routing keys for task(s) {', '.join(missing)} on backbone "
-                    f"{backbone.name} (registered before routing existed, or imported); "
-                    "train a new version to add them"
+                    f"no task in the registry has routing keys on backbone {backbone.name}; "
+                    "train a task first"
                 )
-            keys = {t: keys[t] for t in tasks}
-        if not keys:
-            raise ConfigError(
-                f"no task in the registry has routing keys on backbone {backbone.name}; "
-                "train a task first"
-            )
+            return Router(keys)
+
         self.backbone = backbone
-        self.router = Router(keys)
+        self.router = cached_router(reg, backbone, tasks, fit)
         self.prefixes: list[TaskPrefix] = [
             task_prefix_from_registry(reg, t, backbone) for t in self.router.tasks
         ]
@@ -197,7 +203,7 @@ def summary(answers: Sequence[Answer]) -> dict[str, Any]:
 
 
 def _load_task(
-    prefix_dir: Path | None, task: str | None, registry: RegistryArgs
+    prefix_dir: Path | None, task: str | None, registry: RegistryArgs, backbone: str | None = None
 ) -> tuple[Backbone, TaskPrefix]:
     if (prefix_dir is None) == (task is None):
         raise ConfigError(
@@ -205,13 +211,13 @@ def _load_task(
         )
     if prefix_dir is not None:
         doc = checkpoint.read_meta(prefix_dir)
-        backbone = backbone_for(doc["backbone"])
-        loaded, _ = checkpoint.load(prefix_dir, backbone_fingerprint=backbone.fingerprint)
-        return backbone, loaded
+        bb = load_backbone(backbone) if backbone else backbone_for(doc["backbone"])
+        loaded, _ = checkpoint.load(prefix_dir, backbone_fingerprint=bb.fingerprint)
+        return bb, loaded
+    assert task is not None
     with registry.open() as reg:
-        record = current_view(reg, task).current
-        backbone = backbone_for(reg.run(record.run_id).config["backbone"])
-        return backbone, task_prefix_from_registry(reg, task, backbone)
+        bb = stored_backbone(reg, task, backbone)
+        return bb, task_prefix_from_registry(reg, task, bb)
 
 
 def run_evaluate(
@@ -221,8 +227,9 @@ def run_evaluate(
     registry: RegistryArgs,
     data_args: DataArgs,
     batch_size: int,
+    backbone_name: str | None = None,
 ) -> dict[str, Any]:
-    backbone, loaded = _load_task(prefix_dir, task, registry)
+    backbone, loaded = _load_task(prefix_dir, task, registry, backbone_name)
     spec = loaded.spec
     if data_args.dataset:
         examples = load_data(data_args, spec.name).eval
@@ -251,14 +258,16 @@ def run_predict(
     registry: RegistryArgs,
     texts: list[str],
     batch_size: int,
+    backbone_name: str | None = None,
 ) -> dict[str, Any]:
     if not texts:
         raise ConfigError("give at least one TEXT to predict")
-    backbone, loaded = _load_task(prefix_dir, task, registry)
+    backbone, loaded = _load_task(prefix_dir, task, registry, backbone_name)
     preds = predict(backbone, [loaded], [(0, t) for t in texts], batch_size=batch_size)
     return {
         "task": loaded.spec.name,
         "predictions": [{"text": t, "prediction": p} for t, p in zip(texts, preds)],
+        "_human": tables.table(("answer", "text"), zip(preds, texts)),
     }
 
 
@@ -266,18 +275,21 @@ def registry_backbone(reg: Registry, name: str | None) -> Backbone:
     """`name`'s backbone, or (None) the one the registry's tasks use; several need `--backbone`."""
     if name:
         return load_backbone(name)
-    used: dict[str, int] = {}
-    for p in reg.prefixes(limit=1000):
-        if p.is_current:
-            used.setdefault(p.backbone_fingerprint, p.run_id or 0)
+    used = reg.backbones_in_use()  # every current prefix's backbone, however many tasks
     if not used:
         raise ConfigError("the registry has no tasks yet; train one first")
     if len(used) > 1:
         raise ConfigError(
-            f"the registry's tasks use {len(used)} backbones; pass --backbone NAME to pick one"
+            f"the registry's tasks use {len(used)} backbones "
+            f"({', '.join(b.name for b in used)}); pass --backbone NAME to pick one"
         )
-    (run_id,) = used.values()
-    return backbone_for(reg.run(run_id).config["backbone"])
+    try:
+        return backbone_for(used[0])
+    except ContinualError as e:
+        raise ConfigError(
+            f"the registry's backbone {used[0].name!r} (from {used[0].source}) cannot be loaded "
+            f"here ({e}); pass --backbone NAME_OR_FOLDER"
+        ) from None
 
 
 def run_predict_auto(
@@ -290,23 +302,16 @@ def run_predict_auto(
         bb = registry_backbone(reg, backbone)
         predictor = AutoPredictor(reg, bb)
     answers = predictor.predict(texts, batch_size=batch_size)
-    width = max(len(a.task) for a in answers)
-    lines = [
-        f"{a.task:<{width}}  {100 * a.confidence:5.1f}%  {a.prediction!r:<24}  {_cut(a.text)}"
-        for a in answers
-    ]
-    header = f"{'task':<{width}}  routed  answer{' ' * 19}  text"
+    text = tables.table(
+        ("task", "routed", "answer", "text"),
+        ((a.task, f"{100 * a.confidence:.1f}%", a.prediction, a.text) for a in answers),
+    )
     return {
         "backbone": bb.name,
         "tasks": predictor.router.tasks,
         **summary(answers),
-        "_human": "\n".join([header, *lines]),
+        "_human": text,
     }
-
-
-def _cut(text: str, n: int = 60) -> str:
-    one = " ".join(text.split())
-    return one if len(one) <= n else one[: n - 1] + "…"
 
 
 def run_similar(
@@ -326,9 +331,8 @@ def run_similar(
         raise ConfigError("give either TASK (a task in the registry) or --train FILE (new data)")
     with registry.open() as reg:
         if task is not None:
-            view = current_view(reg, task)
-            bb = backbone_for(reg.run(view.current.run_id).config["backbone"])
-            found = task_neighbours(reg, bb, task, method=method, top=top)
+            bb = stored_backbone(reg, task, backbone)
+            found = task_neighbours(reg, bb, task, method=method, top=None)
             query = task
         else:
             if method != "embedding":
@@ -336,10 +340,13 @@ def run_similar(
             data = load_data(data_args, data_args_name(data_args))
             bb = registry_backbone(reg, backbone)
             emb = task_embedding(bb, data.spec, data.train, seed=data.spec.seed)
-            found = neighbours(reg, bb, emb, top=top)
+            found = neighbours(reg, bb, emb, top=None)
             query = data.spec.name
+    found, left = found[:top], len(found) - min(top, len(found))
     lines = [f"tasks nearest to {query} on {bb.name} ({method} similarity):"]
     lines += [f"  {n.score:6.3f}  {n.task}" for n in found] or ["  (no other task to compare)"]
+    if left:
+        lines.append(f"  {left} more, use --top {top + left} to list them all")
     return {
         "query": query,
         "backbone": bb.name,

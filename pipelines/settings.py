@@ -10,7 +10,18 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from registry import Registry
 
+from pipelines.threads import ThreadChoice, pick_threads, user_threads
 from tasks.assets import cache_root
+
+__all__ = [
+    "RegistryArgs",
+    "ThreadChoice",
+    "asset_cache",
+    "pick_threads",
+    "quiet_libraries",
+    "user_threads",
+    "workspace",
+]
 
 
 def workspace(home: str | os.PathLike | None = None) -> Path:
@@ -73,27 +84,3 @@ class RegistryArgs:
         from registry import Registry
 
         return Registry.open(self.home, url=self.url, tracking_uri=self.tracking_uri)
-
-
-def pick_threads(*, busy: bool) -> int | None:
-    """Set torch's intra-op threads for the next arrival; returns the number, or None when the
-    user chose (CONTINUAL_THREADS, or OMP_NUM_THREADS which torch reads itself).
-
-    On a machine shared with other work, a thread pool larger than the idle cores runs slower
-    than one thread (measured here: 0.8-1.5 s per minilm step with 1 thread against 2.2-3.1 s
-    with 2, at load 3-4 on 2 cores), so the count follows the 1-minute load average, less our
-    own threads when we were `busy`. Evaluation gives bitwise the same outputs with 1 or 2
-    threads (checked on minilm), so re-evaluations still reproduce their predictions.
-    """
-    import torch
-
-    if os.environ.get("CONTINUAL_THREADS"):
-        n = max(1, int(os.environ["CONTINUAL_THREADS"]))
-    elif os.environ.get("OMP_NUM_THREADS"):
-        return None
-    else:
-        cores = os.cpu_count() or 1
-        others = os.getloadavg()[0] - (torch.get_num_threads() if busy else 0)
-        n = max(1, min(cores, round(cores - others)))
-    torch.set_num_threads(n)
-    return n

@@ -40,17 +40,12 @@ def arrival_embeddings(backbone: Backbone, data: TaskData) -> dict[str, Any]:
 
 def stored_embeddings(reg: Registry, backbone: Backbone) -> dict[str, np.ndarray]:
     """Every task's newest embedding on this backbone."""
-    return {
-        e.task: np.asarray(e.vector, np.float32) for e in reg.embeddings(embedding_method(backbone))
-    }
+    return {e.task: e.vector for e in reg.embeddings(embedding_method(backbone))}
 
 
 def stored_keys(reg: Registry, backbone: Backbone) -> dict[str, np.ndarray]:
     """Every task's routing keys on this backbone, `[ROUTE_SAMPLE or fewer, dim]` each."""
-    out = {}
-    for e in reg.embeddings(route_method(backbone)):
-        out[e.task] = np.asarray(e.vector, np.float32).reshape(-1, e.dim)
-    return out
+    return {e.task: e.vector.reshape(-1, e.dim) for e in reg.embeddings(route_method(backbone))}
 
 
 def _prefix_vectors(reg: Registry, backbone: Backbone, names: list[str]) -> dict[str, np.ndarray]:
@@ -87,8 +82,9 @@ def task_neighbours(
         stored = stored_embeddings(reg, backbone)
         if task not in stored:
             raise ConfigError(
-                f"task {task} has no task embedding on backbone {backbone.name} (tasks "
-                "registered before embeddings existed have none); use --method prefix"
+                f"task {task} has no task embedding on backbone {backbone.name} (imported "
+                "tasks, and tasks registered before embeddings existed, have none: it is "
+                "computed from the training data); use --method prefix"
             )
         return neighbours(reg, backbone, stored[task], exclude=task, top=top)
     names = [t.name for t in reg.tasks()]

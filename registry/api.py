@@ -20,6 +20,7 @@ from registry.datastore import DataStore
 from registry.opening import default_tracker, open_database
 from registry.queue import JobQueue
 from registry.records import (
+    BackboneRecord,
     CheckReport,
     EvaluationRecord,
     ExportRecord,
@@ -27,12 +28,11 @@ from registry.records import (
     PrefixRecord,
     RunRecord,
     SyncReport,
-    TaskEmbeddingRecord,
     TaskRecord,
     TaskView,
 )
-from registry.stream_repository import embedding_record, pack_vector, unpack_vector
 from registry.streams import DEFAULT_STREAM, StreamBook, check_stream
+from registry.streams_api import StreamRecords
 from registry.tracking import Tracker
 from registry.uow import Database, UnitOfWork
 from tasks.errors import ConfigError, IntegrityError
@@ -41,12 +41,13 @@ from tasks.spec import TaskSpec, check_name
 if TYPE_CHECKING:
     import torch
 
+__all__ = ["MAX_PAGE", "Registry", "default_tracker", "open_database"]
+
 MAX_PAGE = 10_000
 _LINEAGE_DEPTH = 64
-_LATEST_METRICS = 200
 
 
-class Registry:
+class Registry(StreamRecords):
     """Prefixes, their lineage and evaluations, in SQL; tensors as verified safetensors files."""
 
     def __init__(self, *, workspace: Path, database: Database, tracker: Tracker) -> None:
@@ -223,15 +224,18 @@ class Registry:
 
     # ---------------------------------------------------------------------------------- queries
 
-    def tasks(self, limit: int = 100, offset: int = 0) -> list[TaskRecord]:
-        """Tasks in order of arrival."""
+    def tasks(self, limit: int | None = None, offset: int = 0) -> list[TaskRecord]:
+        """Tasks in order of arrival: `limit` of them from `offset`, or (None) all of them."""
         _page(limit, offset)
         return self.db.read(lambda uow: uow.tasks.page(limit, offset))
 
+    def count_tasks(self) -> int:
+        return self.db.read(lambda uow: uow.tasks.count())
+
     def prefixes(
-        self, task: str | None = None, limit: int = 100, offset: int = 0
+        self, task: str | None = None, limit: int | None = None, offset: int = 0
     ) -> list[PrefixRecord]:
-        """Prefixes, newest first, of one task or of all."""
+        """Prefixes, newest first, of one task or of all: `limit` from `offset`, or (None) all."""
         _page(limit, offset)
 
         def read(uow: UnitOfWork) -> list[PrefixRecord]:
@@ -240,9 +244,28 @@ class Registry:
 
         return self.db.read(read)
 
+    def count_prefixes(self, task: str | None = None) -> int:
+        """How many prefix versions one task (or, None, the registry) holds."""
+
+        def read(uow: UnitOfWork) -> int:
+            return uow.prefixes.count(None if task is None else uow.tasks.get(check_name(task)).id)
+
+        return self.db.read(read)
+
     def prefix(self, ref: str | int, version: int | None = None) -> PrefixRecord:
         """A prefix by id, or by task name (its current prefix, or `version`)."""
         return self.db.read(lambda uow: _resolve(uow, ref, version))
+
+    def backbone(self, fingerprint: str) -> BackboneRecord:
+        """The backbone with this fingerprint, as first registered (name, source, config)."""
+        found = self.db.read(lambda uow: uow.backbones.get(fingerprint))
+        if found is None:
+            raise ConfigError(f"no backbone with fingerprint {fingerprint} in the registry")
+        return found
+
+    def backbones_in_use(self) -> list[BackboneRecord]:
+        """The backbones the tasks' current prefixes were trained on (one query, no paging)."""
+        return self.db.read(lambda uow: uow.backbones.in_use())
 
     def run(self, run_id: int) -> RunRecord:
         found = self.db.read(lambda uow: uow.runs.get(run_id))
@@ -257,15 +280,12 @@ class Registry:
         def read(uow: UnitOfWork) -> TaskView:
             t = uow.tasks.get(task)
             current = uow.prefixes.current(t.id)
-            latest: dict[tuple[str, str], EvaluationRecord] = {}
-            if current is not None:
-                for e in uow.evaluations.for_prefix(current.id, _LATEST_METRICS):
-                    latest.setdefault((e.method, e.metric), e)
+            latest = uow.evaluations.latest_for_prefix(current.id) if current is not None else []
             return TaskView(
                 task=t,
                 current=current,
                 versions=uow.prefixes.count(t.id),
-                metrics=tuple(sorted(latest.values(), key=lambda e: e.metric)),
+                metrics=tuple(latest),
                 lineage=current.lineage if current else (),
                 mlflow_run_id=current.mlflow_run_id if current else None,
             )
@@ -315,7 +335,21 @@ class Registry:
                 f"{record.backbone_fingerprint}, not {expected_backbone_fingerprint}; load the "
                 "matching backbone or retrain the task with --new-version"
             )
+        if self.artifacts.hash_of(record.artifact_path) is None:
+            self._elsewhere(record, where)
         return self.artifacts.load_tensors(record.artifact_path, record.sha256), record
+
+    def _elsewhere(self, record: PrefixRecord, where: str) -> None:
+        """Refuse, saying where it is, a prefix whose file another workspace sharing this
+        database wrote (`check --repair` here would rightly leave it alone)."""
+        run = self.run(record.run_id).config if record.run_id is not None else {}
+        store = integrity.writer(run)
+        if store is not None and store["id"] != self.artifacts.store_id(create=False):
+            raise IntegrityError(
+                f"{where}: its file is in workspace {store.get('path')} (which shares this "
+                f"registry database), not in {self.workspace}; use that workspace, or "
+                "`continual registry export` it there and `registry import` it here"
+            )
 
     def load_optimizer_state(
         self, ref: str | int, *, version: int | None = None
@@ -365,40 +399,11 @@ class Registry:
             mirror.warn(self.tracker, f"prefix id {prefix_id}", e)
             return None
 
-    # ------------------------------------------------------------- embeddings, stream arrivals
 
-    def put_embedding(self, task: str, method: str, vector: Any) -> TaskEmbeddingRecord:
-        """Store a task embedding (any 1-D float sequence or tensor) under `method`."""
-        import torch
-
-        values = tuple(float(x) for x in torch.as_tensor(vector, dtype=torch.float32).flatten())
-
-        def write(uow: UnitOfWork) -> TaskEmbeddingRecord:
-            t = uow.tasks.get(check_name(task))
-            eid = uow.arrivals.add_embedding(
-                task_id=t.id, method=method, dim=len(values), vector=pack_vector(values)
-            )
-            row, name = uow.arrivals.embeddings(method, t.id)[0]
-            assert row.id == eid
-            return embedding_record(row, name, values)
-
-        return self.db.write(write)
-
-    def embeddings(self, method: str) -> list[TaskEmbeddingRecord]:
-        """The newest embedding of every task under `method`."""
-
-        def read(uow: UnitOfWork) -> list[TaskEmbeddingRecord]:
-            newest: dict[str, TaskEmbeddingRecord] = {}
-            for row, name in uow.arrivals.embeddings(method):
-                if name not in newest:
-                    newest[name] = embedding_record(row, name, unpack_vector(row.vector))
-            return list(newest.values())
-
-        return self.db.read(read)
-
-
-def _page(limit: int, offset: int) -> None:
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+def _page(limit: int | None, offset: int) -> None:
+    if limit is not None and (
+        isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE
+    ):
         raise ConfigError(f"--limit must be between 1 and {MAX_PAGE}, got {limit!r}")
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise ConfigError(f"--offset must be 0 or more, got {offset!r}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ ARTIFACTS = "artifacts"
 SUFFIX = ".safetensors"
 TEMP_PREFIX = ".tmp-"
 REPAIR_HINT = "run `continual registry check --repair`"
+STORE_ID = "workspace-id"  # beside artifacts/, never inside it (it would count as an orphan)
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,33 @@ class ArtifactStore:
     def __init__(self, workspace: Path) -> None:
         self.workspace = workspace
         self.root = workspace / ARTIFACTS
+
+    def store_id(self, *, create: bool) -> str | None:
+        """This store's id: a random UUID kept in `<workspace>/workspace-id`, made on first use
+        when `create` (None before that). Registrations record it with their run, so a database
+        shared by several workspaces knows which store holds each prefix's file (a path alone
+        would not do: two machines can use the same workspace path). Two processes creating it
+        at once agree: the file is published with a hard link, and the first link wins."""
+        path = self.workspace / STORE_ID
+        try:
+            return path.read_text().strip() or None
+        except FileNotFoundError:
+            if not create:
+                return None
+        self.workspace.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.workspace, prefix=TEMP_PREFIX, suffix=".part")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(uuid.uuid4().hex + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another process made it first: theirs stands
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return path.read_text().strip()
 
     def put(self, data: bytes, *, suffix: str = SUFFIX) -> StoredFile:
         """Store `data` under its hash (a no-op when an intact copy is already there)."""

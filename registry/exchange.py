@@ -23,14 +23,21 @@ from registry.artifacts import sha256_bytes, tensors_to_bytes
 from registry.inputs import PREFIX_KEY
 from registry.records import BackboneRecord, ExportRecord, PrefixRecord
 from tasks.errors import ConfigError, IntegrityError
+from tasks.formats import (
+    PREFIX_FORMAT,
+    PREFIX_JSON,
+    PREFIX_TENSORS,
+    check_prefix_format,
+    prefix_limits,
+)
 from tasks.spec import TaskSpec
 
 if TYPE_CHECKING:
     from registry.api import Registry
 
-FORMAT = "continual.prefix/1"
+FORMAT = PREFIX_FORMAT  # the one prefix-folder format (see tasks.formats)
 PEFT_POSITION = "shifted"  # PEFT feeds a prefix as past_key_values: real tokens start at P
-OURS_JSON, OURS_TENSORS = "prefix.json", "prefix.safetensors"
+OURS_JSON, OURS_TENSORS = PREFIX_JSON, PREFIX_TENSORS
 PEFT_CONFIG, PEFT_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 SIDECAR, HEAD_FILE = "continual_export.json", "continual_head.safetensors"
 _TASK_TYPE_FOR_KIND = {"classification": "SEQ_CLS", "generation": "CAUSAL_LM"}
@@ -88,6 +95,7 @@ def _about(reg: Registry, record: PrefixRecord) -> dict[str, Any]:
                 "config": b.config,
             },
             "prefix_config": record.config,
+            **({"limits": record.config["limits"]} if record.config.get("limits") else {}),
             "version": record.version,
             "sha256": record.sha256,
             "train": {**record.train.to_dict(), "losses": uow.prefixes.losses(record.id)},
@@ -166,6 +174,10 @@ def import_(
 ) -> PrefixRecord:
     if (path / OURS_JSON).is_file():
         about = _read_json(path / OURS_JSON)
+        check_prefix_format(about, path / OURS_JSON)
+        limits = prefix_limits(about)
+        if limits:  # a `train --out` folder keeps them beside the prefix config
+            about["prefix_config"] = {**about["prefix_config"], "limits": limits}
         data = _read(path / OURS_TENSORS)
         if sha256_bytes(data) != about.get("sha256"):
             raise IntegrityError(

@@ -7,6 +7,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from registry.records import BackboneRecord, TrainSummary
 from tasks.errors import ConfigError
 
@@ -155,31 +157,39 @@ def lineage(edges: Any) -> list[tuple[int, float, str]]:
     return out
 
 
-def embeddings(d: Any) -> list[tuple[str, int, tuple[float, ...]]]:
-    """`{method: vector}` or `{method: (dim, values)}` -> (method, dim, values) triples.
+def embeddings(d: Any) -> list[tuple[str, int, np.ndarray]]:
+    """`{method: vector}` or `{method: (dim, values)}` -> (method, dim, flat float32) triples.
 
     A plain vector has `dim = len(vector)`; a matrix (for example several routing keys) is given
-    as `[rows, dim]` or as `(dim, flat values)`. Values must be finite.
+    as `[rows, dim]` or as `(dim, flat values)`. Values (arrays, tensors or sequences) must be
+    finite.
     """
-    import torch
-
-    out: list[tuple[str, int, tuple[float, ...]]] = []
+    out: list[tuple[str, int, np.ndarray]] = []
     for method, value in (d or {}).items():
         if not isinstance(method, str) or not method or len(method) > 64:
             raise ConfigError(f"embedding method {method!r} must be a string of 1-64 characters")
         if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], int):
-            dim, flat = value[0], torch.as_tensor(value[1], dtype=torch.float32).flatten()
+            dim, flat = value[0], _array(value[1], method).reshape(-1)
         else:
-            t = torch.as_tensor(value, dtype=torch.float32)
-            if t.dim() not in (1, 2) or t.numel() == 0:
+            a = _array(value, method)
+            if a.ndim not in (1, 2) or a.size == 0:
                 raise ConfigError(f"embedding {method}: give a non-empty vector or matrix")
-            dim, flat = int(t.shape[-1]), t.flatten()
-        if dim < 1 or flat.numel() % dim:
-            raise ConfigError(f"embedding {method}: {flat.numel()} values are not rows of {dim}")
-        if not bool(torch.isfinite(flat).all()):
+            dim, flat = int(a.shape[-1]), a.reshape(-1)
+        if dim < 1 or flat.size % dim:
+            raise ConfigError(f"embedding {method}: {flat.size} values are not rows of {dim}")
+        if not bool(np.isfinite(flat).all()):
             raise ConfigError(f"embedding {method} has non-finite values")
-        out.append((method, dim, tuple(float(x) for x in flat)))
+        out.append((method, dim, flat))
     return out
+
+
+def _array(value: Any, method: str) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch tensor
+        value = value.detach().to("cpu").float().numpy()
+    try:
+        return np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise ConfigError(f"embedding {method}: values must be numbers") from None
 
 
 def evaluation(d: Any) -> dict[str, Any] | None:

@@ -7,13 +7,28 @@ optimizer-state reference (resume is then impossible, the prefix itself is fine)
 broken are listed but are no longer counted as new problems; one whose file is intact again is
 set back to 'ok'. Unreferenced files younger than `grace_s` may belong to a registration in
 flight (file written, row not yet committed) and are left alone.
+
+A database shared by several workspaces (PostgreSQL, or one SQLite file named by URL) holds rows
+whose files live in another workspace's store. Only rows this workspace wrote are checked,
+reported and repaired here, by this rule:
+
+- the workspace's own SQLite database (`<workspace>/registry.db`) is private: every row is its;
+- otherwise a row is this workspace's when its run records this store's id (`STORE_KEY` in the
+  run config, written at registration; the id lives in `<workspace>/workspace-id`);
+- a row that records no store (registered before stores were recorded) is judged here only when
+  its file is in this store: a missing file may simply be in another workspace's store.
+
+Every other row is listed in `elsewhere` and never marked broken from here; its files still count
+as referenced, so a copy of the same bytes here is not removed as an orphan.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from registry.db import DB_FILE
 from registry.records import ArtifactProblem, CheckReport
 from registry.uow import UnitOfWork
 
@@ -21,6 +36,21 @@ if TYPE_CHECKING:
     from registry.api import Registry
 
 GRACE_S = 300.0
+STORE_KEY = "artifact_store"  # run config: {"id": store id, "path": workspace} of the writer
+
+
+def private_database(reg: Registry) -> bool:
+    """Whether the registry's database is the workspace's own SQLite file."""
+    url = reg.db.engine.url
+    if url.get_backend_name() != "sqlite" or not url.database:
+        return False
+    return Path(url.database).resolve() == (reg.workspace / DB_FILE).resolve()
+
+
+def writer(run_config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The store a run's files went to ({"id", "path"}), None when the run recorded none."""
+    found = (run_config or {}).get(STORE_KEY)
+    return found if isinstance(found, dict) and found.get("id") else None
 
 
 def check(reg: Registry, *, repair: bool, grace_s: float = GRACE_S) -> CheckReport:
@@ -28,18 +58,24 @@ def check(reg: Registry, *, repair: bool, grace_s: float = GRACE_S) -> CheckRepo
     now = time.time()
     on_disk = list(store.files())  # listed before the rows are read: see the module docstring
     refs = reg.db.read(lambda uow: uow.prefixes.file_refs())
+    private, me = private_database(reg), store.store_id(create=False)
     hashes: dict[str, str | None] = {}
-    referenced: set[str] = set()
+    referenced: set[str] = {r[4] for r in refs} | {r[6] for r in refs if r[6]}
     missing: list[ArtifactProblem] = []
     corrupt: list[ArtifactProblem] = []
     broken_prefix: list[int] = []  # status ok, prefix file bad
     bad_optimizer: list[int] = []
     restored: list[int] = []
-    for pid, task, version, status, path, sha, opt_path, opt_sha in refs:
+    elsewhere: list[int] = []
+    for pid, task, version, status, path, sha, opt_path, opt_sha, store_id in refs:
+        if not private and store_id is None and path not in hashes:
+            hashes[path] = store.hash_of(path)
+        if not private and (store_id != me if store_id is not None else hashes[path] is None):
+            elsewhere.append(pid)
+            continue
         for kind, rel, expected in (("prefix", path, sha), ("optimizer", opt_path, opt_sha)):
             if rel is None or expected is None:
                 continue
-            referenced.add(rel)
             if rel not in hashes:
                 hashes[rel] = store.hash_of(rel)
             actual = hashes[rel]
@@ -90,4 +126,5 @@ def check(reg: Registry, *, repair: bool, grace_s: float = GRACE_S) -> CheckRepo
         marked_broken=tuple(sorted(set(broken_prefix))) if repair else (),
         dropped_optimizer=tuple(sorted(set(bad_optimizer) - set(broken_prefix))) if repair else (),
         restored=tuple(restored) if repair else (),
+        elsewhere=tuple(elsewhere),
     )

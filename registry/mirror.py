@@ -35,7 +35,7 @@ def log_prefix(reg: Registry, prefix_id: int) -> str | None:
         assert p is not None
         task = uow.tasks.get(p.task)
         run = uow.runs.get(p.run_id) if p.run_id is not None else None
-        evals = uow.evaluations.for_prefix(prefix_id, 10_000)
+        evals = uow.evaluations.for_prefix(prefix_id)
         return p, task, run, uow.prefixes.losses(prefix_id), evals
 
     p, task, run, losses, evals = reg.db.read(gather)

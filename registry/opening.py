@@ -1,4 +1,5 @@
-"""Opening a registry: the workspace folder, the database migrated to head, the MLflow tracker."""
+"""Opening a registry: its database (migrated to the newest schema, waiting out SQLite's lock
+when two processes open a new workspace at once) and its MLflow tracker."""
 
 from __future__ import annotations
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin, get_type_hints
 
+import numpy as np
+
 R = TypeVar("R", bound="Record")
 
 
@@ -30,6 +32,8 @@ class Record:
 
 
 def _encode(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
     if isinstance(value, Record):
         return value.to_dict()
     if isinstance(value, datetime):
@@ -57,6 +61,10 @@ def _decode(tp: Any, value: Any) -> Any:
         return tp.from_dict(value)
     if tp is datetime:
         return datetime.fromisoformat(value)
+    if tp is np.ndarray:
+        array = np.asarray(value, dtype=np.float32)
+        array.setflags(write=False)
+        return array
     if tp is float and isinstance(value, int):
         return float(value)
     return value
@@ -191,14 +199,29 @@ class TaskView(Record):
     mlflow_run_id: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TaskEmbeddingRecord(Record):
+    """A task's embedding (or routing keys: `vector` holds rows of `dim` values, flat).
+
+    `vector` is a read-only float32 numpy array (a view of the stored bytes); as a dict it is a
+    list of floats. Equal when every field is, the vector value by value.
+    """
+
     id: int
     task: str
     method: str
     dim: int
-    vector: tuple[float, ...]
+    vector: np.ndarray
     created_at: datetime
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TaskEmbeddingRecord):
+            return NotImplemented
+        same = (self.id, self.task, self.method, self.dim, self.created_at)
+        theirs = (other.id, other.task, other.method, other.dim, other.created_at)
+        return same == theirs and np.array_equal(self.vector, other.vector)
+
+    __hash__ = None  # type: ignore[assignment]  # equal by value, and arrays do not hash
 
 
 @dataclass(frozen=True)
@@ -284,7 +307,8 @@ class CheckReport(Record):
     """`Registry.check`: problems found and, with repair, what was done about them.
 
     `recent_orphans` are unreferenced files younger than the grace period: possibly a
-    registration in flight, so never removed.
+    registration in flight, so never removed. `elsewhere` are the ids of prefixes whose files
+    another workspace sharing the database wrote: not checked here (see `registry.integrity`).
     """
 
     ok: bool
@@ -298,6 +322,7 @@ class CheckReport(Record):
     marked_broken: tuple[int, ...] = ()
     dropped_optimizer: tuple[int, ...] = ()
     restored: tuple[int, ...] = ()
+    elsewhere: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

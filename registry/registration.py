@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from registry import exchange, inputs
+from registry.integrity import STORE_KEY
 from registry.records import PrefixRecord
 from registry.stream_repository import pack_vector
 from registry.streams import DEFAULT_STREAM, check_stream
@@ -89,6 +90,12 @@ def store(
     # Checked before any file is written (so a refused call leaves no orphan file) and
     # again inside the write transaction (another process may have registered meanwhile).
     reg.db.read(refuse)
+    # Which workspace's store holds the files (see `registry.integrity`); replaces whatever an
+    # imported prefix's exported run said.
+    run_info["config"] = {
+        **run_info["config"],
+        STORE_KEY: {"id": reg.artifacts.store_id(create=True), "path": str(reg.workspace)},
+    }
     stored = reg.artifacts.put_tensors(plain, exchange.file_metadata(task.name, bb, config))
     opt = None
     if optimizer_state is not None:

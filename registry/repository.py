@@ -56,17 +56,13 @@ class Backbones:
 
     def get(self, fingerprint: str) -> BackboneRecord | None:
         row = self.s.scalar(select(orm.Backbone).where(orm.Backbone.fingerprint == fingerprint))
-        if row is None:
-            return None
-        return BackboneRecord(
-            id=row.id,
-            name=row.name,
-            source=row.source,
-            fingerprint=row.fingerprint,
-            n_params=row.n_params,
-            config=row.config,
-            created_at=aware(row.created_at),
-        )
+        return None if row is None else _backbone(row)
+
+    def in_use(self) -> list[BackboneRecord]:
+        """The backbones of the tasks' current prefixes, oldest first."""
+        used = select(_P.backbone_id).where(_P.is_current)
+        stmt = select(orm.Backbone).where(orm.Backbone.id.in_(used)).order_by(orm.Backbone.id)
+        return [_backbone(r) for r in self.s.scalars(stmt)]
 
 
 class Tasks:
@@ -104,7 +100,8 @@ class Tasks:
         self.s.flush()
         return row.id
 
-    def page(self, limit: int, offset: int) -> list[TaskRecord]:
+    def page(self, limit: int | None, offset: int) -> list[TaskRecord]:
+        """Tasks by id from `offset`: `limit` of them, or (None) all, in one statement."""
         rows = self.s.scalars(select(orm.Task).order_by(orm.Task.id).limit(limit).offset(offset))
         return [_task(r) for r in rows]
 
@@ -211,15 +208,20 @@ class Prefixes:
         found = self._records(self.s.execute(stmt).all())
         return found[0] if found else None
 
-    def page(self, task_id: int | None, limit: int, offset: int) -> list[PrefixRecord]:
+    def page(self, task_id: int | None, limit: int | None, offset: int) -> list[PrefixRecord]:
+        """Prefixes newest first from `offset`: `limit` of them, or (None) all."""
         stmt = self._select()
         if task_id is not None:
             stmt = stmt.where(_P.task_id == task_id)
         stmt = stmt.order_by(_P.id.desc()).limit(limit).offset(offset)
         return self._records(self.s.execute(stmt).all())
 
-    def count(self, task_id: int) -> int:
-        return self.s.scalar(select(func.count()).where(_P.task_id == task_id)) or 0
+    def count(self, task_id: int | None) -> int:
+        """The prefixes of one task, or (None) of all."""
+        stmt = select(func.count()).select_from(_P)
+        if task_id is not None:
+            stmt = stmt.where(_P.task_id == task_id)
+        return self.s.scalar(stmt) or 0
 
     def losses(self, prefix_id: int) -> list[float]:
         return list(self.s.scalar(select(_P.losses).where(_P.id == prefix_id)) or [])
@@ -257,7 +259,9 @@ class Prefixes:
             )
 
     def file_refs(self) -> list[Row[Any]]:
-        """(id, task, version, status, path, sha256, optimizer_path, optimizer_sha256) per row."""
+        """(id, task, version, status, path, sha256, optimizer_path, optimizer_sha256, store id)
+        per row; the store id is the one the row's run recorded (`registry.integrity`), or None."""
+        store_id = orm.Run.config[("artifact_store", "id")].as_string()
         stmt = (
             select(
                 _P.id,
@@ -268,8 +272,10 @@ class Prefixes:
                 _P.sha256,
                 _P.optimizer_path,
                 _P.optimizer_sha256,
+                store_id,
             )
             .join(orm.Task, _P.task_id == orm.Task.id)
+            .outerjoin(orm.Run, _P.run_id == orm.Run.id)
             .order_by(_P.id)
         )
         return list(self.s.execute(stmt).all())
@@ -318,6 +324,18 @@ class Prefixes:
         for e in self.lineage([r[0].id for r in rows]):
             edges.setdefault(e.prefix_id, []).append(e)
         return [_prefix(r[0], r[1], r[2], r[3], tuple(edges.get(r[0].id, ()))) for r in rows]
+
+
+def _backbone(row: orm.Backbone) -> BackboneRecord:
+    return BackboneRecord(
+        id=row.id,
+        name=row.name,
+        source=row.source,
+        fingerprint=row.fingerprint,
+        n_params=row.n_params,
+        config=row.config,
+        created_at=aware(row.created_at),
+    )
 
 
 def _task(row: orm.Task) -> TaskRecord:

@@ -8,12 +8,12 @@ not locks, keep any number of writers from duplicating a step.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+import numpy as np
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from registry import orm
@@ -96,9 +96,17 @@ class Evaluations:
     def set_mlflow_run(self, evaluation_id: int, run_id: str) -> None:
         self.s.execute(update(_E).where(_E.id == evaluation_id).values(mlflow_run_id=run_id))
 
-    def for_prefix(self, prefix_id: int, limit: int) -> list[EvaluationRecord]:
-        """The prefix's evaluations, newest first."""
-        stmt = self._select().where(_E.prefix_id == prefix_id).order_by(_E.id.desc()).limit(limit)
+    def for_prefix(self, prefix_id: int) -> list[EvaluationRecord]:
+        """All of the prefix's evaluations, newest first."""
+        stmt = self._select().where(_E.prefix_id == prefix_id).order_by(_E.id.desc())
+        return [_evaluation(*r) for r in self.s.execute(stmt)]
+
+    def latest_for_prefix(self, prefix_id: int) -> list[EvaluationRecord]:
+        """The prefix's newest evaluation of each (method, metric), by metric then newest."""
+        newest = (
+            select(func.max(_E.id)).where(_E.prefix_id == prefix_id).group_by(_E.method, _E.metric)
+        )
+        stmt = self._select().where(_E.id.in_(newest)).order_by(_E.metric, _E.id.desc())
         return [_evaluation(*r) for r in self.s.execute(stmt)]
 
 
@@ -125,6 +133,34 @@ class Arrivals:
         if task_id is not None:
             stmt = stmt.where(T.task_id == task_id)
         return [(r[0], r[1]) for r in self.s.execute(stmt.order_by(T.id.desc()))]
+
+    def newest_embeddings(self, method: str) -> list[tuple[Any, str]]:
+        """(row, task name) of each task's newest embedding under `method`, by task name."""
+        T = orm.TaskEmbedding
+        newest = select(func.max(T.id)).where(T.method == method).group_by(T.task_id)
+        stmt = (
+            select(T, orm.Task.name)
+            .join(orm.Task, T.task_id == orm.Task.id)
+            .where(T.id.in_(newest))
+            .order_by(orm.Task.name)
+        )
+        return [(r[0], r[1]) for r in self.s.execute(stmt)]
+
+    def generation(self) -> tuple[Any, ...]:
+        """Counts and ids of tasks, prefixes (which are current, which broken) and embeddings,
+        in one statement: any registration, new version, repair or embedding changes one."""
+        P, T, E = orm.Prefix, orm.Task, orm.TaskEmbedding
+        parts = (
+            select(func.count()).select_from(T),
+            select(func.max(T.id)),
+            select(func.count()).select_from(P),
+            select(func.max(P.id)),
+            select(func.sum(P.id)).where(P.is_current),
+            select(func.sum(P.id)).where(P.status != "ok"),
+            select(func.count()).select_from(E),
+            select(func.max(E.id)),
+        )
+        return tuple(self.s.execute(select(*(q.scalar_subquery() for q in parts))).one())
 
     def add_arrival(
         self, *, stream_id: int, position: int, task_id: int, method: str, status: str
@@ -185,16 +221,17 @@ class Arrivals:
         ]
 
 
-def pack_vector(values: Sequence[float]) -> bytes:
-    """Little-endian float32 bytes of an embedding."""
-    return struct.pack(f"<{len(values)}f", *values)
+def pack_vector(values: Sequence[float] | np.ndarray) -> bytes:
+    """Little-endian float32 bytes of an embedding (flattened)."""
+    return np.ascontiguousarray(values, dtype="<f4").reshape(-1).tobytes()
 
 
-def unpack_vector(data: bytes) -> tuple[float, ...]:
-    return struct.unpack(f"<{len(data) // 4}f", data)
+def unpack_vector(data: bytes) -> np.ndarray:
+    """A read-only float32 view of stored embedding bytes (no copy, no Python floats)."""
+    return np.frombuffer(data, dtype="<f4")
 
 
-def embedding_record(row: Any, task: str, vector: tuple[float, ...]) -> TaskEmbeddingRecord:
+def embedding_record(row: Any, task: str, vector: np.ndarray) -> TaskEmbeddingRecord:
     return TaskEmbeddingRecord(
         id=row.id,
         task=task,

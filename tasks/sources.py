@@ -18,6 +18,7 @@ from tasks.errors import ConfigError, DataError
 from tasks.spec import KINDS, Example, TaskData, TaskSpec, check_name
 from tasks.split import assemble
 from tasks.validate import (
+    TEXT_ENCODING,
     check_bytes,
     check_fields,
     check_file,
@@ -26,6 +27,7 @@ from tasks.validate import (
     check_nonempty,
     check_table,
     rows_to_examples,
+    starts_with_bom,
 )
 
 # "imdb" or "owner/name": no extension, no leading dot or slash, at most one slash.
@@ -91,6 +93,8 @@ def _read_file(path: Path, side: str) -> Any:
             "na_filter": False,
             "index_col": False,  # a row with an extra field is an error, not an index
         }
+    if fmt in ("json", "csv") and starts_with_bom(path):
+        options["encoding"] = TEXT_ENCODING  # the parsers would keep the mark in the first field
     try:
         with _quiet_datasets():
             return datasets.load_dataset(

@@ -30,6 +30,11 @@ FORMATS: dict[str, str] = {
     ".tsv": "csv",
     ".parquet": "parquet",
 }
+# Text files are read as "utf-8-sig": plain UTF-8, less a leading byte-order mark (what Windows
+# tools and spreadsheet exports write first). CRLF line ends need nothing: the csv module and
+# JSON both take "\r\n" as a line end or whitespace.
+TEXT_ENCODING = "utf-8-sig"
+BOM = b"\xef\xbb\xbf"
 TEXT_FLAG = "--text-field"
 TARGET_FLAG = {"classification": "--label-field", "generation": "--target-field"}
 
@@ -51,6 +56,12 @@ def check_file(path: Path) -> str:
             f"convert it to one of {', '.join(FORMATS)}"
         )
     return fmt
+
+
+def starts_with_bom(path: Path) -> bool:
+    """Whether the file begins with a UTF-8 byte-order mark."""
+    with open(path, "rb") as f:
+        return f.read(len(BOM)) == BOM
 
 
 def check_bytes(path: Path, *, split: str = "train", chunk: int = 1 << 20) -> None:
@@ -94,7 +105,7 @@ def check_table(path: Path, sep: str) -> list[str]:
     The parser would otherwise drop or shift extra fields with only a warning. Blank lines are
     skipped (and not counted as rows), as the parser does.
     """
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding=TEXT_ENCODING, newline="") as f:
         reader = csv.reader(f, delimiter=sep)
         header = next(reader, [])
         if not header:
@@ -121,7 +132,7 @@ def check_table(path: Path, sep: str) -> list[str]:
 def check_json_lines(path: Path) -> None:
     """Fail on the first JSONL line that is not a JSON object, naming its row."""
     row = 0
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding=TEXT_ENCODING) as f:
         for line in f:
             if not line.strip():
                 continue

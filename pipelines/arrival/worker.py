@@ -224,8 +224,11 @@ class Worker:
     def _arrival(self, reg: Registry, job: JobRecord, alive: Callable[[], bool]) -> dict[str, Any]:
         arrival = ArrivalJob.from_dict(job.payload)
         stream = job.stream
-        pick_threads(busy=bool(self._backbones))
-        runtime = {"worker": self.id, **run_environment()}
+        choice = pick_threads(busy=bool(self._backbones))
+        self.say(
+            f"[{stream}] {arrival.plan.name} · {choice.threads} torch thread(s): {choice.reason}"
+        )
+        runtime = {"worker": self.id, **run_environment(), "thread_choice": choice.to_dict()}
         backbone = self._backbone(reg, arrival.backbone, stream)
         book = self._books.setdefault(stream, TaskBook(stream))
         step = StreamArrival(

@@ -129,7 +129,7 @@ def test_incomplete_or_foreign_folders_are_refused(
     meta = folder / checkpoint.META
     doc = json.loads(meta.read_text())
     meta.write_text(json.dumps({**doc, "format": "something-else/9"}))
-    with pytest.raises(IntegrityError, match="format"):
+    with pytest.raises(ConfigError, match="format 'something-else/9' is not a prefix folder"):
         checkpoint.load(folder)
     meta.write_text("{not json")
     with pytest.raises(IntegrityError, match="not valid JSON"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from registry_testkit import FINGERPRINT, register, spec
@@ -184,7 +185,9 @@ def test_embeddings_and_arrivals(reg: Registry) -> None:
     reg.put_embedding("a", "mean", torch.tensor([4.0, 5.0, 6.0]))
     reg.put_embedding("b", "mean", [0.5, 0.25, 0.0])
     newest = {e.task: e.vector for e in reg.embeddings("mean")}
-    assert newest == {"a": (4.0, 5.0, 6.0), "b": (0.5, 0.25, 0.0)}
+    assert {k: v.tolist() for k, v in newest.items()} == {"a": [4, 5, 6], "b": [0.5, 0.25, 0]}
+    # packed float32 read back as float32 arrays over the stored bytes: no Python float per value
+    assert all(v.dtype == np.float32 and not v.flags.writeable for v in newest.values())
     arrival = reg.streams.start_arrival(position=0, task="a", method="prefix")
     assert arrival.status == "running" and arrival.finished_at is None
     done = reg.streams.finish_arrival(arrival.id, "done")

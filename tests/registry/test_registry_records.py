@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
+import numpy as np
 import pytest
 
 from registry.records import (
@@ -120,7 +121,12 @@ RECORDS: list[Record] = [
     ),
     TaskView(task=TASK, current=None, versions=0, metrics=(), lineage=(), mlflow_run_id=None),
     TaskEmbeddingRecord(
-        id=1, task="trec", method="mean", dim=3, vector=(0.5, -1.0, 2.0), created_at=NOW
+        id=1,
+        task="trec",
+        method="mean",
+        dim=3,
+        vector=np.array([0.5, -1.0, 2.0], dtype=np.float32),
+        created_at=NOW,
     ),
     ArrivalRecord(
         id=1,

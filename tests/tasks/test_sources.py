@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -141,3 +142,40 @@ def test_hub_dataset_uses_its_splits_and_label_names(
     assert task.spec.labels == ("neg", "pos")
     assert [ex.target for ex in task.eval] == ["pos", "neg"]
     assert len(task.train) == 6
+
+
+# --- files from Windows tools: a UTF-8 byte-order mark and CRLF line ends ----------------------
+
+BOM = b"\xef\xbb\xbf"
+
+
+def _windows_text(rows: list[dict], suffix: str) -> str:
+    """What a Windows tool or spreadsheet export writes for `rows` (before the BOM)."""
+    if suffix == ".jsonl":
+        return "".join(json.dumps(r) + "\r\n" for r in rows)
+    if suffix == ".json":
+        return "[\r\n" + ",\r\n".join(json.dumps(r) for r in rows) + "\r\n]\r\n"
+    sep = "\t" if suffix == ".tsv" else ","
+    lines = [sep.join(["text", "label"])] + [sep.join([r["text"], r["label"]]) for r in rows]
+    return "\r\n".join(lines) + "\r\n"
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv", ".tsv"])
+def test_a_bom_and_crlf_file_reads_as_the_text_it_is(suffix, jsonl, sentiment, data_dir) -> None:
+    windows = data_dir / f"windows{suffix}"
+    windows.write_bytes(BOM + _windows_text(sentiment, suffix).encode("utf-8"))
+    plain = jsonl("plain.jsonl", sentiment)
+    got = load_files(name="films", train=windows, eval=windows, seed=2)
+    want = load_files(name="films", train=plain, eval=plain, seed=2)
+    assert got.train == want.train and got.eval == want.eval
+    assert got.fingerprint == want.fingerprint and got.spec.labels == ("neg", "pos")
+    cells = [c for ex in got.train for c in (ex.text, ex.target)]
+    assert not any("\ufeff" in c or "\r" in c for c in cells)
+
+
+def test_a_bad_row_in_a_bom_file_is_still_named(data_dir) -> None:
+    path = data_dir / "bad.jsonl"
+    lines = ['{"text": "a", "label": "x"}', '{"text": "b", "label": "y"}', "{not json"]
+    path.write_bytes(BOM + "\r\n".join(lines).encode("utf-8") + b"\r\n")
+    with pytest.raises(DataError, match=r"bad.jsonl: row 3: not valid JSON"):
+        load_files(name="t", train=path)
