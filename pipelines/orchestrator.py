@@ -34,8 +34,8 @@ from typing import Any
 
 from continual.backbones import Backbone, fingerprint, load_backbone
 from continual.finetune import fresh_head
-from continual.inference import EvalResult, TaskPrefix, evaluate
-from continual.prefix import PrefixConfig, TrainablePrefix
+from continual.inference import EvalResult, TrainedTask, evaluate
+from continual.modules import ModuleConfig, build
 from continual.train import TrainConfig, train
 from pipelines import ledger
 from pipelines.baseline_runner import BaselineRunner, wanted
@@ -181,7 +181,7 @@ class Orchestrator:
                 )
             with self.log.step(tag, f"prefix · embed, init ({plan.init})"):
                 planned, vectors = plan_start(reg, backbone, data, pconfig)
-            start = planned.prefix
+            start = planned.tensors
             with self.log.step(tag, f"prefix · starting points ({planned.strategy})"):
                 starts = _prefix_starts(backbone, data, pconfig, config, start)
             with self.log.step(tag, f"prefix · train ({config.steps} steps)"):
@@ -265,7 +265,7 @@ class Orchestrator:
         position: int,
         starts: tuple[EvalResult, EvalResult] | None,
         data: TaskData,
-        pconfig: PrefixConfig,
+        pconfig: ModuleConfig,
         config: TrainConfig,
     ) -> None:
         history = reg.history(task)
@@ -278,7 +278,7 @@ class Orchestrator:
             return
         if starts is None:  # redone after a kill: the starting points are seeded, so recompute
             planned, _ = plan_start(reg, self.backbone, data, pconfig)
-            starts = _prefix_starts(self.backbone, data, pconfig, config, planned.prefix)
+            starts = _prefix_starts(self.backbone, data, pconfig, config, planned.tensors)
         for which, ev in zip(ledger.UNTRAINED, starts):
             if which in missing:
                 ledger.record(reg, task, ledger.untrained_method(method, which), position, ev)
@@ -365,7 +365,7 @@ class Orchestrator:
 def _prefix_starts(
     backbone: Backbone,
     data: TaskData,
-    pconfig: PrefixConfig,
+    pconfig: ModuleConfig,
     config: TrainConfig,
     start: Any,
 ) -> tuple[EvalResult, EvalResult]:
@@ -373,13 +373,13 @@ def _prefix_starts(
     the head training would start from. A random init is both: one evaluation, two records."""
     head = fresh_head(backbone, data.spec, config.seed)
 
-    def score(flat) -> EvalResult:
-        task = TaskPrefix(
-            spec=data.spec, config=pconfig, prefix=flat, head=head, limits=config.limits
+    def score(tensors) -> EvalResult:
+        task = TrainedTask(
+            spec=data.spec, config=pconfig, tensors=tensors, head=head, limits=config.limits
         )
         return evaluate(backbone, task, data.eval, batch_size=config.eval_batch_size)
 
-    random = score(TrainablePrefix(pconfig.with_(init="random"), seed=config.seed).eject())
+    random = score(build(pconfig.with_(init="random"), seed=config.seed).eject())
     if start is None:
         return random, random
-    return score(TrainablePrefix(pconfig, base=start, seed=config.seed).eject()), random
+    return score(build(pconfig, start=start, seed=config.seed).eject()), random

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from continual.backbones import Backbone
-from continual.prefix import PrefixConfig
+from continual.modules import DEFAULT_KIND, ModuleConfig, config_from_dict
 from continual.train import TrainConfig
 from pipelines import ledger
 from pipelines.jobs import DataArgs, load_data
@@ -30,7 +30,7 @@ class StreamTask:
     prefix_id: int
     predictions_sha256: str | None
     config: TrainConfig
-    prefix_config: PrefixConfig
+    prefix_config: ModuleConfig
     data: DataArgs
     data_fingerprint: str
 
@@ -95,7 +95,7 @@ class TaskBook:
             prefix_id=own.prefix_id,
             predictions_sha256=own.predictions_sha256,
             config=TrainConfig.from_dict(run["train"]),
-            prefix_config=PrefixConfig.from_dict(run["prefix"]),
+            prefix_config=config_from_dict(DEFAULT_KIND, run["prefix"]),
             data=DataArgs(**stream["data_args"]),
             data_fingerprint=stream["data_fingerprint"],
         )
