@@ -39,10 +39,10 @@ def measure(name: str, labels: int = 6) -> dict[str, Any]:
         tensors.update(head.tensors())
     ours = len(tensors_to_bytes(tensors, {"format": "pt"}))
     with tempfile.TemporaryDirectory() as d:
+        import transformers
         from peft import PrefixTuningConfig, get_peft_model
-        from transformers import AutoModel, AutoModelForCausalLM
 
-        loader = AutoModelForCausalLM if bb.kind == "decoder" else AutoModel
+        loader = getattr(transformers, bb.traits.auto_class)
         base = loader.from_pretrained(bb.source, dtype=torch.float32)
         peft = get_peft_model(
             base,
