@@ -77,7 +77,7 @@ def _gathered_past(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 def _gathered_single(prefix, config, batch_size):
     """The first `single`: a gathered copy of the prefix for every row."""
-    from continual.prefix import stack_rows
+    from continual.modules.prefix import stack_rows
 
     rows = stack_rows([(prefix, config)], torch.zeros(batch_size, dtype=torch.long))
     return replace(rows, bank=None, task=None)
@@ -86,11 +86,12 @@ def _gathered_single(prefix, config, batch_size):
 @contextlib.contextmanager
 def undone(bb, variant: str) -> Iterator[None]:
     """Undo the optimizations `variant` names, for the duration of the block."""
-    import continual.model as model_mod
+    import continual.modules.prefix.plugin as prefix_plugin
+    import continual.objectives.decoder as decoder_mod
     import continual.packing as packing_mod
-    import continual.prefix as prefix_mod
-    import continual.train as train_mod
+    import continual.train.run as train_mod
     from continual.kernels import FastDropout
+    from continual.modules.prefix import RowPrefix
 
     parts = set(variant.split("+"))
     if variant == "before":
@@ -111,10 +112,10 @@ def undone(bb, variant: str) -> Iterator[None]:
     if "padded" in parts:
         patch(packing_mod, "packable", lambda backbone: False)
     if "gathered-prefix" in parts:
-        patch(prefix_mod.RowPrefix, "past", _gathered_past)
-        patch(train_mod, "single", _gathered_single)
+        patch(RowPrefix, "past", _gathered_past)
+        patch(prefix_plugin, "single", _gathered_single)
     if "sliced-head" in parts:
-        patch(model_mod, "kept_positions", lambda width, keep: keep)
+        patch(decoder_mod, "kept_positions", lambda width, keep: keep)
     if "foreach-adamw" in parts:
         patch(
             train_mod,

@@ -80,22 +80,22 @@ def timed(fns: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[str, fl
 
 
 def random_task(bb, spec, length: int, positions: str, seed: int):
-    from continual.heads import ClassificationHead
-    from continual.inference import TaskPrefix
+    from continual.finetune import fresh_head
+    from continual.inference import TrainedTask
+    from continual.modules import build
     from continual.objectives import TextLimits
-    from continual.prefix import TrainablePrefix
     from pipelines.jobs import prefix_config_for
 
     config = prefix_config_for(bb, length, positions)
-    head = None
-    if bb.kind == "encoder":
-        head = ClassificationHead(bb.geometry.hidden_size, len(spec.labels), seed=seed).eval()
+    head = fresh_head(bb, spec, seed)
+    if head is not None:
+        head.eval()
         with torch.no_grad():
             head.linear.weight.normal_(0, 1, generator=torch.Generator().manual_seed(seed))
-    return TaskPrefix(
+    return TrainedTask(
         spec=spec,
         config=config,
-        prefix=TrainablePrefix(config, seed=seed).eject(),
+        tensors=build(config, seed=seed).eject(),
         head=head,
         limits=TextLimits(max_length=128),
     )
@@ -103,27 +103,28 @@ def random_task(bb, spec, length: int, positions: str, seed: int):
 
 @torch.no_grad()
 def _shared_prompt(bb, spec, task, texts: list[str]) -> list[int]:
+    from continual.modules import module_for
     from continual.objectives import label_scores
-    from continual.prefix import single
 
     scores: list[torch.Tensor] = []
     for i in range(0, len(texts), 16):
         chunk = texts[i : i + 16]
-        rows = single(task.prefix, task.config, len(chunk))
+        rows = module_for(task.config).single(task.tensors, task.config, len(chunk))
         scores += label_scores(bb, [spec] * len(chunk), chunk, rows, task.limits)
     return [int(s.argmax()) for s in scores]
 
 
 @torch.no_grad()
 def _pass_per_label(bb, spec, task, texts: list[str]) -> list[int]:
-    from continual.objectives import _tail_logprob, prompt_ids, target_ids
-    from continual.prefix import single
+    from continual.modules import module_for
+    from continual.objectives import prompt_ids, target_ids
+    from continual.objectives.decoder import _tail_logprob
 
     preds: list[int] = []
     for i in range(0, len(texts), 16):
         chunk = texts[i : i + 16]
         prompts = [prompt_ids(bb, spec, t, task.limits) for t in chunk]
-        rows = single(task.prefix, task.config, len(chunk))
+        rows = module_for(task.config).single(task.tensors, task.config, len(chunk))
         cols = []
         for label in spec.labels:
             tail = target_ids(bb, label, task.limits)
@@ -227,7 +228,7 @@ def peft_server(bb, tasks):
         else:
             model.add_adapter(f"t{i}", config)
         with torch.no_grad():
-            model.prompt_encoder[f"t{i}"].embedding.weight.copy_(t.prefix)
+            model.prompt_encoder[f"t{i}"].embedding.weight.copy_(t.tensors["prefix"])
     return model.eval()
 
 

@@ -44,7 +44,7 @@ class Shape:
             intermediate=int(c.intermediate_size),
             gated=getattr(c, "hidden_act", "") == "silu" or "llama" in c.model_type,
             vocab=int(c.vocab_size),
-            causal=backbone.kind == "decoder",
+            causal=backbone.traits.causal,
         )
 
     @property

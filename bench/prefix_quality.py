@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 
 from continual.backbones import load_backbone
-from continual.heads import ClassificationHead
-from continual.inference import TaskPrefix, evaluate
-from continual.init import InitContext, initial_prefix
-from continual.prefix import PrefixConfig, TrainablePrefix
+from continual.finetune import fresh_head
+from continual.inference import TrainedTask, evaluate
+from continual.init import InitContext, initial_tensors
+from continual.modules import build, module_kind
 from continual.train import TrainConfig, train
 from tasks import catalog
 
@@ -89,30 +89,21 @@ def run(name: str) -> dict:
     bb_name, dataset, length, positions, init, config, max_train = RUNS[name]
     data = catalog.load(dataset, max_train=max_train)
     backbone = load_backbone(bb_name)
-    g = backbone.geometry
-    pconfig = PrefixConfig(
-        length=length,
-        layers=g.layers,
-        kv_heads=g.kv_heads,
-        head_dim=g.head_dim,
-        hidden_size=g.hidden_size,
-        positions=positions,
-        init=init,
+    pconfig = module_kind("prefix").config_for(
+        backbone, length=length, positions=positions, init=init
     )
-    start = initial_prefix(init, InitContext(backbone, data.spec, pconfig, {}))
+    start = initial_tensors(init, InitContext(backbone, data.spec, pconfig, {}))
     started = time.perf_counter()
     result = train(backbone, data, pconfig, config, init=start)
     trained = evaluate(backbone, result.task, data.eval, batch_size=config.eval_batch_size)
 
-    def untrained(base: torch.Tensor | None):
+    def untrained(base: dict[str, torch.Tensor] | None):
         """The prefix as initialised, before any step (encoders: the seed's fresh head)."""
-        head = None
-        if result.task.head is not None:
-            head = ClassificationHead(g.hidden_size, len(data.spec.labels), seed=config.seed)
-        task = TaskPrefix(
+        head = fresh_head(backbone, data.spec, config.seed)
+        task = TrainedTask(
             spec=data.spec,
             config=pconfig,
-            prefix=TrainablePrefix(pconfig, base=base, seed=config.seed).eject(),
+            tensors=build(pconfig, start=base, seed=config.seed).eject(),
             head=head.eval() if head is not None else None,
             limits=config.limits,
         )

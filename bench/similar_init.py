@@ -40,8 +40,8 @@ import torch
 from bench.prefix_quality import machine
 from continual.backbones import Backbone, load_backbone
 from continual.inference import evaluate
-from continual.init import AUTO_THRESHOLD, TEMPERATURE, InitContext, Source, start_prefix
-from continual.prefix import PrefixConfig
+from continual.init import AUTO_THRESHOLD, TEMPERATURE, InitContext, Source, start_module
+from continual.modules import ModuleConfig
 from continual.similarity import similarities, task_embedding
 from continual.train import TrainConfig, train
 from pipelines.jobs import prefix_config_for
@@ -128,28 +128,28 @@ def shots(data: TaskData, k: int, seed: int) -> TaskData:
 
 
 def start(
-    bb: Backbone, data: TaskData, pcfg: PrefixConfig, name: str, pool: list[Source], **opts
+    bb: Backbone, data: TaskData, pcfg: ModuleConfig, name: str, pool: list[Source], **opts
 ) -> Any:
-    return start_prefix(
+    return start_module(
         name, InitContext(bb, data.spec, pcfg.with_(init=name), {"sources": pool, **opts})
     )
 
 
 def few_shot(
-    bb: Backbone, data: TaskData, pcfg: PrefixConfig, s: Any, steps: int, seed: int, batch: int
+    bb: Backbone, data: TaskData, pcfg: ModuleConfig, s: Any, steps: int, seed: int, batch: int
 ) -> float:
     cfg = TrainConfig(
         steps=steps, batch_size=batch, lr=1e-3, max_length=64, seed=seed, eval_every=10**9
     )
-    res = train(bb, data, pcfg, cfg, init=s.prefix, progress=False)
+    res = train(bb, data, pcfg, cfg, init=s.tensors, progress=False)
     return evaluate(bb, res.task, data.eval, batch_size=32).score
 
 
 def curve(
-    bb: Backbone, data: TaskData, pcfg: PrefixConfig, s: Any, cfg: TrainConfig
+    bb: Backbone, data: TaskData, pcfg: ModuleConfig, s: Any, cfg: TrainConfig
 ) -> list[tuple[int, float]]:
     """(step, validation score) every `eval_every` steps of a full-data run."""
-    return train(bb, data, pcfg, cfg, init=s.prefix, progress=False).validations
+    return train(bb, data, pcfg, cfg, init=s.tensors, progress=False).validations
 
 
 def first_reaching(validations: list[tuple[int, float]], bar: float, budget: int) -> int:
@@ -202,11 +202,11 @@ def main(argv: list[str] | None = None) -> int:
             prefix, score = torch.load(cache / key).values()
         else:
             s = start(bb, data[n], pcfg, "random", [])
-            res = train(bb, data[n], pcfg, cfg["source"], init=s.prefix, progress=False)
-            prefix, score = res.task.prefix, evaluate(bb, res.task, data[n].eval).score
+            res = train(bb, data[n], pcfg, cfg["source"], init=s.tensors, progress=False)
+            prefix, score = res.task.tensors["prefix"], evaluate(bb, res.task, data[n].eval).score
             cache.mkdir(parents=True, exist_ok=True)
             torch.save({"prefix": prefix, "score": score}, cache / key)
-        sources[n] = Source(n, len(sources) + 1, 0.0, prefix)
+        sources[n] = Source(n, len(sources) + 1, 0.0, {"prefix": prefix})
         source_scores[n] = score
         print(f"source {n}: {score:.3f}", flush=True)
 
@@ -214,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         keep = [n for n in sources if n != target and (only is None or n in only)]
         sims = similarities(emb[target], np.stack([emb[n] for n in keep])) if keep else []
         return [
-            Source(n, sources[n].prefix_id, float(x), sources[n].prefix) for n, x in zip(keep, sims)
+            Source(n, sources[n].prefix_id, float(x), sources[n].tensors)
+            for n, x in zip(keep, sims)
         ]
 
     if not a.quick:  # temperature: few-shot on one calibration target, pool of its own

@@ -22,22 +22,27 @@ from bench.common import machine, table, write
 
 def measure(name: str, labels: int = 6) -> dict[str, Any]:
     from continual.backbones import load_backbone
-    from continual.heads import ClassificationHead
-    from continual.prefix import TrainablePrefix
+    from continual.finetune import fresh_head
+    from continual.modules import build
     from pipelines.jobs import prefix_config_for
     from registry.artifacts import tensors_to_bytes
+    from tasks.spec import TaskSpec
 
     bb = load_backbone(name)
     config = prefix_config_for(bb, 16, None)
-    tensors = {"prefix": TrainablePrefix(config).eject()}
-    if bb.kind == "encoder":
-        tensors.update(ClassificationHead(bb.geometry.hidden_size, labels).tensors())
+    tensors = build(config).eject()
+    spec = TaskSpec(
+        name="size", kind="classification", labels=tuple(f"l{i}" for i in range(labels))
+    )
+    head = fresh_head(bb, spec, 0)
+    if head is not None:
+        tensors.update(head.tensors())
     ours = len(tensors_to_bytes(tensors, {"format": "pt"}))
     with tempfile.TemporaryDirectory() as d:
+        import transformers
         from peft import PrefixTuningConfig, get_peft_model
-        from transformers import AutoModel, AutoModelForCausalLM
 
-        loader = AutoModelForCausalLM if bb.kind == "decoder" else AutoModel
+        loader = getattr(transformers, bb.traits.auto_class)
         base = loader.from_pretrained(bb.source, dtype=torch.float32)
         peft = get_peft_model(
             base,
@@ -59,7 +64,7 @@ def measure(name: str, labels: int = 6) -> dict[str, Any]:
         "full_finetune_bytes": full,
         "ours_fraction_of_backbone": ours / bb.n_bytes,
         "prefix_numbers": config.n_params,
-        "head_labels": labels if bb.kind == "encoder" else 0,
+        "head_labels": labels if head is not None else 0,
     }
 
 

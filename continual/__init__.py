@@ -1,1 +1,2 @@
-"""Prefix tuning on frozen backbones: the prefix, training, evaluation and similar-task init."""
+"""Per-task modules (prefix tuning first) on frozen backbones: the module seam, objectives,
+training, evaluation and similar-task init."""

@@ -29,6 +29,41 @@ BackboneKind = Literal["encoder", "decoder"]
 
 
 @dataclass(frozen=True)
+class KindTraits:
+    """What the code outside the objectives needs to know about a backbone kind, looked up by
+    name (`traits`) rather than branched on: which transformers auto class loads it, whether its
+    attention is causal, which side its tokenizer pads (None: the tokenizer's own; decoders pad
+    left so targets and generated tokens line up at the end of every row) and whether a missing
+    pad token borrows the end token, and the keyword arguments a plain forward passes (decoders:
+    no key/value cache to build when nobody continues from it)."""
+
+    auto_class: str
+    causal: bool
+    padding_side: str | None = None
+    pad_with_eos: bool = False
+    plain_forward: tuple[tuple[str, Any], ...] = ()
+
+
+_TRAITS: dict[str, KindTraits] = {
+    "encoder": KindTraits(auto_class="AutoModel", causal=False),
+    "decoder": KindTraits(
+        auto_class="AutoModelForCausalLM",
+        causal=True,
+        padding_side="left",
+        pad_with_eos=True,
+        plain_forward=(("use_cache", False),),
+    ),
+}
+
+
+def traits(kind: str) -> KindTraits:
+    """The traits of backbone kind `kind` (see `KindTraits`)."""
+    if kind not in _TRAITS:
+        raise ConfigError(f"unknown backbone kind {kind!r}; known kinds are {sorted(_TRAITS)}")
+    return _TRAITS[kind]
+
+
+@dataclass(frozen=True)
 class CatalogBackbone:
     """An embedded backbone: where its weights come from and how to make a plain folder of them."""
 
@@ -102,6 +137,10 @@ class Backbone:
             "n_params": self.n_params,
             "config": {**self.geometry.to_dict(), "model_type": self.model.config.model_type},
         }
+
+    @property
+    def traits(self) -> KindTraits:
+        return traits(self.kind)
 
     @property
     def n_bytes(self) -> int:
@@ -231,21 +270,22 @@ def locate(name_or_path: str, *, kind: BackboneKind | None = None) -> Located:
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise AssetError(f"backbone {name_or_path!r} could not be loaded: {first}") from None
-    if kind == "decoder":
-        tokenizer.padding_side = "left"
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+    how = traits(kind)
+    if how.padding_side is not None:
+        tokenizer.padding_side = how.padding_side
+    if how.pad_with_eos and tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
     return Located(name=name, where=where, kind=kind, tokenizer=tokenizer)
 
 
 def load_backbone(name_or_path: str, *, kind: BackboneKind | None = None) -> Backbone:
     """Load, freeze and fingerprint a backbone. Decoders pad on the left (see `continual.model`)."""
-    from transformers import AutoModel, AutoModelForCausalLM
+    import transformers
 
     found = locate(name_or_path, kind=kind)
     name, where, kind, tokenizer = found.name, found.where, found.kind, found.tokenizer
     try:
-        loader = AutoModelForCausalLM if kind == "decoder" else AutoModel
+        loader = getattr(transformers, traits(kind).auto_class)
         model = loader.from_pretrained(where, dtype=torch.float32)
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

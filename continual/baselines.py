@@ -3,8 +3,9 @@
 - `sequential-ft`: fine-tunes every weight of a trainable copy of the backbone, task after task
   (a head per task for encoders; text to text with rank classification for decoders). The
   frozen backbone the prefixes use is never touched.
-- `shared-prefix`: one prefix trained through all tasks, continuing its reparameterized module
-  from task to task (a head per task for encoders).
+- `shared-prefix`: one task module (a prefix unless configured otherwise) trained through all
+  tasks, continuing its trainable module from task to task (a head per task where the
+  objective has one).
 
 A baseline is a `Learner`, registered by name (`register_baseline`). Its weights are scratch
 state saved by `save_learner` as numbered folders under its own root with a `CURRENT` file
@@ -30,9 +31,9 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from continual.backbones import Backbone
 from continual.finetune import evaluate_plain, finetune, fresh_head, trainable_copy
 from continual.heads import ClassificationHead
-from continual.inference import EvalResult, TaskPrefix, evaluate
+from continual.inference import EvalResult, TrainedTask, evaluate
+from continual.modules import DEFAULT_KIND, ModuleConfig, Tensors, build, config_from_dict
 from continual.objectives import TextLimits
-from continual.prefix import PrefixConfig, TrainablePrefix
 from continual.train import TrainConfig, train
 from tasks.errors import ConfigError, IntegrityError
 from tasks.spec import Example, TaskData, TaskSpec
@@ -46,13 +47,14 @@ class Learner(ABC):
 
     `tasks` are the names learnt so far, in order; `options` (e.g. `lr`) are fixed when the
     learner is created and saved with it; `log` is the caller's record, saved alongside.
+    `prefix_config` is the task module's config (any kind; the name is the stream's).
     """
 
     method: ClassVar[str]
     default_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(
-        self, backbone: Backbone, prefix_config: PrefixConfig, options: dict[str, Any]
+        self, backbone: Backbone, prefix_config: ModuleConfig, options: dict[str, Any]
     ) -> None:
         unknown = set(options) - set(self.default_options)
         if unknown:
@@ -126,7 +128,7 @@ def baselines() -> list[str]:
 
 
 def create_learner(
-    method: str, backbone: Backbone, prefix_config: PrefixConfig, options: dict[str, Any]
+    method: str, backbone: Backbone, prefix_config: ModuleConfig, options: dict[str, Any]
 ) -> Learner:
     if method not in _BASELINES:
         raise ConfigError(f"unknown baseline {method!r}; choose from {', '.join(baselines())}")
@@ -145,7 +147,7 @@ class SequentialFT(Learner):
     WEIGHTS = "model.safetensors"
 
     def __init__(
-        self, backbone: Backbone, prefix_config: PrefixConfig, options: dict[str, Any]
+        self, backbone: Backbone, prefix_config: ModuleConfig, options: dict[str, Any]
     ) -> None:
         super().__init__(backbone, prefix_config, options)
         self.copy = trainable_copy(backbone)
@@ -198,27 +200,27 @@ class SharedPrefix(Learner):
     WEIGHTS = "prefix.safetensors"
 
     def __init__(
-        self, backbone: Backbone, prefix_config: PrefixConfig, options: dict[str, Any]
+        self, backbone: Backbone, prefix_config: ModuleConfig, options: dict[str, Any]
     ) -> None:
         super().__init__(backbone, prefix_config, options)
         self.module_state: dict[str, torch.Tensor] | None = None
-        self.prefix: torch.Tensor | None = None
+        self.tensors: Tensors | None = None
 
-    def _task(self, spec: TaskSpec, prefix: torch.Tensor, head, limits: TextLimits) -> TaskPrefix:
-        return TaskPrefix(
-            spec=spec, config=self.prefix_config, prefix=prefix, head=head, limits=limits
+    def _task(self, spec: TaskSpec, tensors: Tensors, head, limits: TextLimits) -> TrainedTask:
+        return TrainedTask(
+            spec=spec, config=self.prefix_config, tensors=tensors, head=head, limits=limits
         )
 
     def starting_points(self, data: TaskData, config: TrainConfig) -> tuple[EvalResult, EvalResult]:
         head = fresh_head(self.backbone, data.spec, config.seed)
-        fresh = TrainablePrefix(self.prefix_config, seed=config.seed).eject()
+        fresh = build(self.prefix_config, seed=config.seed).eject()
         kw = {"batch_size": config.eval_batch_size}
         random = evaluate(
             self.backbone, self._task(data.spec, fresh, head, config.limits), data.eval, **kw
         )
-        if self.prefix is None:
+        if self.tensors is None:
             return random, random
-        now = self._task(data.spec, self.prefix, head, config.limits)
+        now = self._task(data.spec, self.tensors, head, config.limits)
         return evaluate(self.backbone, now, data.eval, **kw), random
 
     def learn(self, data: TaskData, config: TrainConfig, *, progress: bool) -> dict[str, Any]:
@@ -230,7 +232,7 @@ class SharedPrefix(Learner):
             self.backbone, data, self.prefix_config, config, resume=resume, progress=progress
         )
         self.module_state = {k: v.detach().clone() for k, v in result.state["module"].items()}
-        self.prefix = result.task.prefix
+        self.tensors = result.task.tensors
         if result.task.head is not None:
             self.heads[data.spec.name] = result.task.head
         self.tasks.append(data.spec.name)
@@ -244,22 +246,27 @@ class SharedPrefix(Learner):
     def evaluate(
         self, spec: TaskSpec, examples: Sequence[Example], *, batch_size: int, limits: TextLimits
     ) -> EvalResult:
-        if self.prefix is None:
+        if self.tensors is None:
             raise ConfigError(f"baseline {self.method} has not learnt any task yet")
-        task = self._task(spec, self.prefix, self.heads.get(spec.name), limits)
+        task = self._task(spec, self.tensors, self.heads.get(spec.name), limits)
         return evaluate(self.backbone, task, examples, batch_size=batch_size)
 
     def save_weights(self, folder: Path) -> None:
-        if self.module_state is not None and self.prefix is not None:
+        """One file: the trainable module's state as `module.*` beside the ejected tensors
+        under their own names (a prefix: `prefix`)."""
+        if self.module_state is not None and self.tensors is not None:
             tensors = {f"module.{k}": v.contiguous() for k, v in self.module_state.items()}
-            save_file({**tensors, "prefix": self.prefix.contiguous()}, str(folder / self.WEIGHTS))
+            ejected = {k: v.contiguous() for k, v in self.tensors.items()}
+            save_file({**tensors, **ejected}, str(folder / self.WEIGHTS))
         self._save_heads(folder)
 
     def load_weights(self, folder: Path) -> None:
         if (folder / self.WEIGHTS).exists():
             flat = load_file(str(folder / self.WEIGHTS))
-            self.prefix = flat.pop("prefix")
-            self.module_state = {k.removeprefix("module."): v for k, v in flat.items()}
+            state = {k: v for k, v in flat.items() if k.startswith("module.")}
+            ejected = {k: v for k, v in flat.items() if not k.startswith("module.")}
+            self.tensors = self.prefix_config.check(ejected)
+            self.module_state = {k.removeprefix("module."): v for k, v in state.items()}
         self._load_heads(folder)
 
 
@@ -282,6 +289,7 @@ def save_learner(root: Path, learner: Learner) -> Path:
             "method": learner.method,
             "backbone": learner.backbone.name,
             "backbone_fingerprint": learner.backbone.fingerprint,
+            "module_kind": learner.prefix_config.kind,
             "prefix_config": learner.prefix_config.to_dict(),
             "options": learner.options,
             "tasks": learner.tasks,
@@ -324,9 +332,8 @@ def load_learner(root: Path, method: str, backbone: Backbone) -> Learner | None:
             f"({backbone.fingerprint[:12]}…); use the stream's backbone"
         )
     # The prefix geometry it was created with wins over the caller's: a baseline's shape is fixed.
-    learner = create_learner(
-        method, backbone, PrefixConfig.from_dict(doc["prefix_config"]), doc["options"]
-    )
+    config = config_from_dict(doc.get("module_kind", DEFAULT_KIND), doc["prefix_config"])
+    learner = create_learner(method, backbone, config, doc["options"])
     learner.tasks = list(doc["tasks"])
     learner.log = list(doc["log"])
     learner.load_weights(folder)

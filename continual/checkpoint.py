@@ -1,6 +1,7 @@
-"""A stored prefix as plain files: `prefix.safetensors` (tensors) and `prefix.json` (everything
-needed to rebuild and check it: task spec, prefix config, text limits, backbone name and
-fingerprint, sha256 of the tensor file, package versions).
+"""A stored task module as plain files: `prefix.safetensors` (tensors) and `prefix.json`
+(everything needed to rebuild and check it: task spec, module kind and config, text limits,
+backbone name and fingerprint, sha256 of the tensor file, package versions). The file names
+are the format's, whatever the module's kind.
 
 Writes are atomic: the folder is written under a temporary name and renamed into place, so a
 reader sees a complete prefix or none.
@@ -19,9 +20,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from continual.heads import ClassificationHead
-from continual.inference import TaskPrefix
+from continual.inference import TrainedTask
+from continual.modules import DEFAULT_KIND, ModuleConfig, config_from_dict, split_tensors
 from continual.objectives import TextLimits
-from continual.prefix import PrefixConfig, check_flat
 from tasks.assets import sha256_file
 from tasks.errors import ConfigError, IntegrityError
 from tasks.formats import (
@@ -43,9 +44,9 @@ def package_versions() -> dict[str, str]:
     return {"torch": torch.__version__, "transformers": transformers.__version__}
 
 
-def task_tensors(task: TaskPrefix) -> dict[str, torch.Tensor]:
-    """The tensors stored for a task: the flat prefix and, for encoders, its head."""
-    tensors = {"prefix": task.prefix.detach().contiguous()}
+def task_tensors(task: TrainedTask) -> dict[str, torch.Tensor]:
+    """The tensors stored for a task: its module's named tensors and its head's (`head.*`)."""
+    tensors = {k: v.detach().contiguous() for k, v in task.tensors.items()}
     if task.head is not None:
         tensors.update(task.head.tensors())
     return tensors
@@ -56,20 +57,21 @@ def stored_bytes(tensors: dict[str, torch.Tensor]) -> int:
 
 
 def task_from_tensors(
-    tensors: dict[str, torch.Tensor], spec: TaskSpec, config: PrefixConfig, limits: TextLimits
-) -> TaskPrefix:
-    head = ClassificationHead.from_tensors(tensors) if "head.weight" in tensors else None
-    return TaskPrefix(
+    tensors: dict[str, torch.Tensor], spec: TaskSpec, config: ModuleConfig, limits: TextLimits
+) -> TrainedTask:
+    """The task stored as `tensors` (`task_tensors`), its module checked against `config`."""
+    module, head = split_tensors(tensors)
+    return TrainedTask(
         spec=spec,
         config=config,
-        prefix=check_flat(tensors["prefix"], config),
-        head=head,
+        tensors=config.check(module),
+        head=ClassificationHead.from_tensors(head) if head else None,
         limits=limits,
     )
 
 
-def save(folder: Path, task: TaskPrefix, meta: dict[str, Any]) -> Path:
-    """Write a prefix folder atomically (replacing an older one). Returns the folder."""
+def save(folder: Path, task: TrainedTask, meta: dict[str, Any]) -> Path:
+    """Write a task folder atomically (replacing an older one). Returns the folder."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
@@ -83,6 +85,7 @@ def save(folder: Path, task: TaskPrefix, meta: dict[str, Any]) -> Path:
         doc = {
             "format": FORMAT,
             "task": task.spec.to_dict(),
+            "module_kind": task.config.kind,
             "prefix_config": {**task.config.to_dict(), "limits": limits},
             "limits": limits,
             "sha256": sha256_file(tmp / TENSORS),
@@ -125,8 +128,8 @@ def read_meta(folder: Path) -> dict[str, Any]:
     return doc
 
 
-def load(folder: Path, *, backbone_fingerprint: str | None = None) -> tuple[TaskPrefix, dict]:
-    """Load a prefix folder, verifying the tensor file's sha256 and, when given, that it was
+def load(folder: Path, *, backbone_fingerprint: str | None = None) -> tuple[TrainedTask, dict]:
+    """Load a task folder, verifying the tensor file's sha256 and, when given, that it was
     trained on the backbone with this fingerprint."""
     folder = Path(folder)
     doc = read_meta(folder)
@@ -149,7 +152,7 @@ def load(folder: Path, *, backbone_fingerprint: str | None = None) -> tuple[Task
     task = task_from_tensors(
         tensors,
         TaskSpec.from_dict(doc["task"]),
-        PrefixConfig.from_dict(doc["prefix_config"]),
+        config_from_dict(doc.get("module_kind", DEFAULT_KIND), doc["prefix_config"]),
         TextLimits(**prefix_limits(doc)),
     )
     return task, doc

@@ -1,9 +1,9 @@
 """Full fine-tuning of a trainable copy of the backbone: the `sequential-ft` baseline's loop.
 
-The copy is made with `trainable_copy`; the frozen backbone the prefixes use is never touched.
-Encoders classify with a per-task head over mean-pooled features; decoders treat every task as
-text to text (rank classification, or greedy generation), exactly as prefixes do, only with no
-prefix. The loop mirrors `continual.train.train` (AdamW, linear warm-up and decay, clipping, a
+The copy is made with `trainable_copy`; the frozen backbone the task modules use is never
+touched. Each task is trained and answered by its objective (`continual.objectives`: a head
+over pooled features on encoders, text to text on decoders), exactly as task modules are, only
+with no module. The loop mirrors `continual.train.train` (AdamW, linear warm-up and decay, clipping, a
 seed, early stopping on a seeded validation split of the training data) so the two compare on
 equal terms.
 """
@@ -15,18 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
+from torch import nn
 
 from continual.backbones import Backbone
-from continual.heads import ClassificationHead
 from continual.inference import EvalResult, score
-from continual.objectives import (
-    TextLimits,
-    decoder_loss,
-    encoder_features,
-    encoder_loss,
-    generate,
-    rank_classify,
-)
+from continual.objectives import TextLimits, objective_for
 from continual.train import TrainConfig, adamw, lr_factor, optimize, split_validation
 from tasks.errors import ConfigError
 from tasks.spec import Example, TaskData, TaskSpec
@@ -40,24 +33,24 @@ def trainable_copy(backbone: Backbone) -> Backbone:
     return replace(backbone, model=model.eval(), fingerprint=f"trainable copy of {backbone.name}")
 
 
-def fresh_head(backbone: Backbone, spec: TaskSpec, seed: int) -> ClassificationHead | None:
-    """The head a new task starts with (encoders), seeded as `continual.train` seeds its own."""
-    if backbone.kind != "encoder":
-        return None
-    return ClassificationHead(backbone.geometry.hidden_size, len(spec.labels), seed=seed)
+def fresh_head(backbone: Backbone, spec: TaskSpec, seed: int) -> nn.Module | None:
+    """The head a new task starts with (None if its objective has none), seeded as
+    `continual.train` seeds its own."""
+    return objective_for(backbone, spec).new_head(backbone, spec, seed=seed)
 
 
 @torch.no_grad()
 def predict_plain(
     backbone: Backbone,
-    head: ClassificationHead | None,
+    head: nn.Module | None,
     spec: TaskSpec,
     texts: Sequence[str],
     *,
     batch_size: int,
     limits: TextLimits,
 ) -> list[str]:
-    """Answers of the backbone with no prefix, `batch_size` texts per pass, in order."""
+    """Answers of the backbone with no module, `batch_size` texts per pass, in order."""
+    objective = objective_for(backbone, spec)
     was_training = backbone.model.training
     backbone.model.eval()
     if head is not None:
@@ -66,15 +59,7 @@ def predict_plain(
     try:
         for start in range(0, len(texts), batch_size):
             chunk = list(texts[start : start + batch_size])
-            if backbone.kind == "encoder":
-                if head is None:
-                    raise ConfigError(f"task {spec.name} has no head for an encoder backbone")
-                logits = head(encoder_features(backbone, chunk, None, limits))
-                out += [spec.labels[int(i)] for i in logits.argmax(-1)]
-            elif spec.kind == "classification":
-                out += rank_classify(backbone, [spec] * len(chunk), chunk, None, limits)
-            else:
-                out += generate(backbone, [spec] * len(chunk), chunk, None, limits)
+            out += objective.predict_task(backbone, spec, head, chunk, None, limits)
     finally:
         backbone.model.train(was_training)
     return out
@@ -82,7 +67,7 @@ def predict_plain(
 
 def evaluate_plain(
     backbone: Backbone,
-    head: ClassificationHead | None,
+    head: nn.Module | None,
     spec: TaskSpec,
     examples: Sequence[Example],
     *,
@@ -106,7 +91,7 @@ class FinetuneResult:
 
 def finetune(
     backbone: Backbone,
-    head: ClassificationHead | None,
+    head: nn.Module | None,
     data: TaskData,
     config: TrainConfig,
     *,
@@ -117,8 +102,7 @@ def finetune(
     On return both hold the weights of the best validation step.
     """
     spec, limits = data.spec, config.limits
-    if backbone.kind == "encoder" and spec.kind != "classification":
-        raise ConfigError(f"task {spec.name}: an encoder backbone only does classification")
+    objective = objective_for(backbone, spec)  # refuses a pair no objective handles
     torch.manual_seed(config.seed)
     train_set, val_set = split_validation(data, config)
     model = backbone.model
@@ -134,9 +118,7 @@ def finetune(
 
     def loss_fn(chunk: Sequence[Example]) -> torch.Tensor:
         texts, targets = [e.text for e in chunk], [e.target for e in chunk]
-        if head is not None:
-            return encoder_loss(backbone, head, spec, texts, targets, None, limits)
-        return decoder_loss(backbone, spec, texts, targets, None, limits)
+        return objective.loss(backbone, head, spec, texts, targets, None, limits)
 
     def validate() -> float:
         """Higher is better: accuracy, or minus the mean loss for generation."""

@@ -1,9 +1,10 @@
-"""Prediction and evaluation with trained prefixes, one task or many in the same batch.
+"""Prediction and evaluation with trained task modules, one task or many in the same batch.
 
-A `TaskPrefix` is everything one task needs at inference: its spec, its ejected prefix and
-config, and its head (encoders). `predict` answers a list of (task index, text) items in batches
-that may mix tasks: one backbone pass per batch (decoders: one for the classification rows, one
-greedy decode for the generation rows).
+A `TrainedTask` is everything one task needs at inference: its spec, its module (config and
+ejected named tensors), its head (objectives that have one) and its text limits. `predict`
+answers a list of (task index, text) items in batches that may mix tasks: rows that share text
+limits and a module kind share a pass per objective (decoders: one for the classification
+rows, one greedy decode for the generation rows).
 
 Evaluation is deterministic: a fixed batch size over the data in its given order, no sampling.
 """
@@ -14,24 +15,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 from continual.backbones import Backbone
-from continual.heads import ClassificationHead
-from continual.objectives import TextLimits, encoder_features, generate, rank_classify
-from continual.prefix import PrefixConfig, RowPrefix, stack_rows
+from continual.modules import ModuleConfig, Tensors, module_kind
+from continual.objectives import Objective, TextLimits, objective_for
 from continual.scoring import accuracy, bleu, mean_rouge_l, predictions_sha256
-from tasks.errors import ConfigError
 from tasks.spec import Example, TaskSpec
 
 
 @dataclass
-class TaskPrefix:
-    """A task ready for inference: spec, flat prefix `[P, flat_dim]`, its config and head."""
+class TrainedTask:
+    """A task ready for inference: spec, module config and its named tensors (a prefix:
+    `{"prefix": [P, flat_dim]}`), head (or None) and text limits."""
 
     spec: TaskSpec
-    config: PrefixConfig
-    prefix: torch.Tensor
-    head: ClassificationHead | None = None
+    config: ModuleConfig
+    tensors: Tensors
+    head: nn.Module | None = None
     limits: TextLimits = field(default_factory=TextLimits)
 
 
@@ -55,16 +56,17 @@ class EvalResult:
 
 
 def _predict_batch(
-    backbone: Backbone, tasks: Sequence[TaskPrefix], idx: list[int], texts: list[str]
+    backbone: Backbone, tasks: Sequence[TrainedTask], idx: list[int], texts: list[str]
 ) -> list[str]:
-    """Rows sharing text limits share a pass, so every row is cut as it would be alone."""
+    """Rows sharing text limits (so every row is cut as it would be alone) and a module kind
+    share a pass."""
     out: list[str] = [""] * len(idx)
-    groups: dict[TextLimits, list[int]] = {}
+    groups: dict[tuple[TextLimits, str], list[int]] = {}
     for j, i in enumerate(idx):
-        groups.setdefault(tasks[i].limits, []).append(j)
-    for limits, pick in groups.items():
+        groups.setdefault((tasks[i].limits, tasks[i].config.kind), []).append(j)
+    for (limits, kind), pick in groups.items():
         answers = _predict_rows(
-            backbone, tasks, [idx[j] for j in pick], [texts[j] for j in pick], limits
+            backbone, tasks, kind, [idx[j] for j in pick], [texts[j] for j in pick], limits
         )
         for j, a in zip(pick, answers, strict=True):
             out[j] = a
@@ -73,37 +75,43 @@ def _predict_batch(
 
 def _predict_rows(
     backbone: Backbone,
-    tasks: Sequence[TaskPrefix],
+    tasks: Sequence[TrainedTask],
+    kind: str,
     idx: list[int],
     texts: list[str],
     limits: TextLimits,
 ) -> list[str]:
-    rows = stack_rows([(t.prefix, t.config) for t in tasks], torch.tensor(idx))
-    specs = [tasks[i].spec for i in idx]
-    if backbone.kind == "encoder":
-        feats = encoder_features(backbone, texts, rows, limits)
-        out = []
-        for i, f in zip(idx, feats):
-            head = tasks[i].head
-            if head is None:
-                raise ConfigError(f"task {tasks[i].spec.name} has no head for an encoder backbone")
-            out.append(tasks[i].spec.labels[int(head(f.unsqueeze(0)).argmax(-1))])
-        return out
+    """One pass per objective over rows whose modules are all of `kind`. The rows' modules are
+    laid out over every task of that kind (in `tasks` order), whether or not it has a row here,
+    so a task's rows get the same layout whatever else the batch holds."""
+    mine = [i for i, t in enumerate(tasks) if t.config.kind == kind]
+    where = {i: n for n, i in enumerate(mine)}
+    parts = [(tasks[i].tensors, tasks[i].config) for i in mine]
+    rows = module_kind(kind).rows(parts, torch.tensor([where[i] for i in idx]))
+    by_objective: dict[int, tuple[Objective, list[int]]] = {}
+    for j, i in enumerate(idx):
+        found = objective_for(backbone, tasks[i].spec)
+        by_objective.setdefault(id(found), (found, []))[1].append(j)
     out: list[str] = [""] * len(idx)
-    for kind, fn in (("classification", rank_classify), ("generation", generate)):
-        pick = [j for j, s in enumerate(specs) if s.kind == kind]
-        if pick:
-            sub: RowPrefix = rows.select(torch.tensor(pick))
-            answers = fn(backbone, [specs[j] for j in pick], [texts[j] for j in pick], sub, limits)
-            for j, a in zip(pick, answers):
-                out[j] = a
+    for found, pick in by_objective.values():
+        sub = rows if len(pick) == len(idx) else rows.select(torch.tensor(pick))
+        answers = found.predict(
+            backbone,
+            [tasks[idx[j]].spec for j in pick],
+            [tasks[idx[j]].head for j in pick],
+            [texts[j] for j in pick],
+            sub,
+            limits,
+        )
+        for j, a in zip(pick, answers, strict=True):
+            out[j] = a
     return out
 
 
 @torch.no_grad()
 def predict(
     backbone: Backbone,
-    tasks: Sequence[TaskPrefix],
+    tasks: Sequence[TrainedTask],
     items: Sequence[tuple[int, str]],
     *,
     batch_size: int = 32,
@@ -149,13 +157,14 @@ def score(spec: TaskSpec, predictions: Sequence[str], examples: Sequence[Example
 
 def evaluate(
     backbone: Backbone,
-    task: TaskPrefix,
+    task: TrainedTask,
     examples: Sequence[Example],
     *,
     batch_size: int = 32,
     progress=None,
 ) -> EvalResult:
-    """Score one task's prefix on `examples` (accuracy or ROUGE-L F1, plus BLEU for generation)."""
+    """Score one task's module on `examples` (accuracy or ROUGE-L F1, plus BLEU for
+    generation)."""
     preds = predict(
         backbone, [task], [(0, e.text) for e in examples], batch_size=batch_size, progress=progress
     )

@@ -1,9 +1,10 @@
-"""One forward pass of a frozen backbone with per-row prefixes.
+"""One padded forward pass of a frozen backbone with per-row task modules.
 
-Every row of a batch carries its own prefix (`continual.prefix.stack_rows`), so rows of different
-tasks share one pass: the prefix is injected as past keys and values, the attention mask is
-extended over it (padded prefix positions are masked), and position ids are set explicitly so
-the convention in the prefix's config holds for every row.
+Every row of a batch carries its own task's module (`continual.modules.RowModules`), so rows of
+different tasks share one pass: a module's virtual positions (a prefix's keys and values) are
+injected as the cache, the attention mask is extended over them (padded virtual positions are
+masked), position ids are set explicitly so each row's convention holds, and a module that
+changes activations token by token does so while the pass runs (`RowModules.hooks`).
 
 Encoders are right-padded and decoders left-padded (so targets and generated tokens line up at
 the end of every row).
@@ -11,8 +12,7 @@ the end of every row).
 
 from __future__ import annotations
 
-import functools
-import inspect
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,19 @@ import torch
 from transformers import DynamicCache
 
 from continual.backbones import Backbone
-from continual.prefix import RowPrefix
+from continual.cache import returned_cache, with_cache
+from continual.modules.base import RowModules
+
+__all__ = [
+    "Batch",
+    "forward",
+    "hooks",
+    "kept_positions",
+    "mean_pool",
+    "position_ids",
+    "returned_cache",
+    "with_cache",
+]
 
 
 @dataclass
@@ -41,26 +53,6 @@ def position_ids(token_mask: torch.Tensor, offset: torch.Tensor | None) -> torch
     return pos if offset is None else pos + offset.unsqueeze(-1)
 
 
-@functools.cache
-def _cache_argument(model_class: type) -> str:
-    """The name of a model's key/value-cache argument: transformers 5.24 renamed
-    `past_key_values` to `cache` (the old name warns until 5.40, then goes)."""
-    params = inspect.signature(model_class.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
-def with_cache(model: torch.nn.Module, cache: Any) -> dict[str, Any]:
-    """`{argument name: cache}` for `model`'s forward, whichever transformers names it."""
-    return {_cache_argument(type(model)): cache}
-
-
-def returned_cache(output: Any) -> Any:
-    """The cache a forward with `use_cache=True` returned (`cache`, or `past_key_values`
-    before transformers 5.24)."""
-    cache = getattr(output, "cache", None)
-    return cache if cache is not None else output.past_key_values
-
-
 def kept_positions(width: int, keep: int) -> int | torch.Tensor:
     """`logits_to_keep` for the last `keep` of `width` positions (0: all), as explicit indices.
 
@@ -74,36 +66,38 @@ def kept_positions(width: int, keep: int) -> int | torch.Tensor:
     return torch.arange(width - keep, width)
 
 
-def forward(
-    backbone: Backbone,
-    batch: Batch,
-    prefix: RowPrefix | None,
-    *,
-    logits_to_keep: int = 0,
-    use_cache: bool = False,
-):
-    """Run the backbone with per-row prefixes (or none). Returns the transformers output:
-    encoders give `last_hidden_state` `[B, T, H]`; decoders give `logits` over the last
-    `logits_to_keep` positions (all when 0), and the cache when `use_cache` (`returned_cache`).
+def hooks(
+    rows: RowModules | None, model: torch.nn.Module, token_row: torch.Tensor
+) -> contextlib.AbstractContextManager[None]:
+    """`rows.hooks(model, token_row)`, or nothing when there are no modules. `token_row`
+    `[B', T']`: the row of `rows` each input token of the call belongs to (-1: none)."""
+    return contextlib.nullcontext() if rows is None else rows.hooks(model, token_row)
+
+
+def every_token(rows: int, width: int) -> torch.Tensor:
+    """`[rows, width]` token -> row map of a plain batch: row i's tokens belong to row i."""
+    return torch.arange(rows).unsqueeze(1).expand(rows, width)
+
+
+def forward(backbone: Backbone, batch: Batch, modules: RowModules | None, **model_kwargs: Any):
+    """Run the backbone with per-row modules (or none); `model_kwargs` go to the model as they
+    are (decoders: `use_cache`, `logits_to_keep`). Returns the transformers output: encoders
+    give `last_hidden_state` `[B, T, H]`, decoders `logits` (and a cache, `returned_cache`).
     """
     ids, mask = batch.input_ids, batch.attention_mask
     kwargs = {}
-    if prefix is not None:
-        kwargs = with_cache(backbone.model, DynamicCache(ddp_cache_data=prefix.past()))
-        full_mask = torch.cat([prefix.mask.to(mask.dtype), mask], dim=1)
-        pos = position_ids(mask, prefix.offset)
+    if modules is not None:
+        past = modules.past()
+        if past is not None:
+            kwargs = with_cache(backbone.model, DynamicCache(ddp_cache_data=past))
+        full_mask = torch.cat([modules.mask.to(mask.dtype), mask], dim=1)
+        pos = position_ids(mask, modules.offset)
     else:
         full_mask, pos = mask, position_ids(mask, None)
-    if backbone.kind == "decoder":
+    with hooks(modules, backbone.model, every_token(*ids.shape)):
         return backbone.model(
-            input_ids=ids,
-            attention_mask=full_mask,
-            position_ids=pos,
-            use_cache=use_cache,
-            logits_to_keep=kept_positions(ids.shape[1], logits_to_keep),
-            **kwargs,
+            input_ids=ids, attention_mask=full_mask, position_ids=pos, **kwargs, **model_kwargs
         )
-    return backbone.model(input_ids=ids, attention_mask=full_mask, position_ids=pos, **kwargs)
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

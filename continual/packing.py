@@ -10,9 +10,12 @@ apart with a 4D attention mask, so only real tokens are computed:
 - positions restart in every segment (at its prefix length under the "shifted" convention), so a
   segment's outputs equal what it gives alone in a batch of one (within float rounding; the
   tests check 1e-5);
-- a row's key/value cache holds the prefixes of the tasks among its segments, each once
-  (`RowPrefix.distinct`), and the layout keeps a task's segments in the same rows where they
-  fit, so a mixed-task pass attends to few more prefix positions than a single-task one.
+- a row's key/value cache holds what the modules of its segments' tasks put there (a prefix:
+  each task's prefix once, see `continual.modules.prefix.packed`), and the layout keeps a
+  task's segments in the same rows where they fit (`groups`), so a mixed-task pass attends to
+  few more virtual positions than a single-task one;
+- a module that changes activations token by token is told each packed token's segment
+  (`RowModules.hooks`).
 
 Rows are filled longest segment first, each into the emptiest row it fits (rows hold at most
 `capacity` tokens, or the longest segment if that is longer), so rows come out about equally
@@ -26,14 +29,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers import DynamicCache
 
 from continual.backbones import Backbone
+from continual.cache import with_cache
 from continual.kernels import ATTENTION
-from continual.model import with_cache
-from continual.prefix import RowPrefix
+from continual.model import hooks
+from continual.modules.base import RowModules
 
 #: Row length a packed pass aims at. Longer rows mean fewer, fuller rows but a larger share of
 #: attention spent on masked-out pairs; 128 keeps that share under ~10% on minilm and smollm2.
@@ -130,55 +135,15 @@ def pack(
     )
 
 
-@dataclass(frozen=True)
-class RowBanks:
-    """Which prefix positions each packed row's cache holds: `index` `[R, K]` into the
-    flattened bank (`n * P_max` positions), `valid` `[R, K]` (False on padding), and for each
-    held position its task `task` and its place `j` in that task's prefix. A row holds only the
-    prefixes of the tasks among its segments."""
-
-    index: torch.Tensor
-    valid: torch.Tensor
-    task: torch.Tensor
-    j: torch.Tensor
-    shared: bool  # one task for the whole batch: every row holds the same, uncopied prefix
-
-
-def row_banks(packing: Packing, prefix: RowPrefix) -> RowBanks:
-    bank, task = prefix.distinct()
-    n, p_max = int(bank.shape[0]), int(bank.shape[1])
-    if n == 1:
-        j = torch.arange(p_max).expand(packing.n_rows, p_max)
-        return RowBanks(j, torch.ones_like(j, dtype=torch.bool), torch.zeros_like(j), j, True)
-    per_row: list[list[int]] = [[] for _ in range(packing.n_rows)]
-    for s, r in enumerate(packing.row.tolist()):
-        t = int(task[s])
-        if t not in per_row[r]:
-            per_row[r].append(t)
-    k_max = p_max * max(len(ts) for ts in per_row)
-    index = torch.zeros(packing.n_rows, k_max, dtype=torch.long)
-    valid = torch.zeros(packing.n_rows, k_max, dtype=torch.bool)
-    owner = torch.zeros(packing.n_rows, k_max, dtype=torch.long)
-    for r, ts in enumerate(per_row):
-        for m, t in enumerate(sorted(ts)):
-            cols = slice(m * p_max, (m + 1) * p_max)
-            index[r, cols] = torch.arange(t * p_max, (t + 1) * p_max)
-            valid[r, cols] = True
-            owner[r, cols] = t
-    j = torch.arange(k_max).remainder(p_max).expand(packing.n_rows, k_max)
-    return RowBanks(index, valid, owner, j, False)
-
-
 def attention_mask(
     packing: Packing,
-    prefix: RowPrefix | None,
+    columns: torch.Tensor | None,
     *,
     causal: bool,
     dtype: torch.dtype | None,
-    banks: RowBanks | None = None,
 ) -> torch.Tensor:
-    """`[R, 1, L, K + L]` (K: the prefix positions each row's cache holds): True where a query
-    may attend.
+    """`[R, 1, L, K + L]` (K: the virtual positions each row's cache holds, whose visibility
+    `columns` `[R, L, K]` gives, see `RowModules.packed`): True where a query may attend.
 
     An empty row-end position attends to itself only, so no softmax row is empty (an empty one
     gives NaN, and NaN times a zero gradient is still NaN). With `dtype`, the mask is additive
@@ -192,73 +157,41 @@ def attention_mask(
     if causal:
         tokens &= torch.ones(width, width, dtype=torch.bool).tril()
     tokens |= torch.eye(width, dtype=torch.bool).unsqueeze(0) & ~real.unsqueeze(2)
-    if prefix is None:
-        full = tokens
-    else:
-        banks = banks or row_banks(packing, prefix)
-        _, task = prefix.distinct()
-        s = seg.clamp(min=0)
-        # a query sees held positions of its own segment's task where its prefix mask is 1
-        pre = banks.task.unsqueeze(1) == task[s].unsqueeze(2)  # [R, L, K]
-        pre &= prefix.mask.bool()[s.unsqueeze(2), banks.j.unsqueeze(1)]
-        pre &= banks.valid.unsqueeze(1) & real.unsqueeze(2)
-        full = torch.cat([pre, tokens], dim=2)
+    full = tokens if columns is None else torch.cat([columns, tokens], dim=2)
     full = full.unsqueeze(1)
     if dtype is None:
         return full
     return torch.zeros(full.shape, dtype=dtype).masked_fill(~full, torch.finfo(dtype).min)
 
 
-def bank_cache(prefix: RowPrefix, banks: RowBanks) -> DynamicCache:
-    """Each packed row's prefixes as a cache, per layer `[R, kv_heads, K, head_dim]`: gathered
-    per row when the batch mixes tasks, an expand of the one prefix (no copy) when it does not."""
-    bank, _ = prefix.distinct()
-    n, p_max, _ = bank.shape
-    flat = bank.reshape(n * p_max, prefix.layers, 2, prefix.kv_heads, prefix.head_dim)
-    n_rows = banks.index.shape[0]
-    if banks.shared:
-        view = flat.permute(1, 2, 3, 0, 4)  # [layers, 2, kv_heads, P, head_dim]
-        pairs = [x.unbind(0) for x in view.unbind(0)]
-        layers = [
-            (k.unsqueeze(0).expand(n_rows, -1, -1, -1), v.unsqueeze(0).expand(n_rows, -1, -1, -1))
-            for k, v in pairs
-        ]
-    else:
-        view = flat[banks.index].permute(2, 3, 0, 4, 1, 5)  # [layers, 2, R, kv_heads, K, hd]
-        layers = [tuple(x.unbind(0)) for x in view.unbind(0)]
-    return DynamicCache(ddp_cache_data=layers)
-
-
 def run(
     backbone: Backbone,
     packing: Packing,
-    prefix: RowPrefix | None,
+    modules: RowModules | None,
     *,
     causal: bool,
-    logits_at: torch.Tensor | None = None,
+    **model_kwargs: Any,
 ):
-    """One backbone pass over a packing. Encoders return `last_hidden_state` `[R, L, H]`;
-    decoders return `logits` at the columns `logits_at` (`[U]`, the same for every row)."""
+    """One backbone pass over a packing, the rows' modules applied; `model_kwargs` go to the
+    model (decoders: `use_cache`, `logits_to_keep`). Encoders return `last_hidden_state`
+    `[R, L, H]`; decoders return `logits` at the columns kept (the same for every row)."""
     impl = getattr(backbone.model.config, "_attn_implementation", None) or "eager"
     dtype = next(backbone.model.parameters()).dtype if impl == "eager" else None
-    banks = None if prefix is None else row_banks(packing, prefix)
-    mask = attention_mask(packing, prefix, causal=causal, dtype=dtype, banks=banks)
-    kwargs = {} if prefix is None else with_cache(backbone.model, bank_cache(prefix, banks))
-    if backbone.kind == "decoder":
+    part = None if modules is None else modules.packed(packing.segment, packing.row)
+    mask = attention_mask(
+        packing, None if part is None else part.columns, causal=causal, dtype=dtype
+    )
+    kwargs = {}
+    if part is not None and part.past is not None:
+        kwargs = with_cache(backbone.model, DynamicCache(ddp_cache_data=part.past))
+    with hooks(modules, backbone.model, packing.segment):
         return backbone.model(
             input_ids=packing.input_ids,
             attention_mask=mask,
             position_ids=packing.position_ids,
-            use_cache=False,
-            logits_to_keep=logits_at if logits_at is not None else 0,
             **kwargs,
+            **model_kwargs,
         )
-    return backbone.model(
-        input_ids=packing.input_ids,
-        attention_mask=mask,
-        position_ids=packing.position_ids,
-        **kwargs,
-    )
 
 
 def segment_mean(hidden: torch.Tensor, packing: Packing) -> torch.Tensor:

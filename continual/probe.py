@@ -9,21 +9,19 @@ loss stuck at 0.69). Fitting the head first on the features the prefix starts fr
 2022, "linear probing then fine-tuning") gives the prefix an informative gradient from step 1.
 
 The probe is multinomial logistic regression (scikit-learn, L2, lbfgs) on at most
-`PROBE_MAX` training examples, deterministic for a given seed and data.
+`PROBE_MAX` training examples, deterministic for a given seed and data. The objective that has
+a head on pooled features computes them and calls `fit_head`
+(`continual.objectives.encoder_classification`).
 """
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from continual.backbones import Backbone
 from continual.heads import ClassificationHead
-from continual.objectives import TextLimits, encoder_features
-from continual.prefix import PrefixConfig, RowPrefix, single
 from tasks.spec import Example, TaskSpec
 
 #: Examples the probe is fitted on (a forward pass each, no backward).
@@ -31,30 +29,8 @@ PROBE_MAX = 1000
 #: Inverse L2 strength; scikit-learn's default.
 PROBE_C = 1.0
 #: How an encoder's head starts (`TrainConfig.head_init`): "probe" fits it to the starting
-#: features first (`start_head`), "random" is a small random linear layer.
+#: features first (`Objective.fit_head`), "random" is a small random linear layer.
 HEAD_INITS = ("probe", "random")
-
-
-@torch.no_grad()
-def features(
-    backbone: Backbone,
-    texts: Sequence[str],
-    prefix_of: Callable[[int], RowPrefix | None],
-    limits: TextLimits,
-    batch_size: int = 32,
-) -> torch.Tensor:
-    """Pooled features `[N, H]` of `texts` in eval mode; `prefix_of(n)` gives the rows' prefix."""
-    was_training = backbone.model.training
-    backbone.model.eval()
-    try:
-        out = []
-        for i in range(0, len(texts), batch_size):
-            chunk = list(texts[i : i + batch_size])
-            rows: RowPrefix | None = prefix_of(len(chunk))
-            out.append(encoder_features(backbone, chunk, rows, limits))
-        return torch.cat(out)
-    finally:
-        backbone.model.train(was_training)
 
 
 def fit_head(
@@ -87,28 +63,3 @@ def fit_head(
         head.linear.weight.copy_(torch.from_numpy(w).float())
         head.linear.bias.copy_(torch.from_numpy(b).float())
     return head
-
-
-def start_head(
-    backbone: Backbone,
-    head: ClassificationHead,
-    spec: TaskSpec,
-    train_set: Sequence[Example],
-    start: torch.Tensor,
-    prefix_config: PrefixConfig,
-    limits: TextLimits,
-    *,
-    seed: int,
-    batch_size: int,
-) -> ClassificationHead:
-    """Fit `head` (in place) on a seeded sample of at most `PROBE_MAX` training examples, on the
-    features under the prefix training starts from (`start`, flat)."""
-    sample = random.Random(seed).sample(list(train_set), min(len(train_set), PROBE_MAX))
-    feats = features(
-        backbone,
-        [e.text for e in sample],
-        lambda n: single(start, prefix_config, n),
-        limits,
-        batch_size=batch_size,
-    )
-    return fit_head(head, spec, feats, sample, seed=seed)

@@ -1,4 +1,4 @@
-"""How alike two tasks are, from the frozen backbone: task embeddings and prefix similarity.
+"""How alike two tasks are, from the frozen backbone: task embeddings and module similarity.
 
 - **Task embedding** (`task_embedding`): the mean, over a seeded sample of the task's inputs,
   of `layer_features` (the backbone's mean-pooled hidden states at up to six evenly spaced
@@ -10,17 +10,19 @@
   twelve catalog tasks, the last layer alone put news20 nearest to SMS spam (bbc_news 0.44);
   all six layers put it nearest to bbc_news (0.80), and every sentiment task nearest to another
   sentiment task.
-- **Prefix similarity** (SPoT, Vu et al. 2022): the cosine of two ejected prefixes, each
-  average-pooled over its positions.
-- **Mixing** (`mix_prefixes`): a similarity-weighted average of source prefixes, weights a
-  softmax of similarity over a temperature (ATTEMPT / multitask prompt tuning's source mixtures).
+- **Module similarity** (SPoT, Vu et al. 2022): the cosine of two ejected task modules, each
+  named tensor average-pooled over its first axis (a prefix's positions), concatenated in name
+  order (`module_vector`; for a prefix, SPoT's prefix vector).
+- **Mixing** (`mix_tensors`): a similarity-weighted average of source modules, tensor by
+  tensor, weights a softmax of similarity over a temperature (ATTEMPT / multitask prompt
+  tuning's source mixtures).
 
 Similarities are computed with scikit-learn. Features are float32 numpy arrays.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,7 +73,7 @@ def pooled_features(
                 return_tensors="pt",
             )
             batch = Batch(enc["input_ids"], enc["attention_mask"])
-            kwargs = {"use_cache": False} if backbone.kind == "decoder" else {}
+            kwargs = dict(backbone.traits.plain_forward)
             res = backbone.model(
                 input_ids=batch.input_ids,
                 attention_mask=batch.attention_mask,
@@ -155,11 +157,19 @@ def task_embedding(
     return _unit((1.0 - label_weight) * inputs + label_weight * labels).astype(np.float32)
 
 
-def prefix_vector(prefix: torch.Tensor) -> np.ndarray:
-    """SPoT's prefix representation: the ejected flat prefix `[P, flat_dim]` averaged over P."""
-    if prefix.dim() != 2:
-        raise ConfigError(f"a flat prefix is [P, flat_dim], got shape {tuple(prefix.shape)}")
-    return prefix.detach().float().mean(0).numpy()
+def module_vector(tensors: Mapping[str, torch.Tensor]) -> np.ndarray:
+    """SPoT's representation of an ejected module: each named tensor averaged over its first
+    axis and flattened, concatenated in name order (a prefix `{"prefix": [P, flat_dim]}` gives
+    its `[flat_dim]` mean over positions)."""
+    if not tensors:
+        raise ConfigError("a task module has at least one tensor to compare")
+    parts = []
+    for name in sorted(tensors):
+        t = tensors[name]
+        if t.dim() < 1:
+            raise ConfigError(f"module tensor {name!r} is a scalar; nothing to average over")
+        parts.append(t.detach().float().mean(0).reshape(-1).numpy())
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def similarities(query: np.ndarray, keys: np.ndarray) -> np.ndarray:
@@ -205,13 +215,21 @@ def mix_weights(scores: Sequence[float], temperature: float) -> np.ndarray:
     return (s / s.sum()).astype(np.float32)
 
 
-def mix_prefixes(prefixes: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
-    """The weighted average of flat prefixes of one shape."""
-    if not prefixes:
-        raise ConfigError("no source prefixes to mix")
-    shapes = {tuple(p.shape) for p in prefixes}
-    if len(shapes) != 1:
-        raise ConfigError(f"source prefixes differ in shape: {sorted(shapes)}")
+def mix_tensors(
+    modules: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]
+) -> dict[str, torch.Tensor]:
+    """The weighted average of modules of one kind and shape, tensor by tensor."""
+    if not modules:
+        raise ConfigError("no source modules to mix")
+    names = {tuple(sorted(m)) for m in modules}
+    if len(names) != 1:
+        raise ConfigError(f"source modules differ in their tensors: {sorted(names)}")
     w = torch.as_tensor(np.asarray(weights, dtype=np.float32))
-    stacked = torch.stack([p.detach().float() for p in prefixes])
-    return (w.view(-1, 1, 1) * stacked).sum(0)
+    out = {}
+    for name in sorted(next(iter(names))):
+        shapes = {tuple(m[name].shape) for m in modules}
+        if len(shapes) != 1:
+            raise ConfigError(f"source modules' {name!r} differ in shape: {sorted(shapes)}")
+        stacked = torch.stack([m[name].detach().float() for m in modules])
+        out[name] = (w.view(-1, *([1] * (stacked.dim() - 1))) * stacked).sum(0)
+    return out

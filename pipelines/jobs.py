@@ -9,9 +9,9 @@ from typing import Any
 from continual import checkpoint
 from continual.backbones import Backbone, load_backbone
 from continual.backbones import catalog as catalog_backbones
-from continual.inference import EvalResult, TaskPrefix, evaluate
-from continual.objectives import TextLimits
-from continual.prefix import PrefixConfig
+from continual.inference import EvalResult, TrainedTask, evaluate
+from continual.modules import DEFAULT_KIND, ModuleConfig, config_from_dict, module_kind
+from continual.objectives import TextLimits, objective_for
 from continual.train import TrainConfig, TrainResult, flatten_state, train, unflatten_state
 from pipelines.arrival.plan import INIT, PREFIX_LENGTH
 from pipelines.settings import RegistryArgs, pick_threads
@@ -22,19 +22,10 @@ from tasks.load import DataArgs, load_data
 from tasks.spec import TaskData, TaskSpec
 
 
-def prefix_config_for(backbone: Backbone, length: int, positions: str | None) -> PrefixConfig:
-    g = backbone.geometry
-    # Encoders default to explicit positions (measured better, see README); decoders keep the
-    # shifted positions that transformers and PEFT use with a cache.
-    default = "explicit" if backbone.kind == "encoder" else "shifted"
-    return PrefixConfig(
-        length=length,
-        layers=g.layers,
-        kv_heads=g.kv_heads,
-        head_dim=g.head_dim,
-        hidden_size=g.hidden_size,
-        positions=positions or default,
-    )
+def prefix_config_for(backbone: Backbone, length: int, positions: str | None) -> ModuleConfig:
+    """A prefix of `length` for `backbone` (positions: the kind's default for the backbone's
+    kind when None; see `continual.modules.prefix.DEFAULT_POSITIONS`)."""
+    return module_kind("prefix").config_for(backbone, length=length, positions=positions)
 
 
 def current_view(reg: Registry, task: str) -> TaskView:
@@ -45,11 +36,11 @@ def current_view(reg: Registry, task: str) -> TaskView:
     return view
 
 
-def task_prefix_from_registry(reg: Registry, task: str, backbone: Backbone) -> TaskPrefix:
+def task_prefix_from_registry(reg: Registry, task: str, backbone: Backbone) -> TrainedTask:
     """The current prefix of `task`, verified against its sha256 and the backbone's fingerprint."""
     view = current_view(reg, task)
     tensors, record = reg.load_prefix(task, backbone.fingerprint)
-    config = PrefixConfig.from_dict(record.config)
+    config = config_from_dict(record.kind or DEFAULT_KIND, record.config)
     limits = TextLimits(**record.config.get("limits", {}))
     return checkpoint.task_from_tensors(tensors, TaskSpec.from_dict(view.task.spec), config, limits)
 
@@ -114,7 +105,7 @@ def run_train(
         }
         if not resume:
             planned, vectors = plan_start(reg, backbone, data, pconfig)
-            start, lineage = planned.prefix, planned.lineage()
+            start, lineage = planned.tensors, planned.lineage()
             run_extra["init"] = start_info(planned)
         if resume:
             if not exists:
@@ -228,7 +219,7 @@ def register_trained(
     *,
     backbone: Backbone,
     data: TaskData,
-    prefix_config: PrefixConfig,
+    prefix_config: ModuleConfig,
     config: TrainConfig,
     result: TrainResult,
     evaluation: EvalResult,
@@ -259,7 +250,7 @@ def register_trained(
                 "max_length": config.max_length,
                 "max_target_length": config.max_target_length,
             },
-            "task_type": "SEQ_CLS" if backbone.kind == "encoder" else "CAUSAL_LM",
+            "task_type": objective_for(backbone, data.spec).peft_task_type,
         },
         train_summary={
             "steps": result.steps,
@@ -291,7 +282,7 @@ def register_trained(
         optimizer_state=flatten_state(result.state),
         new_version=new_version,
         embeddings=embeddings,
-        kind="prefix",
+        kind=prefix_config.kind,
         data_sha256=data_sha256 or (dataset or {}).get("sha256"),
         dataset=dataset,
         stream=stream,

@@ -23,7 +23,7 @@ import numpy as np
 
 from continual import checkpoint
 from continual.backbones import Backbone, load_backbone
-from continual.inference import EvalResult, TaskPrefix, evaluate, predict, score
+from continual.inference import EvalResult, TrainedTask, evaluate, predict, score
 from continual.routing import Router, route_features
 from continual.scoring import predictions_sha256
 from continual.similarity import task_embedding
@@ -78,7 +78,7 @@ class AutoPredictor:
 
         self.backbone = backbone
         self.router = cached_router(reg, backbone, tasks, fit)
-        self.prefixes: list[TaskPrefix] = [
+        self.prefixes: list[TrainedTask] = [
             task_prefix_from_registry(reg, t, backbone) for t in self.router.tasks
         ]
 
@@ -204,7 +204,7 @@ def summary(answers: Sequence[Answer]) -> dict[str, Any]:
 
 def _load_task(
     prefix_dir: Path | None, task: str | None, registry: RegistryArgs, backbone: str | None = None
-) -> tuple[Backbone, TaskPrefix]:
+) -> tuple[Backbone, TrainedTask]:
     if (prefix_dir is None) == (task is None):
         raise ConfigError(
             "give either --prefix DIR (an exported prefix) or --task NAME (a task in the registry)"

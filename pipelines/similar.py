@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 
 from continual.backbones import Backbone
-from continual.init import InitContext, Source, Start, needs_sources, start_prefix
-from continual.prefix import PrefixConfig
+from continual.init import InitContext, Source, Start, needs_sources, start_module
+from continual.modules import ModuleConfig, split_tensors
 from continual.routing import route_method, task_keys
 from continual.similarity import (
     Neighbour,
     embedding_method,
-    prefix_vector,
+    module_vector,
     rank,
     task_embedding,
 )
@@ -55,7 +55,7 @@ def _prefix_vectors(reg: Registry, backbone: Backbone, names: list[str]) -> dict
         if view.current is None:
             continue
         tensors, _ = reg.load_prefix(name, backbone.fingerprint)
-        out[name] = prefix_vector(tensors["prefix"])
+        out[name] = module_vector(split_tensors(tensors)[0])
     return out
 
 
@@ -106,7 +106,7 @@ def sources_for(
         if view.current is None:
             continue
         tensors, record = reg.load_prefix(n.task, backbone.fingerprint)
-        out.append(Source(n.task, record.id, n.score, tensors["prefix"]))
+        out.append(Source(n.task, record.id, n.score, split_tensors(tensors)[0]))
     return out
 
 
@@ -124,7 +124,7 @@ __all__ = [
 
 
 def plan_start(
-    reg: Registry, backbone: Backbone, data: TaskData, pconfig: PrefixConfig
+    reg: Registry, backbone: Backbone, data: TaskData, pconfig: ModuleConfig
 ) -> tuple[Start, dict[str, Any]]:
     """Where the arriving task's prefix starts (strategy `pconfig.init`, drawing on the
     registry's earlier tasks where it needs them) and the embeddings to store with it."""
@@ -134,7 +134,7 @@ def plan_start(
         query = vectors[embedding_method(backbone)]
         sources = sources_for(reg, backbone, query, exclude=data.spec.name)
     ctx = InitContext(backbone, data.spec, pconfig, {"sources": sources})
-    return start_prefix(pconfig.init, ctx), vectors
+    return start_module(pconfig.init, ctx), vectors
 
 
 def start_info(start: Start) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 - tasks imports none of continual, registry, pipelines;
 - continual and registry never import each other, nor pipelines;
-- nothing outside pipelines imports pipelines.
+- nothing outside pipelines imports pipelines;
+- no import cycle among the modules of continual (one layer, no knots: a plugin folder imports
+  the seam, never the core that looks it up).
 
 Every import statement counts, including those inside functions (lazy imports are still
 dependencies); relative imports are resolved against the importing module.
@@ -112,3 +114,108 @@ def test_checker_resolves_relative_imports_and_allows_the_direction() -> None:
         ("tasks.spec", "from .errors import ConfigError\nimport torch"),
     ]:
         assert violations(module, imported_modules(source, module)) == []
+
+
+# --- no cycles inside continual ------------------------------------------------------------------
+
+
+def import_targets(source: str, module: str, *, is_package: bool = False) -> set[str]:
+    """`imported_modules`, plus `package.name` for each `from package import name` (the name
+    may be a submodule)."""
+    found = imported_modules(source, module, is_package=is_package)
+    package = module if is_package else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                name = ".".join(base + ([node.module] if node.module else []))
+            else:
+                name = node.module or ""
+            found.update(f"{name}.{alias.name}" for alias in node.names)
+    return found
+
+
+def dependency_graph(sources: dict[str, tuple[str, bool]]) -> dict[str, set[str]]:
+    """Module -> the modules among `sources` it makes Python import: the ones it names, and
+    the packages above them whose `__init__` runs first (unless it is inside that package
+    already). `sources`: module name -> (source text, is a package's `__init__`)."""
+    known = set(sources)
+    graph: dict[str, set[str]] = {}
+    for module, (source, is_package) in sources.items():
+        edges: set[str] = set()
+        for name in import_targets(source, module, is_package=is_package):
+            if name not in known:
+                continue
+            parts = name.split(".")
+            for i in range(1, len(parts) + 1):
+                target = ".".join(parts[:i])
+                inside = module == target or module.startswith(target + ".")
+                if target in known and target != module and not (i < len(parts) and inside):
+                    edges.add(target)
+        graph[module] = edges
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle (`[a, b, ..., a]`), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt) :] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def continual_sources() -> dict[str, tuple[str, bool]]:
+    out = {}
+    for name, path in modules():
+        if name.split(".")[0] != "continual":
+            continue
+        is_package = path.name == "__init__.py"
+        out[name.removesuffix(".__init__") if is_package else name] = (path.read_text(), is_package)
+    return out
+
+
+def test_continual_has_no_import_cycle() -> None:
+    sources = continual_sources()
+    assert {"continual.modules.base", "continual.train.loop"} <= set(sources)
+    cycle = find_cycle(dependency_graph(sources))
+    assert cycle is None, "import cycle inside continual: " + " -> ".join(cycle)
+
+
+def test_cycle_checker_can_fail() -> None:
+    """A direct cycle, and one closed only through a package `__init__` that imports its plugins
+    (the knot a plugin importing the core would tie), are both found; a plugin importing the
+    seam from inside its package is not a cycle."""
+    direct = {
+        "continual.a": ("import continual.b", False),
+        "continual.b": ("from continual import a", False),
+    }
+    assert find_cycle(dependency_graph(direct)) == ["continual.a", "continual.b", "continual.a"]
+    plugins = {
+        "continual.core": ("from continual.seam.base import X", False),
+        "continual.seam": ("from continual.seam import plug", True),
+        "continual.seam.base": ("", False),
+        "continual.seam.plug": ("from continual.seam.base import X\nimport continual.core", False),
+    }
+    assert find_cycle(dependency_graph(plugins)) is not None
+    plugins["continual.seam.plug"] = ("from continual.seam.base import X", False)
+    assert find_cycle(dependency_graph(plugins)) is None

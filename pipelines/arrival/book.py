@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from continual.prefix import PrefixConfig
+from continual.modules import DEFAULT_KIND, ModuleConfig, config_from_dict
 from continual.train import TrainConfig
 from pipelines import ledger
 from registry import Registry
@@ -34,7 +34,7 @@ class StreamTask:
     prefix_id: int
     predictions_sha256: str | None
     config: TrainConfig
-    prefix_config: PrefixConfig
+    prefix_config: ModuleConfig
     data_sha256: str | None
     data_args: DataArgs | None
     data_fingerprint: str
@@ -78,7 +78,7 @@ class TaskBook:
             prefix_id=own.prefix_id,
             predictions_sha256=own.predictions_sha256,
             config=TrainConfig.from_dict(run["train"]),
-            prefix_config=PrefixConfig.from_dict(run["prefix"]),
+            prefix_config=config_from_dict(prefix.kind or DEFAULT_KIND, run["prefix"]),
             data_sha256=prefix.data_sha256,
             data_args=DataArgs.from_dict(args) if args else None,
             data_fingerprint=stream.get("data_fingerprint") or run.get("data_fingerprint", ""),

@@ -25,8 +25,8 @@ from typing import Any
 
 from continual.backbones import Backbone
 from continual.finetune import fresh_head
-from continual.inference import EvalResult, TaskPrefix, evaluate
-from continual.prefix import PrefixConfig, TrainablePrefix
+from continual.inference import EvalResult, TrainedTask, evaluate
+from continual.modules import ModuleConfig, build
 from continual.train import TrainConfig, TrainResult, train
 from pipelines import ledger
 from pipelines.arrival.book import TaskBook
@@ -53,7 +53,7 @@ class Trained:
 
     result: TrainResult
     evaluation: EvalResult
-    pconfig: PrefixConfig
+    pconfig: ModuleConfig
     lineage: list[tuple[int, float, str]]
     run_extra: dict[str, Any]
     embeddings: dict[str, Any] | None
@@ -79,9 +79,9 @@ def train_task(
     starts = None
     if with_starts:
         with log.step(tag, f"prefix · starting points ({planned.strategy})"):
-            starts = prefix_starts(backbone, data, pconfig, config, planned.prefix)
+            starts = prefix_starts(backbone, data, pconfig, config, planned.tensors)
     with log.step(tag, f"prefix · train ({config.steps} steps)"):
-        result = train(backbone, data, pconfig, config, init=planned.prefix, progress=bars)
+        result = train(backbone, data, pconfig, config, init=planned.tensors, progress=bars)
         ev = evaluate(backbone, result.task, data.eval, batch_size=config.eval_batch_size)
     return Trained(
         result=result,
@@ -95,22 +95,22 @@ def train_task(
 
 
 def prefix_starts(
-    backbone: Backbone, data: TaskData, pconfig: PrefixConfig, config: TrainConfig, start: Any
+    backbone: Backbone, data: TaskData, pconfig: ModuleConfig, config: TrainConfig, start: Any
 ) -> tuple[EvalResult, EvalResult]:
     """Scores of the task's untrained prefix (where training starts) and of a random one, with
     the head training would start from. A random init is both: one evaluation, two records."""
     head = fresh_head(backbone, data.spec, config.seed)
 
-    def score(flat) -> EvalResult:
-        task = TaskPrefix(
-            spec=data.spec, config=pconfig, prefix=flat, head=head, limits=config.limits
+    def score(tensors) -> EvalResult:
+        task = TrainedTask(
+            spec=data.spec, config=pconfig, tensors=tensors, head=head, limits=config.limits
         )
         return evaluate(backbone, task, data.eval, batch_size=config.eval_batch_size)
 
-    random = score(TrainablePrefix(pconfig.with_(init="random"), seed=config.seed).eject())
+    random = score(build(pconfig.with_(init="random"), seed=config.seed).eject())
     if start is None:
         return random, random
-    return score(TrainablePrefix(pconfig, base=start, seed=config.seed).eject()), random
+    return score(build(pconfig, start=start, seed=config.seed).eject()), random
 
 
 class StreamArrival:
@@ -320,7 +320,7 @@ class StreamArrival:
             data = self.book.data(self.reg, self.name)
             planned, _ = plan_start(self.reg, self.backbone, data, info.prefix_config)
             starts = prefix_starts(
-                self.backbone, data, info.prefix_config, info.config, planned.prefix
+                self.backbone, data, info.prefix_config, info.config, planned.tensors
             )
         for which, ev in zip(ledger.UNTRAINED, starts):
             if which in missing:

@@ -10,7 +10,7 @@ import pytest
 
 from continual import baselines as bl
 from continual.backbones import fingerprint
-from continual.prefix import PrefixConfig
+from continual.modules.prefix import PrefixConfig
 from continual.train import TrainConfig
 from tasks.errors import ConfigError
 from tasks.sources import load_files

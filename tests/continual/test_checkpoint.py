@@ -10,9 +10,9 @@ import torch
 
 from continual import checkpoint
 from continual.heads import ClassificationHead
-from continual.inference import TaskPrefix
+from continual.inference import TrainedTask
+from continual.modules.prefix import PrefixConfig
 from continual.objectives import TextLimits
-from continual.prefix import PrefixConfig
 from tasks.assets import sha256_file
 from tasks.errors import ConfigError, IntegrityError
 from tasks.spec import TaskSpec
@@ -24,7 +24,7 @@ META = {
 }
 
 
-def make_task(*, head: bool) -> TaskPrefix:
+def make_task(*, head: bool) -> TrainedTask:
     gen = torch.Generator().manual_seed(0)
     config = PrefixConfig(
         length=3,
@@ -50,17 +50,17 @@ def make_task(*, head: bool) -> TaskPrefix:
         with torch.no_grad():
             h.linear.weight.normal_(generator=gen)
             h.linear.bias.normal_(generator=gen)
-    return TaskPrefix(
+    return TrainedTask(
         spec=spec,
         config=config,
-        prefix=torch.randn(3, config.flat_dim, generator=gen),
+        tensors={"prefix": torch.randn(3, config.flat_dim, generator=gen)},
         head=h,
         limits=TextLimits(max_length=64, max_target_length=8),
     )
 
 
 @pytest.fixture
-def stored(tmp_path: Path) -> tuple[Path, TaskPrefix]:
+def stored(tmp_path: Path) -> tuple[Path, TrainedTask]:
     task = make_task(head=True)
     return checkpoint.save(tmp_path / "prefixes" / "sentiment", task, META), task
 
@@ -70,7 +70,9 @@ def test_round_trip_is_exact(tmp_path: Path, head: bool) -> None:
     task = make_task(head=head)
     folder = checkpoint.save(tmp_path / "p", task, META)
     loaded, doc = checkpoint.load(folder, backbone_fingerprint=FINGERPRINT)
-    assert torch.equal(loaded.prefix, task.prefix) and loaded.prefix.dtype == torch.float32
+    assert loaded.tensors.keys() == task.tensors.keys() == {"prefix"}
+    assert torch.equal(loaded.tensors["prefix"], task.tensors["prefix"])
+    assert loaded.tensors["prefix"].dtype == torch.float32
     assert loaded.spec == task.spec and loaded.config == task.config
     assert loaded.limits == task.limits
     if head:
@@ -82,25 +84,26 @@ def test_round_trip_is_exact(tmp_path: Path, head: bool) -> None:
     assert doc["sha256"] == sha256_file(folder / checkpoint.TENSORS)
     assert doc["backbone"] == META["backbone"] and doc["metrics"] == META["metrics"]
     assert doc["format"] == checkpoint.FORMAT and set(doc["packages"]) >= {"torch", "transformers"}
+    assert doc["module_kind"] == "prefix"
     assert checkpoint.load(folder)[0].spec == task.spec  # no fingerprint given: not checked
 
 
-def test_save_replaces_atomically(stored: tuple[Path, TaskPrefix]) -> None:
+def test_save_replaces_atomically(stored: tuple[Path, TrainedTask]) -> None:
     folder, task = stored
-    newer = TaskPrefix(
+    newer = TrainedTask(
         spec=task.spec,
         config=task.config,
-        prefix=task.prefix + 1,
+        tensors={"prefix": task.tensors["prefix"] + 1},
         head=task.head,
         limits=task.limits,
     )
     checkpoint.save(folder, newer, META)
-    assert torch.equal(checkpoint.load(folder)[0].prefix, newer.prefix)
+    assert torch.equal(checkpoint.load(folder)[0].tensors["prefix"], newer.tensors["prefix"])
     assert sorted(p.name for p in folder.parent.iterdir()) == ["sentiment"]  # no temp left
     assert sorted(p.name for p in folder.iterdir()) == [checkpoint.META, checkpoint.TENSORS]
 
 
-def test_one_flipped_byte_is_refused(stored: tuple[Path, TaskPrefix]) -> None:
+def test_one_flipped_byte_is_refused(stored: tuple[Path, TrainedTask]) -> None:
     folder, _ = stored
     path = folder / checkpoint.TENSORS
     data = bytearray(path.read_bytes())
@@ -113,7 +116,7 @@ def test_one_flipped_byte_is_refused(stored: tuple[Path, TaskPrefix]) -> None:
     assert "\n" not in message
 
 
-def test_another_backbone_is_refused(stored: tuple[Path, TaskPrefix]) -> None:
+def test_another_backbone_is_refused(stored: tuple[Path, TrainedTask]) -> None:
     folder, _ = stored
     with pytest.raises(IntegrityError, match="tiny-bert") as err:
         checkpoint.load(folder, backbone_fingerprint="cd" * 32)
@@ -121,7 +124,7 @@ def test_another_backbone_is_refused(stored: tuple[Path, TaskPrefix]) -> None:
 
 
 def test_incomplete_or_foreign_folders_are_refused(
-    stored: tuple[Path, TaskPrefix], tmp_path: Path
+    stored: tuple[Path, TrainedTask], tmp_path: Path
 ) -> None:
     folder, _ = stored
     with pytest.raises(ConfigError, match="not a prefix folder"):

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from continual import checkpoint
-from continual.inference import TaskPrefix, evaluate, predict
+from continual.inference import TrainedTask, evaluate, predict
+from continual.modules.prefix import PrefixConfig
 from continual.objectives import TextLimits
-from continual.prefix import PrefixConfig
 from continual.scoring import predictions_sha256
 from continual.train import TrainConfig, train
 from tasks.spec import Example, TaskData, TaskSpec
@@ -102,10 +102,12 @@ def generation_prefix(tmp_path_factory, tiny_decoder):
         positions="shifted",
     )
     spec = TaskSpec(name="summary", kind="generation", target_field="target")
-    task = TaskPrefix(
+    task = TrainedTask(
         spec=spec,
         config=config,
-        prefix=torch.randn(5, config.flat_dim, generator=torch.Generator().manual_seed(5)),
+        tensors={
+            "prefix": torch.randn(5, config.flat_dim, generator=torch.Generator().manual_seed(5))
+        },
         limits=TextLimits(max_length=32, max_target_length=6),
     )
     folder = checkpoint.save(d / "summary", task, {"backbone": tiny_decoder.info()})

@@ -14,19 +14,18 @@ import pytest
 import torch
 
 from continual.heads import ClassificationHead
-from continual.inference import TaskPrefix, predict
+from continual.inference import TrainedTask, predict
 from continual.model import Batch, forward
+from continual.modules.prefix import PrefixConfig, single, stack_rows
 from continual.objectives import (
     TextLimits,
-    _left_pad,
-    _tail_logprob,
     encoder_features,
     generate,
     prompt_ids,
     rank_classify,
     target_ids,
 )
-from continual.prefix import PrefixConfig, single, stack_rows
+from continual.objectives.decoder import _left_pad, _tail_logprob
 from tasks.spec import TaskSpec
 
 ATOL = 1e-5
@@ -44,8 +43,8 @@ TEXTS = [
 ROW_TASK = [0, 1, 2, 1, 0, 2, 2, 0]  # interleaved, every task several times
 
 
-def make_tasks(backbone, shapes, specs, *, heads: bool) -> list[TaskPrefix]:
-    """One TaskPrefix per (length, positions), with a seeded random prefix (and head)."""
+def make_tasks(backbone, shapes, specs, *, heads: bool) -> list[TrainedTask]:
+    """One TrainedTask per (length, positions), with a seeded random prefix (and head)."""
     g = backbone.geometry
     gen = torch.Generator().manual_seed(0)
     tasks = []
@@ -65,7 +64,11 @@ def make_tasks(backbone, shapes, specs, *, heads: bool) -> list[TaskPrefix]:
             with torch.no_grad():
                 head.linear.weight.normal_(0.0, 1.0, generator=gen)
             head.eval()
-        tasks.append(TaskPrefix(spec=spec, config=config, prefix=flat, head=head, limits=LIMITS))
+        tasks.append(
+            TrainedTask(
+                spec=spec, config=config, tensors={"prefix": flat}, head=head, limits=LIMITS
+            )
+        )
     return tasks
 
 
@@ -91,22 +94,27 @@ ENC_SHAPES = [(3, "explicit"), (5, "shifted"), (1, "explicit")]
 
 
 @pytest.fixture(scope="module")
-def enc_tasks(tiny_encoder) -> list[TaskPrefix]:
+def enc_tasks(tiny_encoder) -> list[TrainedTask]:
     return make_tasks(tiny_encoder, ENC_SHAPES, ENC_SPECS, heads=True)
 
 
 @torch.no_grad()
 def test_encoder_mixed_features_equal_alone(tiny_encoder, enc_tasks) -> None:
-    bank = [(t.prefix, t.config) for t in enc_tasks]
+    bank = [(t.tensors["prefix"], t.config) for t in enc_tasks]
     mixed = encoder_features(tiny_encoder, TEXTS, stack_rows(bank, torch.tensor(ROW_TASK)), LIMITS)
     for task, rows in groups(ROW_TASK).items():
         t = enc_tasks[task]
         alone = encoder_features(
-            tiny_encoder, [TEXTS[r] for r in rows], single(t.prefix, t.config, len(rows)), LIMITS
+            tiny_encoder,
+            [TEXTS[r] for r in rows],
+            single(t.tensors["prefix"], t.config, len(rows)),
+            LIMITS,
         )
         torch.testing.assert_close(mixed[rows], alone, atol=ATOL, rtol=0)
         for r in rows:
-            one = encoder_features(tiny_encoder, [TEXTS[r]], single(t.prefix, t.config, 1), LIMITS)
+            one = encoder_features(
+                tiny_encoder, [TEXTS[r]], single(t.tensors["prefix"], t.config, 1), LIMITS
+            )
             torch.testing.assert_close(mixed[r], one[0], atol=ATOL, rtol=0)
     # The tasks' prefixes really differ in effect: the same text under two tasks differs.
     other = stack_rows(bank, torch.tensor([1] * len(TEXTS)))
@@ -138,7 +146,7 @@ DEC_ROW_TASK = [0, 2, 1, 3, 2, 0, 1, 3]
 
 
 @pytest.fixture(scope="module")
-def dec_tasks(tiny_decoder) -> list[TaskPrefix]:
+def dec_tasks(tiny_decoder) -> list[TrainedTask]:
     return make_tasks(tiny_decoder, DEC_SHAPES, DEC_SPECS, heads=False)
 
 
@@ -155,7 +163,7 @@ def _scoring_inputs(backbone, tasks, row_task):
 
 @torch.no_grad()
 def test_decoder_mixed_logits_and_logprobs_equal_alone(tiny_decoder, dec_tasks) -> None:
-    bank = [(t.prefix, t.config) for t in dec_tasks]
+    bank = [(t.tensors["prefix"], t.config) for t in dec_tasks]
     prompts, tails = _scoring_inputs(tiny_decoder, dec_tasks, DEC_ROW_TASK)
     seqs = [p + t for p, t in zip(prompts, tails, strict=True)]
     pad = tiny_decoder.tokenizer.pad_token_id
@@ -167,7 +175,7 @@ def test_decoder_mixed_logits_and_logprobs_equal_alone(tiny_decoder, dec_tasks) 
     for task, rows in groups(DEC_ROW_TASK).items():
         t = dec_tasks[task]
         for r in rows:  # each row alone: a batch of one, no padding
-            one = single(t.prefix, t.config, 1)
+            one = single(t.tensors["prefix"], t.config, 1)
             ids1, mask1 = _left_pad([seqs[r]], pad)
             logits1 = forward(tiny_decoder, Batch(ids1, mask1), one).logits[0]
             n = len(seqs[r])
@@ -181,7 +189,7 @@ def test_decoder_mixed_logits_and_logprobs_equal_alone(tiny_decoder, dec_tasks) 
             tiny_decoder,
             [prompts[r] for r in rows],
             [tails[r] for r in rows],
-            single(t.prefix, t.config, len(rows)),
+            single(t.tensors["prefix"], t.config, len(rows)),
         )
         kt = logp.shape[1]
         torch.testing.assert_close(mixed_logp[rows, k - kt :], logp, atol=ATOL, rtol=0)
@@ -189,7 +197,7 @@ def test_decoder_mixed_logits_and_logprobs_equal_alone(tiny_decoder, dec_tasks) 
 
 @torch.no_grad()
 def test_decoder_mixed_rank_classification_and_generation(tiny_decoder, dec_tasks) -> None:
-    bank = [(t.prefix, t.config) for t in dec_tasks]
+    bank = [(t.tensors["prefix"], t.config) for t in dec_tasks]
     for kind, fn in (("classification", rank_classify), ("generation", generate)):
         rows = [r for r, t in enumerate(DEC_ROW_TASK) if DEC_SPECS[t].kind == kind]
         row_task = [DEC_ROW_TASK[r] for r in rows]
@@ -205,7 +213,7 @@ def test_decoder_mixed_rank_classification_and_generation(tiny_decoder, dec_task
                 tiny_decoder,
                 [DEC_SPECS[t]],
                 [TEXTS[r]],
-                single(dec_tasks[t].prefix, dec_tasks[t].config, 1),
+                single(dec_tasks[t].tensors["prefix"], dec_tasks[t].config, 1),
                 LIMITS,
             )[0]
             for r, t in zip(rows, row_task, strict=True)

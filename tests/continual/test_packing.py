@@ -10,14 +10,10 @@ import pytest
 import torch
 
 from continual import packing
-from continual.objectives import (
-    TextLimits,
-    _tail_logprob,
-    encoder_features,
-    prompt_ids,
-    target_ids,
-)
-from continual.prefix import PrefixConfig, single, stack_rows
+from continual.modules.prefix import PrefixConfig, single, stack_rows
+from continual.modules.prefix.packed import row_banks
+from continual.objectives import TextLimits, encoder_features, prompt_ids, target_ids
+from continual.objectives.decoder import _tail_logprob
 from tasks.spec import TaskSpec
 
 ATOL = 1e-5
@@ -96,7 +92,7 @@ def test_rows_hold_only_their_tasks_prefixes(tiny_encoder) -> None:
     p = packing.pack(
         [[5] * 6, [6] * 6, [7] * 5, [8] * 5], [0] * 4, 0, capacity=12, groups=[0, 1, 1, 2]
     )
-    banks = packing.row_banks(p, rows)
+    banks = row_banks(p.n_rows, p.row, *rows.distinct())
     held = [sorted(set(banks.task[r][banks.valid[r]].tolist())) for r in range(p.n_rows)]
     per_row = [
         sorted({[0, 1, 1, 2][i] for i in range(4) if int(p.row[i]) == r}) for r in range(p.n_rows)
@@ -109,7 +105,8 @@ def test_mask_keeps_segments_and_tasks_apart(tiny_encoder) -> None:
     bank = _bank(tiny_encoder, [(2, "explicit"), (3, "shifted")])
     rows = stack_rows(bank, torch.tensor([0, 1]))
     p = packing.pack([[5, 6], [7, 8, 9]], [0, 3], pad_id=0, capacity=8)
-    m = packing.attention_mask(p, rows, causal=False, dtype=None)[0, 0]  # one row: 6 + 5 cols
+    columns = rows.packed(p.segment, p.row).columns
+    m = packing.attention_mask(p, columns, causal=False, dtype=None)[0, 0]  # one row: 6 + 5 cols
     assert m.shape == (5, 6 + 5)
     seg = p.segment[0].tolist()
     a, b = seg.index(0), seg.index(1)
@@ -117,9 +114,9 @@ def test_mask_keeps_segments_and_tasks_apart(tiny_encoder) -> None:
     assert m[a, :6].tolist() == [True, True, False, False, False, False]
     assert m[b, :6].tolist() == [False, False, False, True, True, True]
     assert m[a, 6 + a] and not m[a, 6 + b] and not m[b, 6 + a]
-    causal = packing.attention_mask(p, rows, causal=True, dtype=None)[0, 0]
+    causal = packing.attention_mask(p, columns, causal=True, dtype=None)[0, 0]
     assert causal[b + 1, 6 + b] and not causal[b, 6 + b + 1]
-    additive = packing.attention_mask(p, rows, causal=False, dtype=torch.float32)[0, 0]
+    additive = packing.attention_mask(p, columns, causal=False, dtype=torch.float32)[0, 0]
     assert (additive[m] == 0).all() and (additive[~m] == torch.finfo(torch.float32).min).all()
 
 

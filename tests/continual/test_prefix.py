@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from continual.model import Batch, forward, position_ids
-from continual.objectives import TextLimits, encoder_batch
-from continual.prefix import (
+from continual.modules.prefix import (
     PrefixConfig,
     RowPrefix,
     TrainablePrefix,
@@ -17,6 +16,7 @@ from continual.prefix import (
     single,
     stack_rows,
 )
+from continual.objectives import TextLimits, encoder_batch
 from tasks.errors import ConfigError
 
 CONFIG = PrefixConfig(length=3, layers=2, kv_heads=2, head_dim=8, hidden_size=32)
@@ -59,20 +59,21 @@ def test_config_is_frozen_and_validated() -> None:
 def test_prefix_from_tensor_starts_exactly_there() -> None:
     base = torch.randn(CONFIG.length, CONFIG.flat_dim)
     module = TrainablePrefix(CONFIG, base=base, seed=3)
-    assert torch.equal(module(), base)
-    assert torch.equal(module.eject(), module())
-    assert not module.eject().requires_grad
+    assert torch.equal(module()["prefix"], base)
+    assert torch.equal(module.eject()["prefix"], module.flat())
+    assert not module.eject()["prefix"].requires_grad
     # The given tensor is copied, not aliased: changing it later does not move the prefix.
     base.add_(1.0)
-    assert not torch.equal(module(), base)
+    assert not torch.equal(module.flat(), base)
 
 
 def test_random_prefix_is_seeded_and_eject_equals_forward() -> None:
     a, b = TrainablePrefix(CONFIG, seed=1), TrainablePrefix(CONFIG, seed=1)
-    assert torch.equal(a(), b())
-    assert not torch.equal(a(), TrainablePrefix(CONFIG, seed=2)())
-    assert torch.equal(a.eject(), a())
-    assert a.eject().shape == (CONFIG.length, CONFIG.flat_dim)
+    assert torch.equal(a.flat(), b.flat())
+    assert not torch.equal(a.flat(), TrainablePrefix(CONFIG, seed=2).flat())
+    assert torch.equal(a.eject()["prefix"], a()["prefix"])
+    assert a.eject()["prefix"].shape == (CONFIG.length, CONFIG.flat_dim)
+    assert CONFIG.shapes() == {"prefix": (CONFIG.length, CONFIG.flat_dim)}
     assert a.n_trainable == sum(p.numel() for p in a.parameters())
 
 
@@ -86,6 +87,12 @@ def test_wrong_shape_is_refused() -> None:
             TrainablePrefix(CONFIG, base=torch.zeros(shape))
         with pytest.raises(ConfigError, match="another backbone"):
             check_flat(torch.zeros(shape), CONFIG)
+        with pytest.raises(ConfigError, match="another backbone"):
+            CONFIG.check({"prefix": torch.zeros(shape)})
+    with pytest.raises(ConfigError, match="named"):
+        CONFIG.check(
+            {"prefix": torch.zeros(CONFIG.length, CONFIG.flat_dim), "extra": torch.ones(1)}
+        )
 
 
 def test_past_layout_is_length_layers_kv_heads() -> None:

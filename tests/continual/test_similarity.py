@@ -12,15 +12,15 @@ from continual.init import (
     InitContext,
     Source,
     needs_sources,
-    start_prefix,
+    start_module,
     strategies,
 )
 from continual.routing import Router, route_features, route_layers, task_keys
 from continual.similarity import (
-    mix_prefixes,
+    mix_tensors,
     mix_weights,
+    module_vector,
     pooled_features,
-    prefix_vector,
     rank,
     task_embedding,
 )
@@ -91,13 +91,20 @@ def test_mix_weights_are_a_softmax_over_temperature() -> None:
         mix_weights([1.0], 0.0)
 
 
-def test_mix_prefixes_and_prefix_vector() -> None:
-    a, b = torch.ones(4, 6), torch.zeros(4, 6)
-    torch.testing.assert_close(mix_prefixes([a, b], [0.25, 0.75]), torch.full((4, 6), 0.25))
+def test_mix_tensors_and_module_vector() -> None:
+    a, b = {"prefix": torch.ones(4, 6)}, {"prefix": torch.zeros(4, 6)}
+    mixed = mix_tensors([a, b], [0.25, 0.75])
+    assert mixed.keys() == {"prefix"}
+    torch.testing.assert_close(mixed["prefix"], torch.full((4, 6), 0.25))
     with pytest.raises(ConfigError, match="differ in shape"):
-        mix_prefixes([a, torch.ones(3, 6)], [0.5, 0.5])
+        mix_tensors([a, {"prefix": torch.ones(3, 6)}], [0.5, 0.5])
+    with pytest.raises(ConfigError, match="differ in their tensors"):
+        mix_tensors([a, {"other": torch.ones(4, 6)}], [0.5, 0.5])
     p = torch.arange(12.0).view(2, 6)
-    np.testing.assert_allclose(prefix_vector(p), p.mean(0).numpy())
+    np.testing.assert_allclose(module_vector({"prefix": p}), p.mean(0).numpy())
+    # several tensors: each averaged over its first axis, concatenated in name order
+    two = module_vector({"b": torch.ones(3, 2), "a": torch.zeros(5, 1, 2)})
+    np.testing.assert_allclose(two, [0.0, 0.0, 1.0, 1.0])
 
 
 @pytest.fixture
@@ -112,47 +119,48 @@ def ctx_for(tiny_encoder):
 
 def sources(pcfg, scores) -> list[Source]:
     return [
-        Source(f"t{i}", 10 + i, s, torch.full((pcfg.length, pcfg.flat_dim), float(i)))
+        Source(f"t{i}", 10 + i, s, {"prefix": torch.full((pcfg.length, pcfg.flat_dim), float(i))})
         for i, s in enumerate(scores)
     ]
 
 
 def test_nearest_copies_the_most_similar_prefix(ctx_for) -> None:
     pcfg, make = ctx_for
-    out = start_prefix("nearest", make(sources(pcfg, [0.2, 0.9, 0.5])))
-    torch.testing.assert_close(out.prefix, torch.full((pcfg.length, pcfg.flat_dim), 1.0))
+    out = start_module("nearest", make(sources(pcfg, [0.2, 0.9, 0.5])))
+    torch.testing.assert_close(out.tensors["prefix"], torch.full((pcfg.length, pcfg.flat_dim), 1.0))
     assert out.strategy == "nearest" and out.lineage() == [(11, 1.0, "init:nearest")]
 
 
 def test_weighted_mixes_the_top_k_and_records_the_weights(ctx_for) -> None:
     pcfg, make = ctx_for
-    out = start_prefix("weighted", make(sources(pcfg, [0.9, 0.8, 0.1]), top_k=2, temperature=0.1))
+    out = start_module("weighted", make(sources(pcfg, [0.9, 0.8, 0.1]), top_k=2, temperature=0.1))
     w = mix_weights([0.9, 0.8], 0.1)
     expected = w[0] * 0.0 + w[1] * 1.0
-    torch.testing.assert_close(out.prefix, torch.full((pcfg.length, pcfg.flat_dim), expected))
+    want = torch.full((pcfg.length, pcfg.flat_dim), expected)
+    torch.testing.assert_close(out.tensors["prefix"], want)
     assert [pid for pid, _ in out.sources] == [10, 11]
     assert sum(wt for _, wt in out.sources) == pytest.approx(1.0)
 
 
 def test_auto_takes_weighted_above_the_threshold_else_random(ctx_for) -> None:
     pcfg, make = ctx_for
-    near = start_prefix("auto", make(sources(pcfg, [AUTO_THRESHOLD + 0.01])))
+    near = start_module("auto", make(sources(pcfg, [AUTO_THRESHOLD + 0.01])))
     assert near.strategy == "weighted" and near.sources == ((10, pytest.approx(1.0)),)
-    far = start_prefix("auto", make(sources(pcfg, [AUTO_THRESHOLD - 0.01])))
-    assert far.strategy == "random" and far.sources == () and far.prefix is None
-    empty = start_prefix("auto", make([]))
+    far = start_module("auto", make(sources(pcfg, [AUTO_THRESHOLD - 0.01])))
+    assert far.strategy == "random" and far.sources == () and far.tensors is None
+    empty = start_module("auto", make([]))
     assert empty.strategy == "random"
-    custom = start_prefix("auto", make(sources(pcfg, [0.3]), threshold=0.2))
+    custom = start_module("auto", make(sources(pcfg, [0.3]), threshold=0.2))
     assert custom.strategy == "weighted"
 
 
 def test_similar_inits_skip_other_shapes_and_refuse_without_sources(ctx_for) -> None:
     pcfg, make = ctx_for
-    wrong = [Source("long", 1, 0.99, torch.zeros(pcfg.length + 1, pcfg.flat_dim))]
+    wrong = [Source("long", 1, 0.99, {"prefix": torch.zeros(pcfg.length + 1, pcfg.flat_dim)})]
     for name in ("nearest", "weighted"):
         with pytest.raises(ConfigError, match=f"--init {name} needs an earlier task"):
-            start_prefix(name, make(wrong))
-    assert start_prefix("auto", make(wrong)).strategy == "random"
+            start_module(name, make(wrong))
+    assert start_module("auto", make(wrong)).strategy == "random"
 
 
 def test_cli_init_choices_are_the_registered_strategies() -> None:

@@ -8,7 +8,7 @@ import torch
 
 from continual.backbones import fingerprint
 from continual.inference import evaluate
-from continual.prefix import PrefixConfig
+from continual.modules.prefix import PrefixConfig
 from continual.train import (
     TrainConfig,
     flatten_state,
@@ -77,8 +77,8 @@ def test_encoder_learns_separable_task(tiny_encoder, sentiment_data, encoder_run
     assert result.steps == 100 and len(result.losses) == 100
     assert result.final_loss < 0.5 * sum(result.losses[:10]) / 10
     assert evaluate(tiny_encoder, result.task, sentiment_data.eval).score >= 0.9
-    assert result.task.prefix.shape == (4, result.task.config.flat_dim)
-    assert not result.task.prefix.requires_grad
+    assert result.task.tensors["prefix"].shape == (4, result.task.config.flat_dim)
+    assert not result.task.tensors["prefix"].requires_grad
     head = result.task.head
     assert head is not None and not head.training
     flat = result.task.config.flat_dim

@@ -24,7 +24,7 @@ import torch
 
 from continual.backbones import Backbone, fingerprint, load_backbone
 from continual.model import Batch, forward
-from continual.prefix import PrefixConfig, TrainablePrefix, single
+from continual.modules.prefix import PrefixConfig, TrainablePrefix, single
 from pipelines.jobs import prefix_config_for, task_prefix_from_registry
 from registry import Registry
 from tasks.spec import TaskSpec
@@ -88,7 +88,7 @@ def load_peft(backbone: Backbone, adapter: Path) -> Any:
 
 def register_random(home: Path, backbone: Backbone, task: TaskSpec, config: PrefixConfig):
     """Register a random (reparameterized-init) prefix as `pipelines.jobs.run_train` would."""
-    flat = TrainablePrefix(config, seed=7).eject()
+    flat = TrainablePrefix(config, seed=7).eject()["prefix"]
     with Registry.open(home, tracking_uri="none") as reg:
         reg.register_prefix(
             task=task,
@@ -157,7 +157,7 @@ def test_minilm_shifted_prefix_matches_peft(
     peft_model = load_peft(minilm, tmp_path / "peft")
 
     batch = padded(minilm, "right")
-    mine = ours(minilm, batch, loaded.prefix, loaded.config)
+    mine = ours(minilm, batch, loaded.tensors["prefix"], loaded.config)
     assert max_diff(mine, theirs(peft_model, minilm, batch), batch.attention_mask) < ATOL
     # Not vacuous: the prefix does change the hidden states.
     bare = ours(minilm, batch, None, loaded.config)
@@ -179,12 +179,12 @@ def test_minilm_explicit_prefix_is_flagged_and_matches_peft_under_one_convention
 
     batch = padded(minilm, "right")
     mask = batch.attention_mask
-    mine = ours(minilm, batch, loaded.prefix, loaded.config)
+    mine = ours(minilm, batch, loaded.tensors["prefix"], loaded.config)
     peft_default = theirs(peft_model, minilm, batch)
     # The conventions really differ: as exported, PEFT does not reproduce our outputs ...
     assert max_diff(mine, peft_default, mask) > 1e-3
     # ... but ours forced to PEFT's shifted positions matches PEFT ...
-    forced = ours(minilm, batch, loaded.prefix, loaded.config.with_(positions="shifted"))
+    forced = ours(minilm, batch, loaded.tensors["prefix"], loaded.config.with_(positions="shifted"))
     assert max_diff(forced, peft_default, mask) < ATOL
     # ... and PEFT given explicit positions matches ours (PEFT adds P to what it is given).
     p = loaded.config.length
@@ -206,14 +206,14 @@ def test_smollm2_prefix_logits_match_peft(smollm2, cli, tmp_path: Path) -> None:
 
     # Right padding: PEFT's default positions are right for every real token.
     batch = padded(smollm2, "right")
-    mine = ours(smollm2, batch, loaded.prefix, loaded.config)
+    mine = ours(smollm2, batch, loaded.tensors["prefix"], loaded.config)
     assert max_diff(mine, theirs(peft_model, smollm2, batch), batch.attention_mask) < ATOL
     assert max_diff(mine, ours(smollm2, batch, None, config), batch.attention_mask) > 1e-2
 
     # Left padding (how we run decoders): PEFT needs positions from the mask, as generate()
     # would compute them; it adds P itself.
     batch = padded(smollm2, "left")
-    mine_left = ours(smollm2, batch, loaded.prefix, loaded.config)
+    mine_left = ours(smollm2, batch, loaded.tensors["prefix"], loaded.config)
     peft_left = theirs(peft_model, smollm2, batch, position_ids=explicit_positions(batch))
     assert max_diff(mine_left, peft_left, batch.attention_mask) < ATOL
     # Without them only the row that has no padding agrees (transformers' positions ignore it).

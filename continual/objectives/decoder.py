@@ -1,96 +1,25 @@
-"""What a prefix is trained for and how it predicts, per backbone kind.
+"""Decoder plumbing shared by decoder objectives: every task is text to text.
 
-- Encoders: classification only. Mean-pooled hidden states -> a per-task head -> label logits.
-- Decoders: every task is text to text. A prompt (`description / Input: text / Answer:`) is
-  followed by the target and the end token. Classification scores each label word after the
-  prompt (rank classification); generation decodes greedily.
-
-Every function takes per-row prefixes, so a batch may mix tasks (see `continual.prefix`).
+A prompt (`description / Input: text / Answer:`) is followed by the target and the end token.
+Training scores the target tokens (`decoder_loss`); classification scores each label word after
+the prompt (`label_scores`, rank classification); generation decodes greedily (`generate`).
+Rows are left-padded so targets line up at the end of every row.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from transformers import DynamicCache
 
 from continual import packing
 from continual.backbones import Backbone
-from continual.heads import ClassificationHead
-from continual.model import (
-    Batch,
-    forward,
-    mean_pool,
-    position_ids,
-    returned_cache,
-    with_cache,
-)
-from continual.prefix import RowPrefix
+from continual.cache import returned_cache, with_cache
+from continual.model import Batch, every_token, forward, hooks, kept_positions, position_ids
+from continual.modules.base import RowModules
+from continual.objectives.base import TextLimits
 from tasks.spec import TaskSpec
-
-
-@dataclass(frozen=True)
-class TextLimits:
-    """Token budgets: inputs are cut to `max_length` tokens, targets to `max_target_length`."""
-
-    max_length: int = 128
-    max_target_length: int = 32
-
-
-# --- encoders ---------------------------------------------------------------------------------
-
-
-def encoder_batch(backbone: Backbone, texts: Sequence[str], limits: TextLimits) -> Batch:
-    enc = backbone.tokenizer(
-        list(texts),
-        padding=True,
-        truncation=True,
-        max_length=limits.max_length,
-        return_tensors="pt",
-    )
-    return Batch(enc["input_ids"], enc["attention_mask"])
-
-
-def encoder_features(
-    backbone: Backbone,
-    texts: Sequence[str],
-    prefix: RowPrefix | None,
-    limits: TextLimits,
-) -> torch.Tensor:
-    """Mean-pooled last hidden states `[B, H]` of the texts under their rows' prefixes, in one
-    packed pass (no padding computed; `continual.packing`) where the attention allows it."""
-    if not packing.packable(backbone):
-        batch = encoder_batch(backbone, texts, limits)
-        hidden = forward(backbone, batch, prefix).last_hidden_state
-        return mean_pool(hidden, batch.attention_mask)
-    seqs = backbone.tokenizer(list(texts), truncation=True, max_length=limits.max_length)
-    seqs = seqs["input_ids"]
-    first = [0] * len(seqs) if prefix is None else prefix.offset.tolist()
-    groups = None if prefix is None else prefix.distinct()[1].tolist()
-    packed = packing.pack(seqs, first, backbone.tokenizer.pad_token_id or 0, groups=groups)
-    hidden = packing.run(backbone, packed, prefix, causal=False).last_hidden_state
-    return packing.segment_mean(hidden, packed)
-
-
-def encoder_loss(
-    backbone: Backbone,
-    head: ClassificationHead,
-    spec: TaskSpec,
-    texts: Sequence[str],
-    targets: Sequence[str],
-    prefix: RowPrefix,
-    limits: TextLimits,
-) -> torch.Tensor:
-    index = {label: i for i, label in enumerate(spec.labels)}
-    y = torch.tensor([index[t] for t in targets])
-    logits = head(encoder_features(backbone, texts, prefix, limits))
-    return F.cross_entropy(logits, y)
-
-
-# --- decoders ---------------------------------------------------------------------------------
 
 
 def _ids(tokenizer, text: str) -> list[int]:
@@ -127,7 +56,7 @@ def _tail_logprob(
     backbone: Backbone,
     prompts: Sequence[list[int]],
     tails: Sequence[list[int]],
-    prefix: RowPrefix | None,
+    modules: RowModules | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token log-probabilities of each tail after its prompt: (`[N, K]`, mask `[N, K]`).
 
@@ -136,9 +65,10 @@ def _tail_logprob(
     """
     k = max(len(t) for t in tails)
     if packing.packable(backbone):
-        return _tail_logprob_packed(backbone, prompts, tails, prefix, k)
+        return _tail_logprob_packed(backbone, prompts, tails, modules, k)
     ids, mask = _left_pad([p + t for p, t in zip(prompts, tails)], backbone.tokenizer.pad_token_id)
-    out = forward(backbone, Batch(ids, mask), prefix, logits_to_keep=k + 1)
+    keep = kept_positions(ids.shape[1], k + 1)
+    out = forward(backbone, Batch(ids, mask), modules, use_cache=False, logits_to_keep=keep)
     logp = out.logits[:, :-1].float().log_softmax(-1)  # predicts the last k tokens
     target = ids[:, -k:]
     tmask = torch.zeros_like(target)
@@ -151,14 +81,14 @@ def _tail_logprob_packed(
     backbone: Backbone,
     prompts: Sequence[list[int]],
     tails: Sequence[list[int]],
-    prefix: RowPrefix | None,
+    modules: RowModules | None,
     k: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`_tail_logprob` in one packed pass; the LM head runs at the columns that predict a tail
     token in some row (the union over rows, as explicit indices), nowhere else."""
     seqs = [p + t for p, t in zip(prompts, tails)]
-    first = [0] * len(seqs) if prefix is None else prefix.offset.tolist()
-    groups = None if prefix is None else prefix.distinct()[1].tolist()
+    first = [0] * len(seqs) if modules is None else modules.offset.tolist()
+    groups = None if modules is None else modules.groups().tolist()
     packed = packing.pack(seqs, first, backbone.tokenizer.pad_token_id, groups=groups)
     # tail token j of segment i sits at column start+len(prompt)+j; the column before predicts it
     seg_of, row_of, col_of, tok_of, slot_of = [], [], [], [], []
@@ -172,7 +102,8 @@ def _tail_logprob_packed(
             slot_of.append(k - len(t) + j)  # right-aligned, as the padded path lays it out
     cols = torch.tensor(sorted(set(col_of)), dtype=torch.long)
     where = {int(c): n for n, c in enumerate(cols)}
-    logits = packing.run(backbone, packed, prefix, causal=True, logits_at=cols).logits
+    run = packing.run(backbone, packed, modules, causal=True, use_cache=False, logits_to_keep=cols)
+    logits = run.logits
     picked = logits[torch.tensor(row_of), torch.tensor([where[c] for c in col_of])]
     logp = picked.float().log_softmax(-1).gather(-1, torch.tensor(tok_of).unsqueeze(-1))
     out = torch.zeros(len(seqs), k, dtype=logp.dtype)
@@ -187,13 +118,13 @@ def decoder_loss(
     spec: TaskSpec,
     texts: Sequence[str],
     targets: Sequence[str],
-    prefix: RowPrefix,
+    modules: RowModules | None,
     limits: TextLimits,
 ) -> torch.Tensor:
     """Mean negative log-likelihood of the target tokens (end token included)."""
     prompts = [prompt_ids(backbone, spec, t, limits) for t in texts]
     tails = [target_ids(backbone, y, limits) for y in targets]
-    logp, tmask = _tail_logprob(backbone, prompts, tails, prefix)
+    logp, tmask = _tail_logprob(backbone, prompts, tails, modules)
     return -logp.sum() / tmask.sum()
 
 
@@ -201,22 +132,24 @@ def label_scores(
     backbone: Backbone,
     specs: Sequence[TaskSpec],
     texts: Sequence[str],
-    prefix: RowPrefix | None,
+    modules: RowModules | None,
     limits: TextLimits,
 ) -> list[torch.Tensor]:
     """For row i, the summed log-probability of each of `specs[i].labels` (its tokens and the
     end token) after the row's prompt: one tensor of `len(labels)` scores per row.
 
-    The prompt is encoded once per row; its keys and values (prefix included) are then shared by
-    all of that row's label candidates, which run together in a second, short pass.
+    The prompt is encoded once per row; its keys and values (the module's virtual positions
+    included) are then shared by all of that row's label candidates, which run together in a
+    second, short pass (under the row's module hooks, if it has any).
     """
     tok = backbone.tokenizer
     prompts = [prompt_ids(backbone, s, t, limits) for s, t in zip(specs, texts)]
     ids, mask = _left_pad(prompts, tok.pad_token_id)
-    out = forward(backbone, Batch(ids, mask), prefix, logits_to_keep=1, use_cache=True)
+    keep = kept_positions(ids.shape[1], 1)
+    out = forward(backbone, Batch(ids, mask), modules, use_cache=True, logits_to_keep=keep)
     first = out.logits[:, -1].float().log_softmax(-1)  # [B, V]: the first tail token
-    past_mask = mask if prefix is None else torch.cat([prefix.mask.to(mask.dtype), mask], dim=1)
-    last_pos = position_ids(mask, None if prefix is None else prefix.offset)[:, -1]
+    past_mask = mask if modules is None else torch.cat([modules.mask.to(mask.dtype), mask], dim=1)
+    last_pos = position_ids(mask, None if modules is None else modules.offset)[:, -1]
 
     owner, tails = [], []
     for i, spec in enumerate(specs):
@@ -234,13 +167,15 @@ def label_scores(
     if width > 1:
         cache = returned_cache(out)
         past = [(layer.keys[index], layer.values[index]) for layer in cache.layers]
-        step = backbone.model(
-            input_ids=tail_ids[:, :-1],
-            attention_mask=torch.cat([past_mask[index], tail_mask[:, :-1]], dim=1),
-            position_ids=last_pos[index].unsqueeze(1) + 1 + torch.arange(width - 1),
-            use_cache=False,
-            **with_cache(backbone.model, DynamicCache(ddp_cache_data=past)),
-        )
+        candidate_row = index.unsqueeze(1).expand(len(tails), width - 1)
+        with hooks(modules, backbone.model, candidate_row):
+            step = backbone.model(
+                input_ids=tail_ids[:, :-1],
+                attention_mask=torch.cat([past_mask[index], tail_mask[:, :-1]], dim=1),
+                position_ids=last_pos[index].unsqueeze(1) + 1 + torch.arange(width - 1),
+                use_cache=False,
+                **with_cache(backbone.model, DynamicCache(ddp_cache_data=past)),
+            )
         logp = step.logits.float().log_softmax(-1)  # predicts tail tokens 1..width-1
         rest = logp.gather(-1, tail_ids[:, 1:].unsqueeze(-1)).squeeze(-1) * tail_mask[:, 1:]
         scores = scores + rest.sum(-1)
@@ -255,11 +190,11 @@ def rank_classify(
     backbone: Backbone,
     specs: Sequence[TaskSpec],
     texts: Sequence[str],
-    prefix: RowPrefix | None,
+    modules: RowModules | None,
     limits: TextLimits,
 ) -> list[str]:
     """For row i (task `specs[i]`), the label whose words are most likely after the prompt."""
-    scores = label_scores(backbone, specs, texts, prefix, limits)
+    scores = label_scores(backbone, specs, texts, modules, limits)
     return [spec.labels[int(s.argmax())] for spec, s in zip(specs, scores)]
 
 
@@ -267,20 +202,22 @@ def generate(
     backbone: Backbone,
     specs: Sequence[TaskSpec],
     texts: Sequence[str],
-    prefix: RowPrefix | None,
+    modules: RowModules | None,
     limits: TextLimits,
 ) -> list[str]:
     """Greedy decoding of up to `max_target_length` tokens per row, stopping at the end token."""
     tok = backbone.tokenizer
     prompts = [prompt_ids(backbone, s, t, limits) for s, t in zip(specs, texts)]
     ids, mask = _left_pad(prompts, tok.pad_token_id)
-    out = forward(backbone, Batch(ids, mask), prefix, logits_to_keep=1, use_cache=True)
+    keep = kept_positions(ids.shape[1], 1)
+    out = forward(backbone, Batch(ids, mask), modules, use_cache=True, logits_to_keep=keep)
     cache = returned_cache(out)
-    if prefix is None:
+    if modules is None:
         full_mask, pos = mask, position_ids(mask, None)[:, -1:]
     else:
-        full_mask = torch.cat([prefix.mask.to(mask.dtype), mask], dim=1)
-        pos = position_ids(mask, prefix.offset)[:, -1:]
+        full_mask = torch.cat([modules.mask.to(mask.dtype), mask], dim=1)
+        pos = position_ids(mask, modules.offset)[:, -1:]
+    one_each = every_token(ids.shape[0], 1)
     done = torch.zeros(ids.shape[0], dtype=torch.bool)
     produced: list[torch.Tensor] = []
     for _ in range(limits.max_target_length + 1):
@@ -292,14 +229,15 @@ def generate(
             break
         full_mask = torch.cat([full_mask, torch.ones_like(nxt).unsqueeze(1)], dim=1)
         pos = pos + 1
-        out = backbone.model(
-            input_ids=nxt.unsqueeze(1),
-            attention_mask=full_mask,
-            position_ids=pos,
-            use_cache=True,
-            logits_to_keep=1,
-            **with_cache(backbone.model, cache),
-        )
+        with hooks(modules, backbone.model, one_each):
+            out = backbone.model(
+                input_ids=nxt.unsqueeze(1),
+                attention_mask=full_mask,
+                position_ids=pos,
+                use_cache=True,
+                logits_to_keep=1,
+                **with_cache(backbone.model, cache),
+            )
     seqs = torch.stack(produced, dim=1).tolist()
     texts_out = []
     for s in seqs:
