@@ -24,7 +24,7 @@ from continual import metrics
 from pipelines import ledger
 from pipelines.report_md import COLUMNS, markdown, metrics_table
 from pipelines.settings import stream_home
-from registry import ArrivalRecord, Registry
+from registry import ArrivalRecord, EvaluationRecord, Registry
 from registry.streams import DEFAULT_STREAM
 
 FORMAT = "continual-report/1"
@@ -60,7 +60,9 @@ def build(reg: Registry, stream_name: str = DEFAULT_STREAM) -> dict[str, Any]:
         for a in stream["arrivals"]
         if a.method == ledger.PREFIX and a.status == "done"
     }
-    rows = [_task_row(reg, p, t, evaluations[t], done.get(p)) for p, t in enumerate(tasks)]
+    own = {t: ledger.find(evaluations[t], ledger.PREFIX, p) for p, t in enumerate(tasks)}
+    batch = _Batch(reg, tasks, [e.prefix_id for e in own.values() if e and e.prefix_id])
+    rows = [batch.row(p, t, own[t], done.get(p)) for p, t in enumerate(tasks)]
     backbone = _backbone(reg, rows)
     return {
         "format": FORMAT,
@@ -120,36 +122,49 @@ def task_agnostic(
     }
 
 
-def _task_row(
-    reg: Registry, position: int, task: str, evaluations: list, arrival: ArrivalRecord | None
-) -> dict[str, Any]:
-    own = ledger.find(evaluations, ledger.PREFIX, position)
-    record = reg.prefix(own.prefix_id) if own is not None and own.prefix_id else None
-    view = reg.show(task)
-    run = reg.run(record.run_id).config if record is not None and record.run_id else {}
-    return {
-        "position": position,
-        "task": task,
-        "kind": view.task.kind,
-        "metric": own.metric if own else None,
-        "n_eval": own.n if own else None,
-        "arrived_at": arrival.finished_at.isoformat() if arrival and arrival.finished_at else None,
-        "prefix_id": record.id if record else None,
-        "prefix_version": record.version if record else None,
-        "prefix_sha256": record.sha256 if record else None,
-        "stored_bytes": record.n_bytes if record else None,
-        "stored_params": record.n_stored if record else None,
-        "init": (record.config.get("init") if record else None) or "random",
-        "init_strategy": run.get("init", {}).get("strategy")
-        or (record.config.get("init") if record else None)
-        or "random",
-        "lineage": [e.to_dict() for e in reg.lineage(task)] if record else [],
-        "backbone_fingerprint": record.backbone_fingerprint if record else None,
-        "backbone_name": record.backbone_name if record else None,
-        "backbone_bytes": run.get("stream", {}).get("backbone_bytes"),
-        "train_steps": record.train.steps if record else None,
-        "train_seconds": record.train.seconds if record else None,
-    }
+class _Batch:
+    """What the task rows need, read for all tasks at once: a fixed number of queries, whatever
+    the stream's length (the report is refreshed after every arrival)."""
+
+    def __init__(self, reg: Registry, tasks: list[str], prefix_ids: list[int]) -> None:
+        self.tasks = reg.tasks_named(tasks)
+        self.prefixes = reg.prefixes_by_id(prefix_ids)
+        self.runs = reg.runs_by_id(p.run_id for p in self.prefixes.values() if p.run_id)
+        current = reg.current_prefixes(tasks)
+        self.current = {t: p.id for t, p in current.items()}
+        self.lineage = reg.lineages(self.current.values())
+
+    def row(
+        self, position: int, task: str, own: EvaluationRecord | None, arrival: ArrivalRecord | None
+    ) -> dict[str, Any]:
+        record = self.prefixes.get(own.prefix_id) if own is not None and own.prefix_id else None
+        run = self.runs[record.run_id].config if record is not None and record.run_id else {}
+        lineage = self.lineage.get(self.current.get(task, -1), [])
+        return {
+            "position": position,
+            "task": task,
+            "kind": self.tasks[task].kind,
+            "metric": own.metric if own else None,
+            "n_eval": own.n if own else None,
+            "arrived_at": (
+                arrival.finished_at.isoformat() if arrival and arrival.finished_at else None
+            ),
+            "prefix_id": record.id if record else None,
+            "prefix_version": record.version if record else None,
+            "prefix_sha256": record.sha256 if record else None,
+            "stored_bytes": record.n_bytes if record else None,
+            "stored_params": record.n_stored if record else None,
+            "init": (record.config.get("init") if record else None) or "random",
+            "init_strategy": run.get("init", {}).get("strategy")
+            or (record.config.get("init") if record else None)
+            or "random",
+            "lineage": [e.to_dict() for e in lineage] if record else [],
+            "backbone_fingerprint": record.backbone_fingerprint if record else None,
+            "backbone_name": record.backbone_name if record else None,
+            "backbone_bytes": run.get("stream", {}).get("backbone_bytes"),
+            "train_steps": record.train.steps if record else None,
+            "train_seconds": record.train.seconds if record else None,
+        }
 
 
 def _backbone(reg: Registry, rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from registry import exchange, inputs, integrity, mirror, registration
 from registry.artifacts import ArtifactStore
+from registry.batch_api import BatchReads
 from registry.datastore import DataStore
 from registry.opening import default_tracker, open_database
 from registry.queue import JobQueue
@@ -47,7 +48,7 @@ MAX_PAGE = 10_000
 _LINEAGE_DEPTH = 64
 
 
-class Registry(StreamRecords):
+class Registry(StreamRecords, BatchReads):
     """Prefixes, their lineage and evaluations, in SQL; tensors as verified safetensors files."""
 
     def __init__(self, *, workspace: Path, database: Database, tracker: Tracker) -> None:

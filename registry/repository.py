@@ -69,6 +69,14 @@ class Tasks:
     def __init__(self, session: Session) -> None:
         self.s = session
 
+    def named(self, names: Iterable[str]) -> dict[str, TaskRecord]:
+        """The tasks with these names, in one query."""
+        wanted = sorted(set(names))
+        if not wanted:
+            return {}
+        rows = self.s.scalars(select(orm.Task).where(orm.Task.name.in_(wanted)))
+        return {r.name: _task(r) for r in rows}
+
     def find(self, name: str) -> TaskRecord | None:
         row = self.s.scalar(select(orm.Task).where(orm.Task.name == name))
         return None if row is None else _task(row)
@@ -130,16 +138,26 @@ class Runs:
 
     def get(self, run_id: int) -> RunRecord | None:
         row = self.s.get(orm.Run, run_id)
-        if row is None:
-            return None
-        return RunRecord(
-            id=row.id,
-            seed=row.seed,
-            config=row.config,
-            packages=row.packages,
-            backbone_fingerprint=row.backbone_fingerprint,
-            created_at=aware(row.created_at),
-        )
+        return None if row is None else _run(row)
+
+    def many(self, ids: Iterable[int]) -> dict[int, RunRecord]:
+        """The runs with these ids, in one query."""
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        rows = self.s.scalars(select(orm.Run).where(orm.Run.id.in_(wanted)))
+        return {r.id: _run(r) for r in rows}
+
+
+def _run(row: orm.Run) -> RunRecord:
+    return RunRecord(
+        id=row.id,
+        seed=row.seed,
+        config=row.config,
+        packages=row.packages,
+        backbone_fingerprint=row.backbone_fingerprint,
+        created_at=aware(row.created_at),
+    )
 
 
 _P = orm.Prefix
@@ -197,6 +215,23 @@ class Prefixes:
     def get(self, prefix_id: int) -> PrefixRecord | None:
         found = self._records(self.s.execute(self._select().where(_P.id == prefix_id)).all())
         return found[0] if found else None
+
+    def many(self, ids: Iterable[int]) -> dict[int, PrefixRecord]:
+        """The prefixes with these ids (lineage included), in two queries."""
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        rows = self.s.execute(self._select().where(_P.id.in_(wanted))).all()
+        return {r.id: r for r in self._records(rows)}
+
+    def current_of(self, task_ids: Iterable[int]) -> dict[int, PrefixRecord]:
+        """The current prefix of each of these tasks (by task id), in two queries."""
+        wanted = sorted(set(task_ids))
+        if not wanted:
+            return {}
+        stmt = self._select().where(_P.task_id.in_(wanted), _P.is_current)
+        rows = self.s.execute(stmt).all()
+        return {r[0].task_id: rec for r, rec in zip(rows, self._records(rows))}
 
     def current(self, task_id: int) -> PrefixRecord | None:
         stmt = self._select().where(_P.task_id == task_id, _P.is_current)
