@@ -87,7 +87,7 @@ def run_ours(
 ) -> tuple[list[float], int]:
     """(per-step seconds, trainable parameters) of the product's own training loop (warm-up
     steps dropped); `should_stop` is passed to `train` (its time is outside ours' steps)."""
-    from pipelines.jobs import prefix_config_for
+    from continual.modules.prefix import prefix_config_for
 
     pcfg = prefix_config_for(bb, setup.prefix_length, None)
     result = train(bb, data, pcfg, setup.train_config(), progress=False, should_stop=should_stop)

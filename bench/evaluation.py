@@ -83,8 +83,8 @@ def random_task(bb, spec, length: int, positions: str, seed: int):
     from continual.finetune import fresh_head
     from continual.inference import TrainedTask
     from continual.modules import build
+    from continual.modules.prefix import prefix_config_for
     from continual.objectives import TextLimits
-    from pipelines.jobs import prefix_config_for
 
     config = prefix_config_for(bb, length, positions)
     head = fresh_head(bb, spec, seed)
@@ -118,7 +118,7 @@ def _shared_prompt(bb, spec, task, texts: list[str]) -> list[int]:
 def _pass_per_label(bb, spec, task, texts: list[str]) -> list[int]:
     from continual.modules import module_for
     from continual.objectives import prompt_ids, target_ids
-    from continual.objectives.decoder import _tail_logprob
+    from continual.objectives.decoder import tail_logprob
 
     preds: list[int] = []
     for i in range(0, len(texts), 16):
@@ -128,7 +128,7 @@ def _pass_per_label(bb, spec, task, texts: list[str]) -> list[int]:
         cols = []
         for label in spec.labels:
             tail = target_ids(bb, label, task.limits)
-            logp, _ = _tail_logprob(bb, prompts, [tail] * len(chunk), rows)
+            logp, _ = tail_logprob(bb, prompts, [tail] * len(chunk), rows)
             cols.append(logp.sum(1))
         preds += torch.stack(cols, 1).argmax(1).tolist()
     return preds

@@ -32,10 +32,10 @@ import torch
 from continual.backbones import load_backbone
 from continual.finetune import evaluate_plain, finetune, fresh_head, trainable_copy
 from continual.inference import evaluate, score
+from continual.modules.prefix import prefix_config_for
 from continual.objectives import TextLimits, features
 from continual.probe import fit_head
 from continual.train import TrainConfig, train
-from pipelines.jobs import prefix_config_for
 from tasks import catalog
 
 #: Tuned on: every default was chosen on these (and the demo's) tasks.

@@ -24,8 +24,8 @@ from bench.quality_compare import HELDOUT, MAX_EVAL, MAX_TRAIN
 from continual.backbones import load_backbone
 from continual.finetune import evaluate_plain, finetune, fresh_head, trainable_copy
 from continual.inference import evaluate
+from continual.modules.prefix import prefix_config_for
 from continual.train import TrainConfig, train
-from pipelines.jobs import prefix_config_for
 from tasks import catalog
 
 OUT = Path(__file__).resolve().parent / "results" / "recipe_sweep.json"

@@ -143,17 +143,21 @@ def _bench(
 
 
 def _fill(engine: Any, n_tasks: int, versions: int) -> None:
-    """Bulk-insert synthetic rows through SQLAlchemy Core (no files: queries never read them)."""
-    from sqlalchemy import insert
+    """Bulk-insert synthetic rows through SQLAlchemy Core (no files: queries never read them),
+    into the tables as the database holds them (reflected: the registry's ORM stays inside
+    `registry/`)."""
+    from sqlalchemy import MetaData, insert
 
-    from registry import orm
+    meta = MetaData()
+    meta.reflect(engine)
+    t = meta.tables
 
     rng = random.Random(1)
     start = datetime(2025, 1, 1, tzinfo=timezone.utc)
     fp = "b" * 64
     with engine.begin() as c:
         c.execute(
-            insert(orm.Backbone),
+            insert(t["backbones"]),
             [
                 {
                     "id": 1,
@@ -167,7 +171,7 @@ def _fill(engine: Any, n_tasks: int, versions: int) -> None:
             ],
         )
         c.execute(
-            insert(orm.Run),
+            insert(t["runs"]),
             [
                 {
                     "id": 1,
@@ -191,7 +195,7 @@ def _fill(engine: Any, n_tasks: int, versions: int) -> None:
             }
             for i in range(n_tasks)
         )
-        _insert(c, orm.Task, tasks)
+        _insert(c, t["tasks"], tasks)
         n_prefixes = n_tasks * versions
 
         def prefix(pid: int) -> dict[str, Any]:
@@ -218,10 +222,10 @@ def _fill(engine: Any, n_tasks: int, versions: int) -> None:
                 "created_at": start + timedelta(seconds=pid),
             }
 
-        _insert(c, orm.Prefix, (prefix(p) for p in range(1, n_prefixes + 1)))
+        _insert(c, t["prefixes"], (prefix(p) for p in range(1, n_prefixes + 1)))
         _insert(
             c,
-            orm.PrefixLineage,
+            t["prefix_lineage"],
             (
                 {
                     "prefix_id": p,
@@ -234,7 +238,7 @@ def _fill(engine: Any, n_tasks: int, versions: int) -> None:
         )
         _insert(
             c,
-            orm.Evaluation,
+            t["evaluations"],
             (
                 {
                     "prefix_id": p,

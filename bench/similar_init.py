@@ -42,9 +42,9 @@ from continual.backbones import Backbone, load_backbone
 from continual.inference import evaluate
 from continual.init import AUTO_THRESHOLD, TEMPERATURE, InitContext, Source, start_module
 from continual.modules import ModuleConfig
+from continual.modules.prefix import prefix_config_for
 from continual.similarity import similarities, task_embedding
 from continual.train import TrainConfig, train
-from pipelines.jobs import prefix_config_for
 from tasks.load import DataArgs, load_data
 from tasks.spec import TaskData
 

@@ -24,7 +24,7 @@ def measure(name: str, labels: int = 6) -> dict[str, Any]:
     from continual.backbones import load_backbone
     from continual.finetune import fresh_head
     from continual.modules import build
-    from pipelines.jobs import prefix_config_for
+    from continual.modules.prefix import prefix_config_for
     from registry.artifacts import tensors_to_bytes
     from tasks.spec import TaskSpec
 

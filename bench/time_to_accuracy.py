@@ -117,8 +117,8 @@ def _data(spec: dict[str, Any]):
 def _ours(spec: dict[str, Any], started: float) -> dict[str, Any]:
     from continual.backbones import load_backbone
     from continual.inference import evaluate
+    from continual.modules.prefix import prefix_config_for
     from continual.train import TrainConfig, train
-    from pipelines.jobs import prefix_config_for
 
     data = _data(spec)
     bb = load_backbone(spec["backbone"])

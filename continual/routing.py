@@ -21,9 +21,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from continual.backbones import Backbone
-from continual.similarity import layer_features, sample_texts, spaced_layers
+from continual.similarity import (
+    embedding_method,
+    layer_features,
+    sample_texts,
+    spaced_layers,
+    task_embedding,
+)
 from tasks.errors import ConfigError
-from tasks.spec import Example
+from tasks.spec import Example, TaskData
 
 ROUTE_SAMPLE = 256
 ROUTE_LAYERS = 6
@@ -124,3 +130,11 @@ class Router:
         proba = self.model.predict_proba(features)
         idx = self.model.classes_[proba.argmax(1)].astype(np.int64)
         return Routed(idx, proba.max(1).astype(np.float32))
+
+
+def arrival_embeddings(backbone: Backbone, data: TaskData) -> dict[str, np.ndarray]:
+    """What a task's registration stores beside its prefix: its task embedding and its
+    routing keys, both from the frozen backbone over its training inputs."""
+    emb = task_embedding(backbone, data.spec, data.train, seed=data.spec.seed)
+    keys = task_keys(backbone, data.train, seed=data.spec.seed)
+    return {embedding_method(backbone): emb, route_method(backbone): keys}

@@ -10,7 +10,8 @@ from continual import checkpoint
 from continual.backbones import Backbone, load_backbone
 from continual.backbones import catalog as catalog_backbones
 from continual.inference import EvalResult, TrainedTask, evaluate
-from continual.modules import DEFAULT_KIND, ModuleConfig, config_from_dict, module_kind
+from continual.modules import DEFAULT_KIND, ModuleConfig, config_from_dict
+from continual.modules.prefix import prefix_config_for
 from continual.objectives import TextLimits, objective_for
 from continual.train import TrainConfig, TrainResult, flatten_state, train, unflatten_state
 from pipelines.arrival.plan import INIT, PREFIX_LENGTH
@@ -20,12 +21,6 @@ from registry import BackboneRecord, PrefixRecord, Registry, TaskView
 from tasks.errors import ConfigError, ContinualError
 from tasks.load import DataArgs, load_data
 from tasks.spec import TaskData, TaskSpec
-
-
-def prefix_config_for(backbone: Backbone, length: int, positions: str | None) -> ModuleConfig:
-    """A prefix of `length` for `backbone` (positions: the kind's default for the backbone's
-    kind when None; see `continual.modules.prefix.DEFAULT_POSITIONS`)."""
-    return module_kind("prefix").config_for(backbone, length=length, positions=positions)
 
 
 def current_view(reg: Registry, task: str) -> TaskView:

@@ -15,27 +15,18 @@ import numpy as np
 from continual.backbones import Backbone
 from continual.init import InitContext, Source, Start, needs_sources, start_module
 from continual.modules import ModuleConfig, split_tensors
-from continual.routing import route_method, task_keys
+from continual.routing import arrival_embeddings, route_method
 from continual.similarity import (
     Neighbour,
     embedding_method,
     module_vector,
     rank,
-    task_embedding,
 )
 from registry import Registry
 from tasks.errors import ConfigError
 from tasks.spec import TaskData
 
 METHODS = ("embedding", "prefix")
-
-
-def arrival_embeddings(backbone: Backbone, data: TaskData) -> dict[str, Any]:
-    """What a task's registration stores beside its prefix: its task embedding and its
-    routing keys, both from the frozen backbone over its training inputs."""
-    emb = task_embedding(backbone, data.spec, data.train, seed=data.spec.seed)
-    keys = task_keys(backbone, data.train, seed=data.spec.seed)
-    return {embedding_method(backbone): emb, route_method(backbone): keys}
 
 
 def stored_embeddings(reg: Registry, backbone: Backbone) -> dict[str, np.ndarray]:

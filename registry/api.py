@@ -14,21 +14,19 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from registry import exchange, inputs, integrity, mirror, registration
+from registry import inputs, integrity, mirror, registration
 from registry.artifacts import ArtifactStore
 from registry.batch_api import BatchReads
 from registry.datastore import DataStore
+from registry.exchange_api import Exchange
 from registry.opening import default_tracker, open_database
 from registry.queue import JobQueue
 from registry.records import (
     BackboneRecord,
-    CheckReport,
     EvaluationRecord,
-    ExportRecord,
     LineageEdge,
     PrefixRecord,
     RunRecord,
-    SyncReport,
     TaskRecord,
     TaskView,
 )
@@ -48,7 +46,7 @@ MAX_PAGE = 10_000
 _LINEAGE_DEPTH = 64
 
 
-class Registry(StreamRecords, BatchReads):
+class Registry(StreamRecords, BatchReads, Exchange):
     """Prefixes, their lineage and evaluations, in SQL; tensors as verified safetensors files."""
 
     def __init__(self, *, workspace: Path, database: Database, tracker: Tracker) -> None:
@@ -360,38 +358,6 @@ class Registry(StreamRecords, BatchReads):
         if record.optimizer_path is None or record.optimizer_sha256 is None:
             return None
         return self.artifacts.load_tensors(record.optimizer_path, record.optimizer_sha256)
-
-    def export(self, task: str, fmt: str, out: Path, *, version: int | None = None) -> ExportRecord:
-        """Write the prefix to `out` as a PEFT adapter ('peft') or our own files ('safetensors')."""
-        return exchange.export(self, task, fmt, Path(out), version=version)
-
-    def import_(
-        self,
-        path: Path,
-        *,
-        backbone_fingerprint: str | None = None,
-        task: TaskSpec | None = None,
-        new_version: bool = False,
-    ) -> PrefixRecord:
-        """Register a prefix exported by `export` (either format) or a PEFT prefix adapter."""
-        return exchange.import_(
-            self,
-            Path(path),
-            backbone_fingerprint=backbone_fingerprint,
-            task=task,
-            new_version=new_version,
-        )
-
-    # -------------------------------------------------------------------- upkeep and mirrors
-
-    def check(self, repair: bool = False, *, grace_s: float = integrity.GRACE_S) -> CheckReport:
-        """Find rows without files, files without rows and hash mismatches; with `repair`,
-        remove orphan files and mark broken rows (never deleting a good prefix)."""
-        return integrity.check(self, repair=repair, grace_s=grace_s)
-
-    def sync_mlflow(self) -> SyncReport:
-        """Mirror to MLflow every prefix (and evaluation) that has no MLflow run yet."""
-        return mirror.sync(self)
 
     def _mirror(self, prefix_id: int) -> str | None:
         try:

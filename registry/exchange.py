@@ -33,7 +33,7 @@ from tasks.formats import (
 from tasks.spec import TaskSpec
 
 if TYPE_CHECKING:
-    from registry.api import Registry
+    from registry.ports import RegistryCore
 
 FORMAT = PREFIX_FORMAT  # the one prefix-folder format (see tasks.formats)
 PEFT_POSITION = "shifted"  # PEFT feeds a prefix as past_key_values: real tokens start at P
@@ -54,7 +54,9 @@ def file_metadata(task: str, backbone: BackboneRecord, config: dict[str, Any]) -
     }
 
 
-def export(reg: Registry, task: str, fmt: str, out: Path, *, version: int | None) -> ExportRecord:
+def export(
+    reg: RegistryCore, task: str, fmt: str, out: Path, *, version: int | None
+) -> ExportRecord:
     if fmt not in ("peft", "safetensors"):
         raise ConfigError(f"export format {fmt!r} is not one of peft, safetensors")
     record = reg.prefix(task, version)
@@ -78,7 +80,7 @@ def export(reg: Registry, task: str, fmt: str, out: Path, *, version: int | None
     )
 
 
-def _about(reg: Registry, record: PrefixRecord) -> dict[str, Any]:
+def _about(reg: RegistryCore, record: PrefixRecord) -> dict[str, Any]:
     def read(uow: Any) -> dict[str, Any]:
         t = uow.tasks.get(record.task)
         b = uow.backbones.get(record.backbone_fingerprint)
@@ -165,7 +167,7 @@ def _export_peft(
 
 
 def import_(
-    reg: Registry,
+    reg: RegistryCore,
     path: Path,
     *,
     backbone_fingerprint: str | None,

@@ -33,13 +33,13 @@ from registry.records import ArtifactProblem, CheckReport
 from registry.uow import UnitOfWork
 
 if TYPE_CHECKING:
-    from registry.api import Registry
+    from registry.ports import RegistryCore
 
 GRACE_S = 300.0
 STORE_KEY = "artifact_store"  # run config: {"id": store id, "path": workspace} of the writer
 
 
-def private_database(reg: Registry) -> bool:
+def private_database(reg: RegistryCore) -> bool:
     """Whether the registry's database is the workspace's own SQLite file."""
     url = reg.db.engine.url
     if url.get_backend_name() != "sqlite" or not url.database:
@@ -53,7 +53,7 @@ def writer(run_config: dict[str, Any] | None) -> dict[str, Any] | None:
     return found if isinstance(found, dict) and found.get("id") else None
 
 
-def check(reg: Registry, *, repair: bool, grace_s: float = GRACE_S) -> CheckReport:
+def check(reg: RegistryCore, *, repair: bool, grace_s: float = GRACE_S) -> CheckReport:
     store = reg.artifacts
     now = time.time()
     on_disk = list(store.files())  # listed before the rows are read: see the module docstring

@@ -22,12 +22,12 @@ from registry.tracking import (
 from registry.uow import UnitOfWork
 
 if TYPE_CHECKING:
-    from registry.api import Registry
+    from registry.ports import RegistryCore
 
 _PARAM_KEY = re.compile(r"[^A-Za-z0-9_\-. /]")
 
 
-def log_prefix(reg: Registry, prefix_id: int) -> str | None:
+def log_prefix(reg: RegistryCore, prefix_id: int) -> str | None:
     """Log the prefix's training run to the tracker and keep the run id on its row."""
 
     def gather(uow: UnitOfWork) -> tuple[Any, ...]:
@@ -90,7 +90,7 @@ def log_prefix(reg: Registry, prefix_id: int) -> str | None:
     return run_id
 
 
-def log_evaluation(reg: Registry, record: EvaluationRecord, run_id: str) -> bool:
+def log_evaluation(reg: RegistryCore, record: EvaluationRecord, run_id: str) -> bool:
     """Log a later evaluation into its prefix's run, step = stream position; False on failure."""
     try:
         reg.tracker.log_metric(run_id, _metric_key(record), record.value, record.position or 0)
@@ -101,7 +101,7 @@ def log_evaluation(reg: Registry, record: EvaluationRecord, run_id: str) -> bool
     return True
 
 
-def sync(reg: Registry) -> SyncReport:
+def sync(reg: RegistryCore) -> SyncReport:
     """Mirror every prefix without an MLflow run, then every evaluation its run lacks."""
     if isinstance(reg.tracker, NullTracker):
         return SyncReport(tracking=reg.tracker.uri, synced=(), failed=())

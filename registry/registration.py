@@ -22,11 +22,11 @@ from tasks.spec import TaskSpec
 if TYPE_CHECKING:
     import torch
 
-    from registry.api import Registry
+    from registry.ports import RegistryCore
 
 
 def store(
-    reg: Registry,
+    reg: RegistryCore,
     *,
     task: TaskSpec,
     data_fingerprint: str,

@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from registry.db import writer
 from registry.job_repository import Datasets, Jobs, Streams
-from registry.repository import Backbones, Prefixes, Runs, Tasks
+from registry.prefix_repository import Prefixes
+from registry.repository import Backbones, Runs, Tasks
 from registry.stream_repository import Arrivals, Evaluations
 from tasks.errors import IntegrityError
 

@@ -1,10 +1,13 @@
-"""The import direction of the house: pipelines -> {continual, registry} -> tasks.
+"""The import direction of the house: bench -> pipelines -> {continual, registry} -> tasks.
 
 - tasks imports none of continual, registry, pipelines;
 - continual and registry never import each other, nor pipelines;
-- nothing outside pipelines imports pipelines;
-- no import cycle among the modules of continual (one layer, no knots: a plugin folder imports
-  the seam, never the core that looks it up).
+- nothing outside pipelines (and bench, its user) imports pipelines;
+- bench uses the public API only: no private module or name (a leading underscore) and none
+  of the registry's internals (its ORM rows, sessions and repositories never leave `registry/`);
+- no import cycle among the modules of any package, bench included (one layer, no knots: a
+  plugin folder imports the seam, never the core that looks it up), type-only imports counted;
+- no source file over 400 lines.
 
 Every import statement counts, including those inside functions (lazy imports are still
 dependencies); relative imports are resolved against the importing module.
@@ -18,13 +21,23 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("tasks", "continual", "registry", "pipelines")
+PACKAGES = ("tasks", "continual", "registry", "pipelines", "bench")
 FORBIDDEN: dict[str, set[str]] = {
-    "tasks": {"continual", "registry", "pipelines"},
-    "continual": {"registry", "pipelines"},
-    "registry": {"continual", "pipelines"},
-    "pipelines": set(),
+    "tasks": {"continual", "registry", "pipelines", "bench"},
+    "continual": {"registry", "pipelines", "bench"},
+    "registry": {"continual", "pipelines", "bench"},
+    "pipelines": {"bench"},
+    "bench": set(),
 }
+#: The registry's internals: what its facade (`registry.Registry` and its records) wraps.
+REGISTRY_INTERNALS = (
+    "registry.orm",
+    "registry.uow",
+    "registry.repository",
+    "registry.stream_repository",
+    "registry.job_repository",
+)
+MAX_LINES = 400
 
 
 def imported_modules(source: str, module: str, *, is_package: bool = False) -> set[str]:
@@ -67,7 +80,7 @@ def modules() -> list[tuple[str, Path]]:
 def test_every_package_is_walked() -> None:
     walked = {name.split(".")[0] for name, _ in modules()}
     assert walked == {p for p in PACKAGES if (ROOT / p).is_dir()}
-    assert {"tasks", "continual", "pipelines"} <= walked
+    assert {"tasks", "continual", "registry", "pipelines", "bench"} <= walked
     assert len(modules()) > 20
 
 
@@ -119,9 +132,13 @@ def test_checker_resolves_relative_imports_and_allows_the_direction() -> None:
 # --- no cycles inside continual ------------------------------------------------------------------
 
 
-def import_targets(source: str, module: str, *, is_package: bool = False) -> set[str]:
+def import_targets(
+    source: str, module: str, *, is_package: bool = False, known: set[str] | None = None
+) -> set[str]:
     """`imported_modules`, plus `package.name` for each `from package import name` (the name
-    may be a submodule)."""
+    may be a submodule). With `known` (every module's name), `from package import sub, ...`
+    where each name is a known submodule depends on those submodules only: it needs nothing
+    the package's `__init__` defines."""
     found = imported_modules(source, module, is_package=is_package)
     package = module if is_package else module.rpartition(".")[0]
     for node in ast.walk(ast.parse(source)):
@@ -132,8 +149,28 @@ def import_targets(source: str, module: str, *, is_package: bool = False) -> set
                 name = ".".join(base + ([node.module] if node.module else []))
             else:
                 name = node.module or ""
-            found.update(f"{name}.{alias.name}" for alias in node.names)
+            subs = {f"{name}.{alias.name}" for alias in node.names}
+            found.update(subs)
+            inside = module.startswith(name + ".")
+            if (
+                known is not None
+                and inside
+                and subs <= known
+                and not any((n == name) for n in imported_plainly(source, name))
+            ):
+                found.discard(name)
     return found
+
+
+def imported_plainly(source: str, name: str) -> list[str]:
+    """`import name` statements naming exactly `name` (they do run its `__init__`)."""
+    return [
+        alias.name
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Import)
+        for alias in node.names
+        if alias.name == name
+    ]
 
 
 def dependency_graph(sources: dict[str, tuple[str, bool]]) -> dict[str, set[str]]:
@@ -144,7 +181,7 @@ def dependency_graph(sources: dict[str, tuple[str, bool]]) -> dict[str, set[str]
     graph: dict[str, set[str]] = {}
     for module, (source, is_package) in sources.items():
         edges: set[str] = set()
-        for name in import_targets(source, module, is_package=is_package):
+        for name in import_targets(source, module, is_package=is_package, known=known):
             if name not in known:
                 continue
             parts = name.split(".")
@@ -184,21 +221,79 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def continual_sources() -> dict[str, tuple[str, bool]]:
+def package_sources(package: str) -> dict[str, tuple[str, bool]]:
     out = {}
     for name, path in modules():
-        if name.split(".")[0] != "continual":
+        if name.split(".")[0] != package:
             continue
         is_package = path.name == "__init__.py"
         out[name.removesuffix(".__init__") if is_package else name] = (path.read_text(), is_package)
     return out
 
 
-def test_continual_has_no_import_cycle() -> None:
-    sources = continual_sources()
-    assert {"continual.modules.base", "continual.train.loop"} <= set(sources)
+@pytest.mark.parametrize("package", PACKAGES)
+def test_no_import_cycle_inside_a_package(package: str) -> None:
+    sources = package_sources(package)
+    assert sources, package
     cycle = find_cycle(dependency_graph(sources))
-    assert cycle is None, "import cycle inside continual: " + " -> ".join(cycle)
+    assert cycle is None, f"import cycle inside {package}: " + " -> ".join(cycle)
+
+
+def test_the_cycle_walk_sees_the_known_modules() -> None:
+    assert {"continual.modules.base", "continual.train.loop"} <= set(package_sources("continual"))
+    assert {"registry.api", "registry.registration"} <= set(package_sources("registry"))
+
+
+def private_uses(source: str, module: str) -> list[str]:
+    """What `source` (a bench module) takes from the project that is not its public API."""
+    bad = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and not node.level:
+            name = node.module or ""
+            if name.split(".")[0] not in ("tasks", "continual", "registry", "pipelines"):
+                continue
+            if any(part.startswith("_") for part in name.split(".")):
+                bad.append(f"{module} imports {name}")
+            if name in REGISTRY_INTERNALS:
+                bad.append(f"{module} imports {name}")
+            for alias in node.names:
+                if alias.name.startswith("_") or f"{name}.{alias.name}" in REGISTRY_INTERNALS:
+                    bad.append(f"{module} imports {name}.{alias.name}")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in REGISTRY_INTERNALS or "._" in alias.name:
+                    bad.append(f"{module} imports {alias.name}")
+    return bad
+
+
+def test_bench_uses_only_the_public_api() -> None:
+    problems = []
+    for name, path in modules():
+        if name.split(".")[0] == "bench":
+            problems += private_uses(path.read_text(), name)
+    assert not problems, "bench reaches past the public API:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from continual.objectives.decoder import _tail",
+        "from registry import orm",
+        "import registry.uow",
+        "from pipelines._x import y",
+    ],
+)
+def test_public_api_checker_can_fail(source: str) -> None:
+    assert private_uses(source, "bench.x")
+
+
+def test_no_source_file_is_over_the_limit() -> None:
+    long = [
+        f"{path.relative_to(ROOT)}: {n} lines"
+        for _, path in modules()
+        if (n := len(path.read_text().splitlines())) > MAX_LINES
+    ]
+    assert not long, f"files over {MAX_LINES} lines (split them):\n" + "\n".join(long)
 
 
 def test_cycle_checker_can_fail() -> None:

@@ -52,7 +52,7 @@ def _left_pad(seqs: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, tor
     return ids, mask
 
 
-def _tail_logprob(
+def tail_logprob(
     backbone: Backbone,
     prompts: Sequence[list[int]],
     tails: Sequence[list[int]],
@@ -84,7 +84,7 @@ def _tail_logprob_packed(
     modules: RowModules | None,
     k: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`_tail_logprob` in one packed pass; the LM head runs at the columns that predict a tail
+    """`tail_logprob` in one packed pass; the LM head runs at the columns that predict a tail
     token in some row (the union over rows, as explicit indices), nowhere else."""
     seqs = [p + t for p, t in zip(prompts, tails)]
     first = [0] * len(seqs) if modules is None else modules.offset.tolist()
@@ -124,7 +124,7 @@ def decoder_loss(
     """Mean negative log-likelihood of the target tokens (end token included)."""
     prompts = [prompt_ids(backbone, spec, t, limits) for t in texts]
     tails = [target_ids(backbone, y, limits) for y in targets]
-    logp, tmask = _tail_logprob(backbone, prompts, tails, modules)
+    logp, tmask = tail_logprob(backbone, prompts, tails, modules)
     return -logp.sum() / tmask.sum()
 
 

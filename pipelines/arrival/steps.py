@@ -27,11 +27,12 @@ from continual.backbones import Backbone
 from continual.finetune import fresh_head
 from continual.inference import EvalResult, TrainedTask, evaluate
 from continual.modules import ModuleConfig, build
+from continual.modules.prefix import prefix_config_for
 from continual.train import TrainConfig, TrainResult, train
 from pipelines import ledger
 from pipelines.arrival.book import TaskBook
 from pipelines.arrival.plan import ArrivalJob, ArrivalPlan
-from pipelines.jobs import prefix_config_for, register_trained, task_prefix_from_registry
+from pipelines.jobs import register_trained, task_prefix_from_registry
 from pipelines.progress import Progress
 from pipelines.serve import record_task_agnostic
 from pipelines.similar import plan_start, start_info

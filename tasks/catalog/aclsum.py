@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 
 from tasks.assets import WheelAsset
-from tasks.catalog import CatalogEntry, RawSplits, examples, read_text, register
+from tasks.catalog.base import CatalogEntry, RawSplits, examples, read_text, register
 from tasks.spec import Example
 
 ACLSUM = WheelAsset(

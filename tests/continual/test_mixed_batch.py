@@ -25,7 +25,7 @@ from continual.objectives import (
     rank_classify,
     target_ids,
 )
-from continual.objectives.decoder import _left_pad, _tail_logprob
+from continual.objectives.decoder import _left_pad, tail_logprob
 from tasks.spec import TaskSpec
 
 ATOL = 1e-5
@@ -170,7 +170,7 @@ def test_decoder_mixed_logits_and_logprobs_equal_alone(tiny_decoder, dec_tasks) 
     mixed_rows = stack_rows(bank, torch.tensor(DEC_ROW_TASK))
     ids, mask = _left_pad(seqs, pad)
     mixed_logits = forward(tiny_decoder, Batch(ids, mask), mixed_rows).logits
-    mixed_logp, mixed_mask = _tail_logprob(tiny_decoder, prompts, tails, mixed_rows)
+    mixed_logp, mixed_mask = tail_logprob(tiny_decoder, prompts, tails, mixed_rows)
     k = mixed_logp.shape[1]
     for task, rows in groups(DEC_ROW_TASK).items():
         t = dec_tasks[task]
@@ -180,12 +180,12 @@ def test_decoder_mixed_logits_and_logprobs_equal_alone(tiny_decoder, dec_tasks) 
             logits1 = forward(tiny_decoder, Batch(ids1, mask1), one).logits[0]
             n = len(seqs[r])
             torch.testing.assert_close(mixed_logits[r, -n:], logits1, atol=ATOL, rtol=0)
-            logp1, mask1 = _tail_logprob(tiny_decoder, [prompts[r]], [tails[r]], one)
+            logp1, mask1 = tail_logprob(tiny_decoder, [prompts[r]], [tails[r]], one)
             got = mixed_logp[r, k - logp1.shape[1] :]
             torch.testing.assert_close(got, logp1[0], atol=ATOL, rtol=0)
             assert mixed_mask[r].sum() == mask1.sum() == len(tails[r])
         # the task's rows as their own (differently padded) batch
-        logp, _ = _tail_logprob(
+        logp, _ = tail_logprob(
             tiny_decoder,
             [prompts[r] for r in rows],
             [tails[r] for r in rows],

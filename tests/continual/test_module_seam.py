@@ -31,10 +31,9 @@ from continual.modules import (
     module_kinds,
     register_module,
 )
-from continual.modules.prefix import PrefixConfig
+from continual.modules.prefix import PrefixConfig, prefix_config_for
 from continual.objectives import TextLimits, encoder_features, label_scores, objective
 from continual.train import TrainConfig, train
-from pipelines.jobs import prefix_config_for
 from tasks.errors import ConfigError
 from tasks.spec import Example, TaskData, TaskSpec
 

@@ -13,7 +13,7 @@ from continual import packing
 from continual.modules.prefix import PrefixConfig, single, stack_rows
 from continual.modules.prefix.packed import row_banks
 from continual.objectives import TextLimits, encoder_features, prompt_ids, target_ids
-from continual.objectives.decoder import _tail_logprob
+from continual.objectives.decoder import tail_logprob
 from tasks.spec import TaskSpec
 
 ATOL = 1e-5
@@ -187,8 +187,8 @@ def test_decoder_packed_tail_logprob_equals_padded(tiny_decoder, attn, monkeypat
     rows = stack_rows(_bank(bb, [(3, "shifted"), (5, "explicit")]), torch.tensor(ROW_TASK))
     with torch.no_grad():
         for prefix in (rows, None):
-            lp, m = _tail_logprob(bb, prompts, tails, prefix)
-            lp2, m2 = _padded(monkeypatch, _tail_logprob, bb, prompts, tails, prefix)
+            lp, m = tail_logprob(bb, prompts, tails, prefix)
+            lp2, m2 = _padded(monkeypatch, tail_logprob, bb, prompts, tails, prefix)
             torch.testing.assert_close(lp, lp2, atol=ATOL, rtol=0)
             assert torch.equal(m, m2)
             assert int(m.sum()) == sum(len(t) for t in tails)
@@ -202,7 +202,7 @@ def test_decoder_prefix_gradient_equals_padded(tiny_decoder, monkeypatch) -> Non
         x = flat.clone().requires_grad_(True)
         rows = single(x, config, len(prompts))
         args = (tiny_decoder, prompts, tails, rows)
-        lp, _ = _tail_logprob(*args) if packed else _padded(monkeypatch, _tail_logprob, *args)
+        lp, _ = tail_logprob(*args) if packed else _padded(monkeypatch, tail_logprob, *args)
         lp.sum().backward()
         return x.grad
 

@@ -15,6 +15,7 @@ from continual.init import (
     start_module,
     strategies,
 )
+from continual.modules.prefix import prefix_config_for
 from continual.routing import Router, route_features, route_layers, task_keys
 from continual.similarity import (
     mix_tensors,
@@ -25,7 +26,6 @@ from continual.similarity import (
     task_embedding,
 )
 from pipelines.cli_options import INIT_CHOICES
-from pipelines.jobs import prefix_config_for
 from tasks.errors import ConfigError
 from tasks.spec import Example, TaskSpec
 

@@ -20,10 +20,9 @@ import torch
 
 from continual import packing
 from continual.backbones import Backbone, load_backbone
-from continual.modules.prefix import PrefixConfig, TrainablePrefix, single
+from continual.modules.prefix import PrefixConfig, TrainablePrefix, prefix_config_for, single
 from continual.objectives import TextLimits, decoder_loss, encoder_features
 from continual.train import TrainConfig, train
-from pipelines.jobs import prefix_config_for
 from tasks import catalog
 from tasks.spec import Example, TaskData
 

@@ -24,8 +24,8 @@ import torch
 
 from continual.backbones import Backbone, fingerprint, load_backbone
 from continual.model import Batch, forward
-from continual.modules.prefix import PrefixConfig, TrainablePrefix, single
-from pipelines.jobs import prefix_config_for, task_prefix_from_registry
+from continual.modules.prefix import PrefixConfig, TrainablePrefix, prefix_config_for, single
+from pipelines.jobs import task_prefix_from_registry
 from registry import Registry
 from tasks.spec import TaskSpec
 

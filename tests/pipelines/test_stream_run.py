@@ -259,7 +259,7 @@ def tiny_catalog_task(sentiment):
         )
     yield name, train, evals
     if registered:  # the catalog is process-wide: leave it as other tests expect it
-        catalog._ENTRIES.pop(name, None)
+        catalog.base._ENTRIES.pop(name, None)
 
 
 def test_jsonl_files_arrive_exactly_like_a_builtin_dataset(

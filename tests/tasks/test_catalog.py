@@ -55,8 +55,8 @@ def fake_entry(name: str, loader, kind: str = "classification") -> CatalogEntry:
 @pytest.fixture
 def registry(monkeypatch: pytest.MonkeyPatch) -> dict[str, CatalogEntry]:
     """A copy of the registry that a test may add to without touching the real one."""
-    entries = dict(catalog._ENTRIES)
-    monkeypatch.setattr(catalog, "_ENTRIES", entries)
+    entries = dict(catalog.base._ENTRIES)
+    monkeypatch.setattr(catalog.base, "_ENTRIES", entries)
     return entries
 
 

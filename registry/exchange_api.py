@@ -1,0 +1,45 @@
+"""The registry's exchange and upkeep: export and import of prefixes, the integrity check and
+its repair, the MLflow catch-up. A mixin of `registry.api.Registry`, kept apart to keep files
+small; the work is done by `registry.exchange`, `registry.integrity` and `registry.mirror`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from registry import exchange, integrity, mirror
+from registry.records import CheckReport, ExportRecord, PrefixRecord, SyncReport
+from tasks.spec import TaskSpec
+
+
+class Exchange:
+    """Export, import, check and sync; `self` is the registry (a `registry.ports.RegistryCore`)."""
+
+    def export(self, task: str, fmt: str, out: Path, *, version: int | None = None) -> ExportRecord:
+        """Write the prefix to `out` as a PEFT adapter ('peft') or our own files ('safetensors')."""
+        return exchange.export(self, task, fmt, Path(out), version=version)
+
+    def import_(
+        self,
+        path: Path,
+        *,
+        backbone_fingerprint: str | None = None,
+        task: TaskSpec | None = None,
+        new_version: bool = False,
+    ) -> PrefixRecord:
+        """Register a prefix exported by `export` (either format) or a PEFT prefix adapter."""
+        return exchange.import_(
+            self,
+            Path(path),
+            backbone_fingerprint=backbone_fingerprint,
+            task=task,
+            new_version=new_version,
+        )
+
+    def check(self, repair: bool = False, *, grace_s: float = integrity.GRACE_S) -> CheckReport:
+        """Find rows without files, files without rows and hash mismatches; with `repair`,
+        remove orphan files and mark broken rows (never deleting a good prefix)."""
+        return integrity.check(self, repair=repair, grace_s=grace_s)
+
+    def sync_mlflow(self) -> SyncReport:
+        """Mirror to MLflow every prefix (and evaluation) that has no MLflow run yet."""
+        return mirror.sync(self)
