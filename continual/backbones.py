@@ -8,8 +8,6 @@ and loaded from there afterwards. Any Hugging Face model id or local model folde
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -22,6 +20,9 @@ import torch
 from torch import nn
 
 from continual.kernels import use_fast_attention, use_fast_dropout
+from continual.runtime import CPU, Runtime
+from continual.runtime import resolve as resolve_runtime
+from continual.weights import fingerprint, freeze, weight_versions
 from tasks.assets import WheelAsset, cache_root, extract
 from tasks.errors import AssetError, ConfigError
 
@@ -126,6 +127,21 @@ class Backbone:
     geometry: Geometry
     fingerprint: str
     n_params: int
+    runtime: Runtime = CPU
+    versions: tuple[int, ...] = ()  # the weights' version counters at load
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.torch_device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.runtime.torch_dtype
+
+    def unchanged(self) -> bool:
+        """Whether no weight was written in place since the load (torch bumps a tensor's
+        version counter on every in-place write): a check where the weights live, no copy."""
+        return weight_versions(self.model) == self.versions
 
     def info(self) -> dict[str, Any]:
         """What a registry row or a stored prefix needs to know about this backbone."""
@@ -145,25 +161,6 @@ class Backbone:
     @property
     def n_bytes(self) -> int:
         return sum(p.numel() * p.element_size() for p in self.model.parameters())
-
-
-def fingerprint(model: nn.Module) -> str:
-    """sha256 over every tensor of the model (parameters and buffers) in name order."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().to("cpu").contiguous()
-        h.update(name.encode())
-        h.update(str(t.dtype).encode())
-        h.update(json.dumps(list(t.shape)).encode())
-        if t.numel():  # hashed in place: a bytes copy of every tensor stayed resident (~86 MB)
-            h.update(t.view(torch.uint8).numpy())
-    return h.hexdigest()
-
-
-def freeze(model: nn.Module) -> nn.Module:
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model.eval()
 
 
 def geometry_of(config: Any) -> Geometry:
@@ -278,8 +275,13 @@ def locate(name_or_path: str, *, kind: BackboneKind | None = None) -> Located:
     return Located(name=name, where=where, kind=kind, tokenizer=tokenizer)
 
 
-def load_backbone(name_or_path: str, *, kind: BackboneKind | None = None) -> Backbone:
-    """Load, freeze and fingerprint a backbone. Decoders pad on the left (see `continual.model`)."""
+def load_backbone(
+    name_or_path: str, *, kind: BackboneKind | None = None, runtime: Runtime | None = None
+) -> Backbone:
+    """Load, freeze and fingerprint a backbone, then put it on `runtime`'s device and dtype
+    (default: CPU float32). The fingerprint is of the weights as read (float32, on the CPU,
+    before any move): the same whatever the runtime, computed once per load. Decoders pad on
+    the left (see `continual.model`)."""
     import transformers
 
     found = locate(name_or_path, kind=kind)
@@ -293,6 +295,10 @@ def load_backbone(name_or_path: str, *, kind: BackboneKind | None = None) -> Bac
     freeze(model)
     use_fast_dropout(model)  # same dropout, cheaper masks on CPU (continual.kernels)
     use_fast_attention(model)  # SDPA, with the same cheap masks for attention dropout
+    rt = runtime or resolve_runtime()  # $CONTINUAL_DEVICE / $CONTINUAL_DTYPE, else CPU float32
+    weights = fingerprint(model)
+    if rt != CPU:
+        model.to(device=rt.torch_device, dtype=rt.torch_dtype)
     return Backbone(
         name=name,
         source=found.source,
@@ -300,8 +306,10 @@ def load_backbone(name_or_path: str, *, kind: BackboneKind | None = None) -> Bac
         model=model,
         tokenizer=tokenizer,
         geometry=geometry_of(model.config),
-        fingerprint=fingerprint(model),
+        fingerprint=weights,
         n_params=sum(p.numel() for p in model.parameters()),
+        runtime=rt,
+        versions=weight_versions(model),
     )
 
 

@@ -99,7 +99,7 @@ class Learner(ABC):
         tensors = {}
         for task, head in self.heads.items():
             for key, t in head.tensors().items():
-                tensors[f"{task}/{key}"] = t
+                tensors[f"{task}/{key}"] = t.to("cpu")
         if tensors:
             save_file(tensors, str(folder / HEADS))
 
@@ -255,8 +255,10 @@ class SharedPrefix(Learner):
         """One file: the trainable module's state as `module.*` beside the ejected tensors
         under their own names (a prefix: `prefix`)."""
         if self.module_state is not None and self.tensors is not None:
-            tensors = {f"module.{k}": v.contiguous() for k, v in self.module_state.items()}
-            ejected = {k: v.contiguous() for k, v in self.tensors.items()}
+            tensors = {
+                f"module.{k}": v.to("cpu").contiguous() for k, v in self.module_state.items()
+            }
+            ejected = {k: v.to("cpu").contiguous() for k, v in self.tensors.items()}
             save_file({**tensors, **ejected}, str(folder / self.WEIGHTS))
         self._save_heads(folder)
 

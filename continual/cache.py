@@ -30,3 +30,15 @@ def returned_cache(output: Any) -> Any:
     before transformers 5.24)."""
     cache = getattr(output, "cache", None)
     return cache if cache is not None else output.past_key_values
+
+
+def place(past: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    """A per-layer (key, value) cache on `device` in `dtype` (the backbone's): a task module keeps
+    float32 master weights wherever it trains, and enters attention in the backbone's dtype.
+    Tensors already there are returned as they are (no copy on CPU float32)."""
+    return [(k.to(device=device, dtype=dtype), v.to(device=device, dtype=dtype)) for k, v in past]
+
+
+def on(device: torch.device, values: dict[str, Any]) -> dict[str, Any]:
+    """`values` with every tensor moved to `device` (others as they are)."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in values.items()}

@@ -46,9 +46,9 @@ def package_versions() -> dict[str, str]:
 
 def task_tensors(task: TrainedTask) -> dict[str, torch.Tensor]:
     """The tensors stored for a task: its module's named tensors and its head's (`head.*`)."""
-    tensors = {k: v.detach().contiguous() for k, v in task.tensors.items()}
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in task.tensors.items()}
     if task.head is not None:
-        tensors.update(task.head.tensors())
+        tensors.update({k: v.to("cpu") for k, v in task.head.tensors().items()})
     return tensors
 
 

@@ -26,11 +26,20 @@ from tasks.spec import Example, TaskData, TaskSpec
 
 
 def trainable_copy(backbone: Backbone) -> Backbone:
-    """A deep copy of `backbone` whose weights can train; the original stays frozen."""
-    model = copy.deepcopy(backbone.model)
+    """A deep copy of `backbone` whose weights can train, in float32 on the backbone's device
+    (full fine-tuning keeps float32 weights whatever the frozen backbone's dtype); the original
+    stays frozen."""
+    model = copy.deepcopy(backbone.model).float()
     for p in model.parameters():
         p.requires_grad_(True)
-    return replace(backbone, model=model.eval(), fingerprint=f"trainable copy of {backbone.name}")
+    runtime = replace(backbone.runtime, dtype="float32")
+    return replace(
+        backbone,
+        model=model.eval(),
+        fingerprint=f"trainable copy of {backbone.name}",
+        runtime=runtime,
+        versions=(),
+    )
 
 
 def fresh_head(backbone: Backbone, spec: TaskSpec, seed: int) -> nn.Module | None:
@@ -54,7 +63,7 @@ def predict_plain(
     was_training = backbone.model.training
     backbone.model.eval()
     if head is not None:
-        head.eval()
+        head.to(backbone.device).eval()
     out: list[str] = []
     try:
         for start in range(0, len(texts), batch_size):

@@ -126,7 +126,7 @@ def predict(
     backbone.model.eval()
     for t in tasks:
         if t.head is not None:
-            t.head.eval()
+            t.head.to(backbone.device).eval()  # stored heads load on the CPU
     out: list[str] = []
     try:
         for start in range(0, len(items), batch_size):

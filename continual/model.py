@@ -20,7 +20,7 @@ import torch
 from transformers import DynamicCache
 
 from continual.backbones import Backbone
-from continual.cache import returned_cache, with_cache
+from continual.cache import on, place, returned_cache, with_cache
 from continual.modules.base import RowModules
 
 __all__ = [
@@ -84,23 +84,29 @@ def forward(backbone: Backbone, batch: Batch, modules: RowModules | None, **mode
     are (decoders: `use_cache`, `logits_to_keep`). Returns the transformers output: encoders
     give `last_hidden_state` `[B, T, H]`, decoders `logits` (and a cache, `returned_cache`).
     """
-    ids, mask = batch.input_ids, batch.attention_mask
+    dev = backbone.device
+    ids, mask = batch.input_ids.to(dev), batch.attention_mask.to(dev)
     kwargs = {}
     if modules is not None:
         past = modules.past()
         if past is not None:
+            past = place(past, dev, backbone.dtype)
             kwargs = with_cache(backbone.model, DynamicCache(ddp_cache_data=past))
-        full_mask = torch.cat([modules.mask.to(mask.dtype), mask], dim=1)
-        pos = position_ids(mask, modules.offset)
+        full_mask = torch.cat([modules.mask.to(device=dev, dtype=mask.dtype), mask], dim=1)
+        pos = position_ids(mask, modules.offset.to(dev))
     else:
         full_mask, pos = mask, position_ids(mask, None)
-    with hooks(modules, backbone.model, every_token(*ids.shape)):
+    with hooks(modules, backbone.model, every_token(*ids.shape).to(dev)):
         return backbone.model(
-            input_ids=ids, attention_mask=full_mask, position_ids=pos, **kwargs, **model_kwargs
+            input_ids=ids,
+            attention_mask=full_mask,
+            position_ids=pos,
+            **kwargs,
+            **on(dev, model_kwargs),
         )
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """`[B, T, H]`, `[B, T]` -> `[B, H]`: the mean over real tokens."""
-    m = mask.unsqueeze(-1).to(hidden.dtype)
+    m = mask.unsqueeze(-1).to(device=hidden.device, dtype=hidden.dtype)
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)

@@ -35,7 +35,7 @@ import torch
 from transformers import DynamicCache
 
 from continual.backbones import Backbone
-from continual.cache import with_cache
+from continual.cache import on, place, with_cache
 from continual.kernels import ATTENTION
 from continual.model import hooks
 from continual.modules.base import RowModules
@@ -181,24 +181,28 @@ def run(
     mask = attention_mask(
         packing, None if part is None else part.columns, causal=causal, dtype=dtype
     )
+    dev = backbone.device
     kwargs = {}
     if part is not None and part.past is not None:
-        kwargs = with_cache(backbone.model, DynamicCache(ddp_cache_data=part.past))
-    with hooks(modules, backbone.model, packing.segment):
+        past = place(part.past, dev, backbone.dtype)
+        kwargs = with_cache(backbone.model, DynamicCache(ddp_cache_data=past))
+    with hooks(modules, backbone.model, packing.segment.to(dev)):
         return backbone.model(
-            input_ids=packing.input_ids,
-            attention_mask=mask,
-            position_ids=packing.position_ids,
+            input_ids=packing.input_ids.to(dev),
+            attention_mask=mask.to(dev),
+            position_ids=packing.position_ids.to(dev),
             **kwargs,
-            **model_kwargs,
+            **on(dev, model_kwargs),
         )
 
 
 def segment_mean(hidden: torch.Tensor, packing: Packing) -> torch.Tensor:
     """`[R, L, H]` -> `[S, H]`: each segment's mean hidden state."""
     flat = hidden.reshape(-1, hidden.shape[-1])
-    seg = packing.segment.reshape(-1)
+    seg = packing.segment.reshape(-1).to(hidden.device)
     real = seg >= 0
-    sums = torch.zeros(len(packing.length), hidden.shape[-1], dtype=hidden.dtype)
+    sums = torch.zeros(
+        len(packing.length), hidden.shape[-1], dtype=hidden.dtype, device=hidden.device
+    )
     sums = sums.index_add(0, seg[real], flat[real])
-    return sums / packing.length.unsqueeze(1).to(hidden.dtype)
+    return sums / packing.length.unsqueeze(1).to(device=hidden.device, dtype=hidden.dtype)

@@ -46,7 +46,7 @@ def fit_head(
 
     index = {label: i for i, label in enumerate(spec.labels)}
     y = np.array([index[e.target] for e in examples])
-    x = feats.double().numpy()
+    x = feats.detach().double().cpu().numpy()
     present = sorted(set(y.tolist()))
     if len(present) < 2:
         return head  # nothing to separate: keep the random start
@@ -59,7 +59,7 @@ def fit_head(
     else:
         for row, label in enumerate(model.classes_):
             w[label], b[label] = model.coef_[row], model.intercept_[row]
-    with torch.no_grad():
+    with torch.no_grad():  # copy_ moves the values to wherever the head lives
         head.linear.weight.copy_(torch.from_numpy(w).float())
         head.linear.bias.copy_(torch.from_numpy(b).float())
     return head

@@ -72,7 +72,8 @@ def pooled_features(
                 max_length=max_length,
                 return_tensors="pt",
             )
-            batch = Batch(enc["input_ids"], enc["attention_mask"])
+            dev = backbone.device
+            batch = Batch(enc["input_ids"].to(dev), enc["attention_mask"].to(dev))
             kwargs = dict(backbone.traits.plain_forward)
             res = backbone.model(
                 input_ids=batch.input_ids,
@@ -82,7 +83,7 @@ def pooled_features(
                 **kwargs,
             )
             pooled = [mean_pool(res.hidden_states[i].float(), batch.attention_mask) for i in layers]
-            out.append(torch.cat(pooled, dim=-1).numpy())
+            out.append(torch.cat(pooled, dim=-1).cpu().numpy())
     finally:
         backbone.model.train(was_training)
     return np.concatenate(out).astype(np.float32)
@@ -168,7 +169,7 @@ def module_vector(tensors: Mapping[str, torch.Tensor]) -> np.ndarray:
         t = tensors[name]
         if t.dim() < 1:
             raise ConfigError(f"module tensor {name!r} is a scalar; nothing to average over")
-        parts.append(t.detach().float().mean(0).reshape(-1).numpy())
+        parts.append(t.detach().float().mean(0).reshape(-1).cpu().numpy())
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 

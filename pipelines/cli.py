@@ -8,8 +8,11 @@ accepted before the subcommand or after the last one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -269,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     as_json = bool(getattr(args, "json", False))
     try:
         user_threads()  # a bad CONTINUAL_THREADS is refused before any command runs
-        result = args.func(args)
+        with runtime_of(args):
+            result = args.func(args)
     except ContinualError as e:
         print(f"error: {e}", file=sys.stderr)
         if as_json:
@@ -283,6 +287,27 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(human(result))
     return int(result.get("_exit_code", 0)) if isinstance(result, dict) else 0
+
+
+@contextlib.contextmanager
+def runtime_of(args: argparse.Namespace) -> Iterator[None]:
+    """Decide the device and dtype once, at the top (`--device`/`--dtype`, else the
+    environment, else CPU float32): an unusable choice is one error line before anything runs,
+    and every backbone this command loads takes it (through $CONTINUAL_DEVICE/_DTYPE, put back
+    as they were afterwards)."""
+    from continual.runtime import resolve
+
+    rt = resolve(getattr(args, "device", None), getattr(args, "dtype", None))
+    saved = {k: os.environ.get(k) for k in ("CONTINUAL_DEVICE", "CONTINUAL_DTYPE")}
+    os.environ["CONTINUAL_DEVICE"], os.environ["CONTINUAL_DTYPE"] = rt.device, rt.dtype
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 if __name__ == "__main__":

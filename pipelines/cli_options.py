@@ -45,6 +45,20 @@ def common_options() -> argparse.ArgumentParser:
     g.add_argument(
         "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars"
     )
+    g.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda", "mps"),
+        default=argparse.SUPPRESS,
+        help="where backbones run (default: $CONTINUAL_DEVICE, else cpu; auto: cuda, else mps, "
+        "else cpu)",
+    )
+    g.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default=argparse.SUPPRESS,
+        help="the backbone's dtype (default: $CONTINUAL_DTYPE, else float32; task modules keep "
+        "float32 weights)",
+    )
     return p
 
 

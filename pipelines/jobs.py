@@ -96,7 +96,7 @@ def run_train(
         run_extra: dict[str, Any] = {
             "resumed": resume,
             "data_fingerprint": data.fingerprint,
-            "runtime": {**runtime(), "thread_choice": choice.to_dict()},
+            "runtime": {**runtime(backbone), "thread_choice": choice.to_dict()},
         }
         if not resume:
             planned, vectors = plan_start(reg, backbone, data, pconfig)
@@ -192,11 +192,12 @@ def check_writable(out: Path) -> None:
         raise ConfigError(f"--out {out}: cannot write under {parent}; choose a writable folder")
 
 
-def runtime() -> dict[str, Any]:
-    """Where a run ran: device, dtype and torch's thread count (recorded with every run)."""
+def runtime(backbone: Backbone) -> dict[str, Any]:
+    """Where a run ran: the backbone's device and dtype and torch's thread count (recorded
+    with every run)."""
     import torch
 
-    return {"device": "cpu", "dtype": "float32", "threads": torch.get_num_threads()}
+    return {**backbone.runtime.to_dict(), "threads": torch.get_num_threads()}
 
 
 def base_model_id(backbone: Backbone) -> str:

@@ -70,7 +70,7 @@ def tail_logprob(
     keep = kept_positions(ids.shape[1], k + 1)
     out = forward(backbone, Batch(ids, mask), modules, use_cache=False, logits_to_keep=keep)
     logp = out.logits[:, :-1].float().log_softmax(-1)  # predicts the last k tokens
-    target = ids[:, -k:]
+    target = ids[:, -k:].to(logp.device)
     tmask = torch.zeros_like(target)
     for i, t in enumerate(tails):
         tmask[i, k - len(t) :] = 1
@@ -104,12 +104,17 @@ def _tail_logprob_packed(
     where = {int(c): n for n, c in enumerate(cols)}
     run = packing.run(backbone, packed, modules, causal=True, use_cache=False, logits_to_keep=cols)
     logits = run.logits
-    picked = logits[torch.tensor(row_of), torch.tensor([where[c] for c in col_of])]
-    logp = picked.float().log_softmax(-1).gather(-1, torch.tensor(tok_of).unsqueeze(-1))
-    out = torch.zeros(len(seqs), k, dtype=logp.dtype)
-    out = out.index_put((torch.tensor(seg_of), torch.tensor(slot_of)), logp.squeeze(-1))
-    tmask = torch.zeros(len(seqs), k, dtype=torch.long)
-    tmask[torch.tensor(seg_of), torch.tensor(slot_of)] = 1
+    dev = logits.device
+
+    def index(values: list[int]) -> torch.Tensor:
+        return torch.tensor(values, device=dev)
+
+    picked = logits[index(row_of), index([where[c] for c in col_of])]
+    logp = picked.float().log_softmax(-1).gather(-1, index(tok_of).unsqueeze(-1))
+    out = torch.zeros(len(seqs), k, dtype=logp.dtype, device=dev)
+    out = out.index_put((index(seg_of), index(slot_of)), logp.squeeze(-1))
+    tmask = torch.zeros(len(seqs), k, dtype=torch.long, device=dev)
+    tmask[index(seg_of), index(slot_of)] = 1
     return out, tmask
 
 
@@ -148,21 +153,28 @@ def label_scores(
     keep = kept_positions(ids.shape[1], 1)
     out = forward(backbone, Batch(ids, mask), modules, use_cache=True, logits_to_keep=keep)
     first = out.logits[:, -1].float().log_softmax(-1)  # [B, V]: the first tail token
-    past_mask = mask if modules is None else torch.cat([modules.mask.to(mask.dtype), mask], dim=1)
-    last_pos = position_ids(mask, None if modules is None else modules.offset)[:, -1]
+    dev = first.device
+    mask = mask.to(dev)
+    past_mask = (
+        mask
+        if modules is None
+        else torch.cat([modules.mask.to(device=dev, dtype=mask.dtype), mask], dim=1)
+    )
+    last_pos = position_ids(mask, None if modules is None else modules.offset.to(dev))[:, -1]
 
     owner, tails = [], []
     for i, spec in enumerate(specs):
         for label in spec.labels:
             owner.append(i)
             tails.append(target_ids(backbone, label, limits))
-    index = torch.tensor(owner)
+    index = torch.tensor(owner, device=dev)
     width = max(len(t) for t in tails)
     tail_ids = torch.full((len(tails), width), tok.pad_token_id, dtype=torch.long)
     tail_mask = torch.zeros((len(tails), width), dtype=torch.long)
     for j, t in enumerate(tails):  # right-padded: pads come after every scored token
         tail_ids[j, : len(t)] = torch.tensor(t)
         tail_mask[j, : len(t)] = 1
+    tail_ids, tail_mask = tail_ids.to(dev), tail_mask.to(dev)
     scores = first[index].gather(-1, tail_ids[:, :1]).squeeze(-1)
     if width > 1:
         cache = returned_cache(out)
@@ -172,7 +184,7 @@ def label_scores(
             step = backbone.model(
                 input_ids=tail_ids[:, :-1],
                 attention_mask=torch.cat([past_mask[index], tail_mask[:, :-1]], dim=1),
-                position_ids=last_pos[index].unsqueeze(1) + 1 + torch.arange(width - 1),
+                position_ids=last_pos[index].unsqueeze(1) + 1 + torch.arange(width - 1, device=dev),
                 use_cache=False,
                 **with_cache(backbone.model, DynamicCache(ddp_cache_data=past)),
             )
@@ -212,13 +224,15 @@ def generate(
     keep = kept_positions(ids.shape[1], 1)
     out = forward(backbone, Batch(ids, mask), modules, use_cache=True, logits_to_keep=keep)
     cache = returned_cache(out)
+    dev = out.logits.device
+    mask = mask.to(dev)
     if modules is None:
         full_mask, pos = mask, position_ids(mask, None)[:, -1:]
     else:
-        full_mask = torch.cat([modules.mask.to(mask.dtype), mask], dim=1)
-        pos = position_ids(mask, modules.offset)[:, -1:]
-    one_each = every_token(ids.shape[0], 1)
-    done = torch.zeros(ids.shape[0], dtype=torch.bool)
+        full_mask = torch.cat([modules.mask.to(device=dev, dtype=mask.dtype), mask], dim=1)
+        pos = position_ids(mask, modules.offset.to(dev))[:, -1:]
+    one_each = every_token(ids.shape[0], 1).to(dev)
+    done = torch.zeros(ids.shape[0], dtype=torch.bool, device=dev)
     produced: list[torch.Tensor] = []
     for _ in range(limits.max_target_length + 1):
         nxt = out.logits[:, -1].argmax(-1)

@@ -36,14 +36,14 @@ def encoder_features(
     if not packing.packable(backbone):
         batch = encoder_batch(backbone, texts, limits)
         hidden = forward(backbone, batch, modules).last_hidden_state
-        return mean_pool(hidden, batch.attention_mask)
+        return mean_pool(hidden, batch.attention_mask).float()
     seqs = backbone.tokenizer(list(texts), truncation=True, max_length=limits.max_length)
     seqs = seqs["input_ids"]
     first = [0] * len(seqs) if modules is None else modules.offset.tolist()
     groups = None if modules is None else modules.groups().tolist()
     packed = packing.pack(seqs, first, backbone.tokenizer.pad_token_id or 0, groups=groups)
     hidden = packing.run(backbone, packed, modules, causal=False).last_hidden_state
-    return packing.segment_mean(hidden, packed)
+    return packing.segment_mean(hidden, packed).float()  # heads run in float32
 
 
 @torch.no_grad()

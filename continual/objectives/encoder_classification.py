@@ -32,8 +32,8 @@ def encoder_loss(
 ) -> torch.Tensor:
     """Cross-entropy of the head's label logits on the pooled features of one batch."""
     index = {label: i for i, label in enumerate(spec.labels)}
-    y = torch.tensor([index[t] for t in targets])
     logits = head(encoder_features(backbone, texts, modules, limits))
+    y = torch.tensor([index[t] for t in targets], device=logits.device)
     return F.cross_entropy(logits, y)
 
 
@@ -49,7 +49,9 @@ class EncoderClassification:
     peft_task_type = "SEQ_CLS"
 
     def new_head(self, backbone: Backbone, spec: TaskSpec, *, seed: int) -> ClassificationHead:
-        return ClassificationHead(backbone.geometry.hidden_size, len(spec.labels), seed=seed)
+        """A fresh head, on the backbone's device (float32: heads run on float32 features)."""
+        head = ClassificationHead(backbone.geometry.hidden_size, len(spec.labels), seed=seed)
+        return head.to(backbone.device)
 
     def fit_head(
         self,

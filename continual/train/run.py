@@ -99,7 +99,8 @@ def train(
     train_set, val_set = split_validation(data, config)
     limits = config.limits
 
-    module = kind.build(module_config, start=init, seed=config.seed)
+    # float32 master weights on the backbone's device (cast to its dtype where they enter it)
+    module = kind.build(module_config, start=init, seed=config.seed).to(backbone.device)
     head = objective.new_head(backbone, spec, seed=config.seed)
     if head is not None and resume is None and config.head_init == "probe":
         start = module.eject()

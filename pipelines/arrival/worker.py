@@ -228,8 +228,12 @@ class Worker:
         self.say(
             f"[{stream}] {arrival.plan.name} · {choice.threads} torch thread(s): {choice.reason}"
         )
-        runtime = {"worker": self.id, **run_environment(), "thread_choice": choice.to_dict()}
         backbone = self._backbone(reg, arrival.backbone, stream)
+        runtime = {
+            "worker": self.id,
+            **run_environment(backbone),
+            "thread_choice": choice.to_dict(),
+        }
         book = self._books.setdefault(stream, TaskBook(stream))
         step = StreamArrival(
             reg=reg,
@@ -313,10 +317,18 @@ class Worker:
 
     @staticmethod
     def _evidence(backbone: Backbone, home: Any, position: int, task: str) -> None:
-        """Fingerprint the frozen backbone again and keep the evidence; a change is a bug."""
+        """Check the frozen backbone is unchanged and keep the evidence; a change is a bug.
+
+        On CPU float32 the weights are hashed again where they live (no copy); elsewhere (a GPU,
+        another dtype) the check is torch's per-tensor version counters, bumped by every
+        in-place write: no copy of the weights to the CPU after every arrival."""
         import json
 
-        now = fingerprint(backbone.model)
+        rehash = backbone.runtime.deterministic
+        unchanged = backbone.unchanged()
+        now = fingerprint(backbone.model) if rehash else backbone.fingerprint
+        if not unchanged:
+            now = "changed in place since load (version counters)"
         folder = home / "stream" / "evidence"
         folder.mkdir(parents=True, exist_ok=True)
         doc = {
@@ -325,6 +337,8 @@ class Worker:
             "backbone": backbone.name,
             "fingerprint_at_load": backbone.fingerprint,
             "fingerprint_after_arrival": now,
+            "checked_by": "sha256 of the weights" if rehash else "version counters",
+            "runtime": backbone.runtime.to_dict(),
             "equal": now == backbone.fingerprint,
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }

@@ -21,7 +21,7 @@ def word_activations(backbone: Backbone, text: str, config: PrefixConfig) -> tor
     ids = tok(text, add_special_tokens=False)["input_ids"] or [tok.unk_token_id or 0]
     ids = (ids * (config.length // len(ids) + 1))[: config.length]
     cache = DynamicCache()
-    input_ids = torch.tensor([ids])
+    input_ids = torch.tensor([ids], device=backbone.device)
     backbone.model(
         input_ids=input_ids,
         attention_mask=torch.ones_like(input_ids),
@@ -34,4 +34,4 @@ def word_activations(backbone: Backbone, text: str, config: PrefixConfig) -> tor
         layers.append(torch.stack([k, v]))  # [2, kv_heads, P, head_dim]
     stacked = torch.stack(layers)  # [layers, 2, kv_heads, P, head_dim]
     flat = stacked.permute(3, 0, 1, 2, 4).reshape(config.length, config.flat_dim)
-    return flat.float().contiguous()
+    return flat.float().cpu().contiguous()  # a start: float32 on the CPU, like any stored one
