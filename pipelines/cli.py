@@ -124,7 +124,7 @@ def cmd_data_show(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
-    from pipelines.jobs import run_train
+    from pipelines.arrival.train import run_train
 
     if not a.backbone:
         raise ConfigError("--backbone is required (minilm, smollm2, a model folder or hub id)")

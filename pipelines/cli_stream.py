@@ -111,9 +111,12 @@ def cmd_learn(a: argparse.Namespace) -> dict[str, Any]:
     if a.task:
         if a.dataset or a.train or a.name:
             raise ConfigError("--task adopts a registered task; drop --dataset, --train, --name")
+        from pipelines.jobs import backbone_ref
+
         with registry.open() as reg:
             current = reg.show(a.task).current
-            backbone = a.backbone or (current.backbone_name if current else None)
+            stored = reg.backbone(current.backbone_fingerprint) if current else None
+            backbone = a.backbone or (backbone_ref(stored) if stored else None)
         if not backbone:
             raise ConfigError(f"--task {a.task}: it has no current prefix; train it first")
         plan = _plan(a, a.task)

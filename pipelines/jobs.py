@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 from continual import checkpoint
 from continual.backbones import Backbone, load_backbone
 from continual.backbones import catalog as catalog_backbones
-from continual.inference import EvalResult, TrainedTask, evaluate
+from continual.inference import EvalResult, TrainedTask
 from continual.modules import DEFAULT_KIND, ModuleConfig, config_from_dict
-from continual.modules.prefix import prefix_config_for
 from continual.objectives import TextLimits, objective_for
-from continual.train import TrainConfig, TrainResult, flatten_state, train, unflatten_state
-from pipelines.arrival.plan import INIT, PREFIX_LENGTH
-from pipelines.settings import RegistryArgs, pick_threads
-from pipelines.similar import plan_start, start_info
+from continual.train import TrainConfig, TrainResult, flatten_state
 from registry import BackboneRecord, PrefixRecord, Registry, TaskView
 from tasks.errors import ConfigError, ContinualError
-from tasks.load import DataArgs, load_data
 from tasks.spec import TaskData, TaskSpec
 
 
@@ -46,135 +40,6 @@ def _known(reg: Registry, name: str) -> bool:
     except ContinualError:
         return False
     return True
-
-
-def run_train(
-    *,
-    backbone_name: str,
-    data_args: DataArgs,
-    name: str | None,
-    prefix_length: int | None,
-    positions: str | None,
-    config: TrainConfig,
-    registry: RegistryArgs,
-    init: str | None = None,
-    out: Path | None = None,
-    new_version: bool = False,
-    resume: bool = False,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Train (or resume), evaluate on the eval split and register the prefix with its data;
-    return a summary. The steps are the arrival's (`pipelines.arrival.steps`) without a stream.
-
-    Everything that can be refused (bad data, a task name already taken, a prefix from another
-    backbone, an `out` folder that cannot be written) is checked before training starts, so a
-    refusal writes nothing.
-    """
-    started = time.perf_counter()
-    if out is not None:
-        check_writable(Path(out))
-    data = load_data(data_args, name)
-    task = data.spec.name
-    backbone = load_backbone(backbone_name)
-    with registry.open() as reg:
-        exists = _known(reg, task)
-        if exists and not (new_version or resume):
-            raise ConfigError(
-                f"task {task} already exists in the registry; pass --new-version to train "
-                f"version 2, or --resume {task} to continue its current prefix"
-            )
-        if resume and (prefix_length is not None or positions or init):
-            raise ConfigError(
-                f"--resume {task} keeps the stored prefix's length, positions and init; drop "
-                "--prefix-length, --positions and --init (or train --new-version instead)"
-            )
-        resume_state, lineage, vectors, start = None, [], None, None
-        init = init or INIT
-        length = prefix_length or PREFIX_LENGTH
-        pconfig = prefix_config_for(backbone, length, positions).with_(init=init)
-        choice = pick_threads(busy=False)
-        run_extra: dict[str, Any] = {
-            "resumed": resume,
-            "data_fingerprint": data.fingerprint,
-            "runtime": {**runtime(backbone), "thread_choice": choice.to_dict()},
-        }
-        if not resume:
-            planned, vectors = plan_start(reg, backbone, data, pconfig)
-            start, lineage = planned.tensors, planned.lineage()
-            run_extra["init"] = start_info(planned)
-        if resume:
-            if not exists:
-                raise ConfigError(f"--resume {task}: no such task in the registry")
-            current = task_prefix_from_registry(reg, task, backbone)
-            flat = reg.load_optimizer_state(task)
-            if flat is None:
-                raise ConfigError(
-                    f"--resume {task}: its current prefix has no stored training "
-                    "state (imported prefixes cannot be resumed)"
-                )
-            pconfig, start = current.config, None
-            resume_state = unflatten_state(flat)
-            lineage = [(reg.show(task).current.id, 1.0, "resume")]
-        result = train(
-            backbone, data, pconfig, config, init=start, resume=resume_state, progress=progress
-        )
-        ev = evaluate(backbone, result.task, data.eval, batch_size=config.eval_batch_size)
-        tensors = checkpoint.task_tensors(result.task)
-        stored = reg.data.stage(data)  # the file now; its row commits with the prefix
-        record = register_trained(
-            reg,
-            backbone=backbone,
-            data=data,
-            prefix_config=pconfig,
-            config=config,
-            result=result,
-            evaluation=ev,
-            lineage=lineage,
-            new_version=exists,
-            run_extra=run_extra,
-            embeddings=vectors,
-            dataset=stored,
-        )
-    if out is not None:
-        checkpoint.save(
-            Path(out),
-            result.task,
-            {
-                "backbone": backbone.info(),
-                "train_config": config.to_dict(),
-                "data_fingerprint": data.fingerprint,
-                "metrics": ev.summary(),
-            },
-        )
-    stored = checkpoint.stored_bytes(tensors)
-    return {
-        "task": task,
-        "kind": data.spec.kind,
-        "version": record.version,
-        "backbone": backbone.name,
-        "backbone_fingerprint": backbone.fingerprint,
-        "metric": ev.metric,
-        "score": ev.score,
-        **ev.extra,
-        "n_eval": ev.n,
-        "steps": result.steps,
-        "best_step": result.best_step,
-        "first_loss": result.losses[0] if result.losses else None,
-        "final_loss": result.final_loss,
-        "trainable_params": result.trainable_params,
-        "stored_params": sum(t.numel() for t in tensors.values()),
-        "stored_bytes": stored,
-        "backbone_bytes": backbone.n_bytes,
-        "stored_fraction": stored / backbone.n_bytes,
-        "prefix_id": record.id,
-        "prefix_path": str(registry.home / record.artifact_path),
-        "prefix_sha256": record.sha256,
-        "mlflow_run_id": record.mlflow_run_id,
-        "predictions_sha256": ev.predictions_sha256,
-        "train_seconds": result.seconds,
-        "seconds": time.perf_counter() - started,
-        **({"out": str(out)} if out is not None else {}),
-    }
 
 
 def check_writable(out: Path) -> None:
@@ -285,22 +150,27 @@ def register_trained(
     )
 
 
-def backbone_for(info: dict[str, Any] | BackboneRecord) -> Backbone:
-    """Load the backbone a stored prefix names: a catalog name (or a catalog backbone's hub id),
-    the folder or hub id it was loaded from, else its name (a bare PEFT adapter's source is
-    "peft" and its name the adapter's `base_model_name_or_path`)."""
+def backbone_ref(info: dict[str, Any] | BackboneRecord) -> str:
+    """What to load for the backbone a stored prefix names: a catalog name (or a catalog
+    backbone's hub id), the folder or hub id it was loaded from, else its name (a bare PEFT
+    adapter's source is "peft" and its name the adapter's `base_model_name_or_path`)."""
     if isinstance(info, BackboneRecord):
         info = info.to_dict()
     name, source = str(info["name"]), str(info.get("source") or "")
     catalog = catalog_backbones()
     if name in catalog:
-        return load_backbone(name)
+        return name
     by_hub_id = {e.hub_id: n for n, e in catalog.items()}
     if name in by_hub_id:
-        return load_backbone(by_hub_id[name])
+        return by_hub_id[name]
     if source.startswith("hub:") or Path(source).is_absolute():
-        return load_backbone(source.removeprefix("hub:"))
-    return load_backbone(name)
+        return source.removeprefix("hub:")
+    return name
+
+
+def backbone_for(info: dict[str, Any] | BackboneRecord) -> Backbone:
+    """Load the backbone a stored prefix names (`backbone_ref`)."""
+    return load_backbone(backbone_ref(info))
 
 
 def stored_backbone(reg: Registry, task: str, name: str | None = None) -> Backbone:

@@ -97,6 +97,15 @@ class JobQueue:
             ) from None
         return self.get(job_id)
 
+    def live(self, *, stream: str, task: str) -> JobRecord | None:
+        """`task`'s job in `stream` that is not cancelled, if any (a task has one per stream)."""
+
+        def read(uow: UnitOfWork) -> JobRecord | None:
+            sid = uow.streams.find(check_stream(stream))
+            return None if sid is None else uow.jobs.live_for(sid, check_name(task))
+
+        return self.db.read(read)
+
     def cancel(self, job_id: int) -> JobRecord:
         """Cancel a queued job (a running one belongs to its worker; a failed one that never
         took a stream position may be cancelled too, to unblock its stream)."""

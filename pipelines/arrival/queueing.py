@@ -46,6 +46,12 @@ def enqueue_arrival(
             "a new task needs a new --name"
         )
     _same_backbone(reg, stream, backbone)
+    held = reg.queue.live(stream=stream, task=name)
+    if held is not None:  # refused before the data is read or stored
+        raise ConfigError(
+            f"task {name} already has job {held.id} ({held.state}) in stream {stream}; "
+            f"see `continual jobs --stream {stream}`"
+        )
     if here is not None:  # an arrival an earlier run left unfinished: the job resumes it
         payload = ArrivalJob(plan=plan, backbone=backbone, baselines=tuple(baselines))
         return reg.queue.enqueue(stream=stream, task=name, payload=payload.to_dict())
@@ -195,13 +201,15 @@ def _baselines_done(
 
 
 def _same_backbone(reg: Registry, stream: str, backbone: str) -> None:
-    """Refuse early a job whose backbone differs by name from the stream's earlier jobs (the
-    worker also checks the weights' fingerprint)."""
-    if not _has_stream(reg, stream):
+    """Refuse early a job naming another embedded backbone than the stream's earlier jobs (a
+    folder or hub id may be spelt several ways: the worker checks the weights' fingerprint)."""
+    from continual.backbones import catalog
+
+    if not _has_stream(reg, stream) or backbone not in catalog():
         return
     for j in reg.queue.list(stream=stream, limit=1):
         other = (j.payload or {}).get("backbone")
-        if other and other != backbone:
+        if other in catalog() and other != backbone:
             raise ConfigError(
                 f"stream {stream} runs on backbone {other}, not {backbone}; use its backbone, "
                 "or another --stream"

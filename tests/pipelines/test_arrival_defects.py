@@ -103,3 +103,30 @@ def test_a_failed_task_agnostic_step_leaves_the_arrival_unfinished(
         assert all(a.status == "done" for a in reg.streams.arrivals())
         routed = {(e.task, e.method) for e in reg.streams.evaluations("default") if e.position == 1}
     assert {("first", "prefix/routed"), ("second", "prefix/routing")} <= routed
+
+
+def test_a_task_trained_with_train_joins_a_stream(
+    tiny_encoder_dir, write_jsonl, sentiment, tmp_path
+) -> None:
+    """`learn --task T` adopts T's current prefix at the stream's next position (scored there on
+    T's stored data) instead of refusing it; a plain `learn` of the same name still refuses."""
+    home = tmp_path / "home"
+    first = write_jsonl("first.jsonl", sentiment(32, seed=1))
+    code, out = cli("learn", "--backbone", tiny_encoder_dir, "--train", first, "--name", "first",
+                    "--home", home, *FAST)  # fmt: skip
+    assert code == 0, out
+    solo = write_jsonl("solo.jsonl", sentiment(32, seed=2))
+    code, trained = cli("train", "--backbone", tiny_encoder_dir, "--train", solo, "--name", "solo",
+                        "--home", home, *FAST)  # fmt: skip
+    assert code == 0, trained
+    code, out = cli("learn", "--backbone", tiny_encoder_dir, "--train", solo, "--name", "solo",
+                    "--home", home, *FAST)  # fmt: skip
+    assert code == 2 and "learn --task solo" in out["error"]
+    code, out = cli("learn", "--task", "solo", "--home", home)
+    assert code == 0, out
+    assert out["position"] == 1 and out["prefix"]["adopted"] == trained["prefix_id"]
+    assert out["prefix"]["score"] == trained["score"]  # its own data, its own batching
+    with Registry.open(home, tracking_uri="none") as reg:
+        assert [a.task for a in reg.streams.arrivals("prefix")] == ["first", "solo"]
+        assert all(a.status == "done" for a in reg.streams.arrivals())
+        assert reg.show("solo").versions == 1  # adopted, not retrained
