@@ -52,7 +52,10 @@ def encode(data: TaskData) -> bytes:
 def decode(blob: bytes, where: str) -> TaskData:
     """The TaskData in `blob`, refusing a file whose examples do not hash to its fingerprint."""
     try:
-        lines = gzip.decompress(blob).decode("utf-8").splitlines()
+        # "\n" only: str.splitlines() also breaks at \r, \x85, \u2028 ... inside the texts
+        lines = gzip.decompress(blob).decode("utf-8").split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
         header = json.loads(lines[0])
         if header.get("format") != FORMAT:
             raise ValueError(f"format {header.get('format')!r} is not {FORMAT!r}")

@@ -48,9 +48,13 @@ def enqueue_arrival(
     _same_backbone(reg, stream, backbone)
     held = reg.queue.live(stream=stream, task=name)
     if held is not None:  # refused before the data is read or stored
+        hint = (
+            f"`continual jobs retry {held.id}` runs it again"
+            if held.state == "failed"
+            else f"see `continual jobs --stream {stream}`"
+        )
         raise ConfigError(
-            f"task {name} already has job {held.id} ({held.state}) in stream {stream}; "
-            f"see `continual jobs --stream {stream}`"
+            f"task {name} already has job {held.id} ({held.state}) in stream {stream}; {hint}"
         )
     if here is not None:  # an arrival an earlier run left unfinished: the job resumes it
         payload = ArrivalJob(plan=plan, backbone=backbone, baselines=tuple(baselines))

@@ -131,7 +131,9 @@ def test_positioned_scores_and_arrivals_are_written_once(reg: Registry) -> None:
 
 def test_task_data_is_stored_once_and_read_back_verified(reg: Registry) -> None:
     spec = TaskSpec(name="t", kind="classification", labels=("no", "yes"))
-    train = tuple(Example(text=f"x{i} é\n", target=("no", "yes")[i % 2]) for i in range(5))
+    # texts with line breaks of every kind str.splitlines() knows (imdb has \x85 and \u2028)
+    odd = ("\n", "\r\n", "\x85", "\u2028", "\x0c", "\x1e")
+    train = tuple(Example(text=f"x{i} é{odd[i]}y", target=("no", "yes")[i % 2]) for i in range(5))
     ev = (Example(text="z", target="yes"),)
     data = TaskData(spec=spec, train=train, eval=ev, fingerprint=fingerprint(train, ev))
     rec = reg.data.put(data)
