@@ -4,7 +4,8 @@
         --variant P32:P=32 --variant ft:ft=1,lr=5e-5
 
 A variant is `NAME:key=value,...` over `TrainConfig` fields, plus `P` (prefix length),
-`reparam` (the MLP's hidden width) and `ft=1` (full fine-tuning of a copy of the backbone
+`reparam` (the MLP's hidden width), `probe_C` (the inverse regularization of the probe that
+starts the head; smaller is a softer start) and `ft=1` (full fine-tuning of a copy of the backbone
 instead of a prefix). Same data caps as `bench.prefix_quality --suite` (2,000 train, 500 eval),
 minilm, 400 steps x 16 unless a variant says otherwise. Results are merged into
 bench/results/recipe_sweep.json (task -> variant -> score), so runs can be added one at a time.
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from bench.common import machine
 from bench.quality_compare import HELDOUT, MAX_EVAL, MAX_TRAIN
+from continual import probe
 from continual.backbones import load_backbone
 from continual.finetune import evaluate_plain, finetune, fresh_head, trainable_copy
 from continual.inference import evaluate
@@ -52,7 +54,12 @@ def run(bb, data, pairs: dict[str, str]) -> dict:
     pconfig = prefix_config_for(bb, int(pairs.get("P", 16)), pairs.get("positions"))
     if "reparam" in pairs:
         pconfig = pconfig.with_(reparam_hidden=int(pairs["reparam"]))
-    r = train(bb, data, pconfig, config, progress=False)
+    default_c = probe.PROBE_C
+    probe.PROBE_C = float(pairs.get("probe_C", default_c))
+    try:
+        r = train(bb, data, pconfig, config, progress=False)
+    finally:
+        probe.PROBE_C = default_c
     s = evaluate(bb, r.task, data.eval, batch_size=config.eval_batch_size)
     return {
         "score": s.score,
