@@ -34,14 +34,6 @@ def task_prefix_from_registry(reg: Registry, task: str, backbone: Backbone) -> T
     return checkpoint.task_from_tensors(tensors, TaskSpec.from_dict(view.task.spec), config, limits)
 
 
-def _known(reg: Registry, name: str) -> bool:
-    try:
-        reg.show(name)
-    except ContinualError:
-        return False
-    return True
-
-
 def check_writable(out: Path) -> None:
     """Refuse, before anything is written, an output folder that cannot be created or replaced
     (a file in the way, or no write permission where it would go)."""

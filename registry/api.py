@@ -272,6 +272,10 @@ class Registry(StreamRecords, BatchReads, Exchange):
             raise ConfigError(f"run id {run_id} is not in the registry")
         return found
 
+    def has_task(self, task: str) -> bool:
+        """Whether a task of this name is registered (one lookup; no view is built)."""
+        return self.db.read(lambda uow: uow.tasks.find(task) is not None)
+
     def show(self, task: str) -> TaskView:
         """The task, its current prefix, that prefix's latest score per metric, its lineage."""
         check_name(task)

@@ -59,7 +59,7 @@ def enqueue_arrival(
     if here is not None:  # an arrival an earlier run left unfinished: the job resumes it
         payload = ArrivalJob(plan=plan, backbone=backbone, baselines=tuple(baselines))
         return reg.queue.enqueue(stream=stream, task=name, payload=payload.to_dict())
-    known = _known(reg, name)
+    known = reg.has_task(name)
     if adopt:
         if not known:
             raise ConfigError(f"--task {name}: no such task in the registry; train it first")
@@ -218,11 +218,3 @@ def _same_backbone(reg: Registry, stream: str, backbone: str) -> None:
                 f"stream {stream} runs on backbone {other}, not {backbone}; use its backbone, "
                 "or another --stream"
             )
-
-
-def _known(reg: Registry, task: str) -> bool:
-    try:
-        reg.show(task)
-    except ConfigError:
-        return False
-    return True

@@ -192,7 +192,7 @@ class StreamArrival:
             self.log.say(f"{tag} · prefix · registered earlier (prefix id {own.prefix_id})")
             self._record_starts(position, None)
             return {"score": own.value, "metric": own.metric, "resumed": True}
-        if _known(reg, self.name):
+        if reg.has_task(self.name):
             raise ConfigError(
                 f"task {self.name} is already in the registry (trained outside stream "
                 f"{self.stream}); `continual learn --task {self.name}` adds it to the stream "
@@ -362,14 +362,6 @@ class StreamArrival:
 
 class LeaseLost(RuntimeError):
     """This worker's lease on the job expired and another worker has taken the job over."""
-
-
-def _known(reg: Registry, task: str) -> bool:
-    try:
-        reg.show(task)
-    except ConfigError:
-        return False
-    return True
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:

@@ -18,17 +18,8 @@ from pipelines.arrival.steps import train_task
 from pipelines.jobs import check_writable, register_trained, runtime, task_prefix_from_registry
 from pipelines.progress import Progress
 from pipelines.settings import RegistryArgs, pick_threads
-from registry import Registry
-from tasks.errors import ConfigError, ContinualError
+from tasks.errors import ConfigError
 from tasks.load import DataArgs, load_data
-
-
-def _known(reg: Registry, name: str) -> bool:
-    try:
-        reg.show(name)
-    except ContinualError:
-        return False
-    return True
 
 
 def run_train(
@@ -60,7 +51,7 @@ def run_train(
     task = data.spec.name
     backbone = load_backbone(backbone_name)
     with registry.open() as reg:
-        exists = _known(reg, task)
+        exists = reg.has_task(task)
         if exists and not (new_version or resume):
             raise ConfigError(
                 f"task {task} already exists in the registry; pass --new-version to train "

