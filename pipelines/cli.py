@@ -260,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     from pipelines.cli_stream import add_stream_commands
 
     add_stream_commands(sub, common)
+    from pipelines.cli_serve import add_serve_commands
+
+    add_serve_commands(sub, common)
     return root
 
 

@@ -123,7 +123,7 @@ def load_stream(path: str | Path) -> StreamSpec:
     _known(doc, TOP_KEYS, f"{path}")
     if not isinstance(doc.get("backbone"), str) or not doc["backbone"]:
         raise ConfigError(f"{path}: 'backbone' is missing (e.g. backbone: minilm)")
-    defaults = _options(doc.get("defaults") or {}, f"{path}: defaults", allow_name=False)
+    defaults = check_options(doc.get("defaults") or {}, f"{path}: defaults", allow_name=False)
     arrivals = doc.get("arrivals")
     if not isinstance(arrivals, list) or not arrivals:
         raise ConfigError(f"{path}: 'arrivals' must be a non-empty list of tasks")
@@ -132,7 +132,7 @@ def load_stream(path: str | Path) -> StreamSpec:
         label = raw.get("name") or raw.get("dataset") if isinstance(raw, dict) else None
         where = f"{path}: arrivals[{i}]" + (f" ({label})" if label else "")
         try:
-            opts = {**defaults, **_options(raw, where, allow_name=True)}
+            opts = {**defaults, **check_options(raw, where, allow_name=True)}
             plans.append(arrival_plan(opts, base=path.parent, where=where))
         except ContinualError as e:
             msg = str(e)
@@ -220,11 +220,13 @@ _INT_KEYS = {
 }
 
 
-def _options(raw: Any, where: str, *, allow_name: bool) -> dict[str, Any]:
+def check_options(
+    raw: Any, where: str, *, allow_name: bool, allowed: tuple[str, ...] = OPTION_KEYS
+) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping of options, got {type(raw).__name__}")
     out = {str(k).replace("-", "_"): v for k, v in raw.items()}
-    allowed = OPTION_KEYS + (("name",) if allow_name else ())
+    allowed = allowed + (("name",) if allow_name else ())
     _known(out, allowed, where)
     for k, v in out.items():
         if k in _INT_KEYS and (isinstance(v, bool) or not isinstance(v, int)):

@@ -32,6 +32,7 @@ from registry.records import (
 )
 from registry.streams import DEFAULT_STREAM, StreamBook, check_stream
 from registry.streams_api import StreamRecords
+from registry.tokens import TokenStore
 from registry.tracking import Tracker
 from registry.uow import Database, UnitOfWork
 from tasks.errors import ConfigError, IntegrityError
@@ -57,6 +58,7 @@ class Registry(StreamRecords, BatchReads, Exchange):
         self.streams = StreamBook(database)  # named streams, arrivals, positioned scores
         self.queue = JobQueue(database)  # arrivals as jobs with leases
         self.data = DataStore(database, self.artifacts)  # task data, content-addressed
+        self.tokens = TokenStore(database)  # the HTTP API's bearer tokens, as hashes
 
     @classmethod
     def open(

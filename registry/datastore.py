@@ -110,6 +110,10 @@ class DataStore:
         self.db.write(lambda uow: uow.prefixes.set_data(prefix_id, record.sha256))
         return record
 
+    def count(self) -> int:
+        """How many datasets the registry stores."""
+        return len(self.db.read(lambda uow: uow.datasets.paths()))
+
     def record(self, sha256: str) -> DatasetRecord:
         found = self.db.read(lambda uow: uow.datasets.get(sha256))
         if found is None:

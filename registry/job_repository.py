@@ -178,6 +178,15 @@ class Jobs:
         )
         return result.rowcount == 1
 
+    def report(self, job_id: int, worker_id: str, progress: dict[str, Any]) -> bool:
+        """Our running job's progress (phase, step, loss); False if it is no longer ours."""
+        result = self.s.execute(
+            update(_J)
+            .where(_J.id == job_id, _J.worker_id == worker_id, _J.state == "running")
+            .values(progress=progress)
+        )
+        return result.rowcount == 1
+
     def settle(
         self,
         job_id: int,
@@ -252,4 +261,5 @@ def _job(row: orm.Job, stream: str) -> JobRecord:
         created_at=aware(row.created_at),
         started_at=aware(row.started_at),
         finished_at=aware(row.finished_at),
+        progress=row.progress,
     )

@@ -301,6 +301,24 @@ class Job(Base):
     lease_expires_at: Mapped[datetime | None]
     position: Mapped[int | None] = mapped_column(Integer)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+
+
+class Token(Base):
+    """A bearer token of the HTTP API: only its sha256 is kept, with its scope (read|write)."""
+
+    __tablename__ = "tokens"
+    __table_args__ = (
+        CheckConstraint("scope IN ('read', 'write')", name="scope"),
+        UniqueConstraint("sha256", name="uq_tokens_sha256"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(String(8))
+    sha256: Mapped[str] = mapped_column(SHA256)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]

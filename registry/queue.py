@@ -184,6 +184,10 @@ class JobQueue:
     def heartbeat(self, job_id: int, worker_id: str, *, lease_s: float = LEASE_S) -> bool:
         return self.db.write(lambda uow: uow.jobs.renew(job_id, worker_id, utcnow(), lease_s))
 
+    def progress(self, job_id: int, worker_id: str, progress: dict[str, Any]) -> bool:
+        """Record what our running job is doing now; False if it is no longer ours."""
+        return self.db.write(lambda uow: uow.jobs.report(job_id, worker_id, progress))
+
     def complete(
         self, job_id: int, worker_id: str, *, result: dict[str, Any], position: int | None
     ) -> bool:

@@ -273,6 +273,18 @@ class JobRecord(Record):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    progress: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class TokenRecord(Record):
+    """An API token (its secret is never stored: only its sha256)."""
+
+    id: int
+    name: str
+    scope: str
+    created_at: datetime
+    revoked_at: datetime | None
 
 
 @dataclass(frozen=True)

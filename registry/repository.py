@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from registry import orm
@@ -18,6 +18,7 @@ from registry.records import (
     BackboneRecord,
     RunRecord,
     TaskRecord,
+    TokenRecord,
 )
 from tasks.errors import ConfigError
 
@@ -178,4 +179,46 @@ def _task(row: orm.Task) -> TaskRecord:
         data_fingerprint=row.data_fingerprint,
         description=row.description,
         created_at=aware(row.created_at),
+    )
+
+
+class Tokens:
+    """The `tokens` table, inside a unit of work."""
+
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def add(self, *, name: str, scope: str, sha256: str) -> int:
+        row = orm.Token(name=name, scope=scope, sha256=sha256, created_at=orm.utcnow())
+        self.s.add(row)
+        self.s.flush()
+        return row.id
+
+    def by_hash(self, sha256: str) -> TokenRecord | None:
+        row = self.s.scalars(select(orm.Token).where(orm.Token.sha256 == sha256)).first()
+        return None if row is None else _token(row)
+
+    def all(self) -> list[TokenRecord]:
+        return [_token(r) for r in self.s.scalars(select(orm.Token).order_by(orm.Token.id))]
+
+    def active(self) -> int:
+        stmt = select(func.count()).select_from(orm.Token).where(orm.Token.revoked_at.is_(None))
+        return int(self.s.scalar(stmt) or 0)
+
+    def revoke(self, token_id: int) -> bool:
+        result = self.s.execute(
+            update(orm.Token)
+            .where(orm.Token.id == token_id, orm.Token.revoked_at.is_(None))
+            .values(revoked_at=orm.utcnow())
+        )
+        return result.rowcount == 1
+
+
+def _token(row: orm.Token) -> TokenRecord:
+    return TokenRecord(
+        id=row.id,
+        name=row.name,
+        scope=row.scope,
+        created_at=aware(row.created_at),
+        revoked_at=aware(row.revoked_at),
     )

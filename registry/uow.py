@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from registry.db import writer
 from registry.job_repository import Datasets, Jobs, Streams
 from registry.prefix_repository import Prefixes
-from registry.repository import Backbones, Runs, Tasks
+from registry.repository import Backbones, Runs, Tasks, Tokens
 from registry.stream_repository import Arrivals, Evaluations
 from tasks.errors import IntegrityError
 
@@ -44,6 +44,7 @@ class UnitOfWork:
         self.backbones, self.tasks, self.runs = Backbones(s), Tasks(s), Runs(s)
         self.prefixes, self.evaluations, self.arrivals = Prefixes(s), Evaluations(s), Arrivals(s)
         self.streams, self.jobs, self.datasets = Streams(s), Jobs(s), Datasets(s)
+        self.tokens = Tokens(s)
         return self
 
     def __exit__(

@@ -66,6 +66,7 @@ def optimize(
     desc: str,
     progress: bool,
     should_stop: Callable[[int], bool] | None = None,
+    observe: Callable[[int, int, float], None] | None = None,
 ) -> LoopResult:
     """The one training loop (prefixes and the fine-tuning baseline both run it).
 
@@ -75,6 +76,7 @@ def optimize(
     `modules` are put back in train mode before every step (validation may switch them off).
     `should_stop(step)`, if given, is asked after every step (after validation when one is
     due); True ends the loop (a caller's own criterion at its own cadence, e.g. a target score).
+    `observe(step, steps, loss)`, if given, hears every step (a job's live progress).
     """
     losses: list[float] = []
     step_seconds: list[float] = []  # batch to update, validation excluded (the benchmarks read it)
@@ -105,6 +107,8 @@ def optimize(
             losses.append(loss.item())
             step_seconds.append(time.perf_counter() - began)
             bar.update(1)
+            if observe is not None:
+                observe(step, config.steps, losses[-1])
             bar.set_postfix(
                 loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}",
                 ex_s=f"{step * config.batch_size / (time.perf_counter() - started):.1f}",

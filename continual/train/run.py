@@ -82,6 +82,7 @@ def train(
     resume: dict[str, Any] | None = None,
     progress: bool = True,
     should_stop: Callable[[int, Callable[[], TrainedTask]], bool] | None = None,
+    observe: Callable[[int, int, float], None] | None = None,
 ) -> TrainResult:
     """Train a module of `module_config`'s kind for `data.spec` on the frozen `backbone`.
 
@@ -91,6 +92,7 @@ def train(
     should_stop: asked after every step with the step and a thunk that builds the task as it
         stands then (current weights, not the best); True stops training (e.g. at a target
         score). The thunk keeps steps where the caller does not look cheap.
+    observe: hears (step, steps, loss) after every step (a job's live progress).
     """
     spec = data.spec
     objective = objective_for(backbone, spec)  # refuses a pair no objective handles
@@ -175,6 +177,7 @@ def train(
             desc=f"train {spec.name}",
             progress=progress,
             should_stop=None if should_stop is None else lambda step: should_stop(step, snapshot),
+            observe=observe,
         )
     finally:
         backbone.model.eval()

@@ -25,6 +25,7 @@ from registry import JobRecord, Registry
 from registry.streams import check_stream
 from tasks.errors import ConfigError
 from tasks.load import load_data
+from tasks.spec import TaskData
 
 
 def enqueue_arrival(
@@ -35,8 +36,11 @@ def enqueue_arrival(
     stream: str,
     baselines: Sequence[BaselinePlan] = (),
     adopt: bool = False,
+    data: TaskData | None = None,
 ) -> JobRecord:
-    """Validate, store the data and queue `plan`'s arrival at the end of `stream`."""
+    """Validate, store the data and queue `plan`'s arrival at the end of `stream`. `data`, if
+    given, is the task's data already loaded and validated (an upload to the HTTP API); else
+    it is loaded from `plan.data`."""
     check_stream(stream)
     name = plan.name
     here = ledger.arrival_of(reg, ledger.PREFIX, name, stream)
@@ -78,7 +82,15 @@ def enqueue_arrival(
             f"`continual learn --task {name}` adds it to the stream with its current prefix, "
             "or give the arriving task another --name"
         )
-    data = load_data(plan.data, name)
+    if data is None:
+        data = load_data(plan.data, name)
+    elif data.spec.name != name:
+        data = TaskData(
+            spec=data.spec.with_(name=name),
+            train=data.train,
+            eval=data.eval,
+            fingerprint=data.fingerprint,
+        )
     row = reg.data.stage(data)
     payload = ArrivalJob(
         plan=plan, backbone=backbone, data_sha256=row["sha256"], baselines=tuple(baselines)

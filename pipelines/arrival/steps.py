@@ -71,6 +71,7 @@ def train_task(
     tag: str,
     bars: bool,
     with_starts: bool,
+    observe: Callable[[int, int, float], None] | None = None,
 ) -> Trained:
     """Steps 2-3: plan the start, score it (for forward transfer, in a stream), train, evaluate."""
     config = plan.config
@@ -82,7 +83,9 @@ def train_task(
         with log.step(tag, f"prefix · starting points ({planned.strategy})"):
             starts = prefix_starts(backbone, data, pconfig, config, planned.tensors)
     with log.step(tag, f"prefix · train ({config.steps} steps)"):
-        result = train(backbone, data, pconfig, config, init=planned.tensors, progress=bars)
+        result = train(
+            backbone, data, pconfig, config, init=planned.tensors, progress=bars, observe=observe
+        )
         ev = evaluate(backbone, result.task, data.eval, batch_size=config.eval_batch_size)
     return Trained(
         result=result,
@@ -135,10 +138,11 @@ class StreamArrival:
         runtime: dict[str, Any],
         route_cache: dict[str, Any],
         alive: Callable[[], bool] = lambda: True,
+        observe: Callable[[int, int, float], None] | None = None,
     ) -> None:
         self.reg, self.backbone, self.job, self.stream = reg, backbone, job, stream
         self.book, self.log, self.bars, self.runtime = book, log, bars, runtime
-        self.route_cache, self.alive = route_cache, alive
+        self.route_cache, self.alive, self.observe = route_cache, alive, observe
         self.name = job.plan.name
 
     def position(self) -> int:
@@ -203,7 +207,15 @@ class StreamArrival:
         data = reg.data.get(self.job.data_sha256)
         self.book.remember(data)
         trained = train_task(
-            reg, self.backbone, data, plan, log=self.log, tag=tag, bars=self.bars, with_starts=True
+            reg,
+            self.backbone,
+            data,
+            plan,
+            log=self.log,
+            tag=tag,
+            bars=self.bars,
+            with_starts=True,
+            observe=self.observe,
         )
         self._check()
         with self.log.step(tag, "prefix · register"):

@@ -29,6 +29,7 @@ from typing import Any
 from continual.backbones import Backbone, fingerprint, load_backbone
 from pipelines import ledger
 from pipelines.arrival.book import TaskBook
+from pipelines.arrival.live import JobProgress
 from pipelines.arrival.plan import ArrivalJob
 from pipelines.arrival.steps import LeaseLost, StreamArrival
 from pipelines.baseline_runner import BaselineRunner, wanted
@@ -165,6 +166,10 @@ class Worker:
                     break
         return outcomes
 
+    def stop(self) -> None:
+        """Stop after the running job (if any); the loop ends at its next look at the queue."""
+        self._stopping.set()
+
     def stop_on_signals(self) -> None:
         """First SIGINT/SIGTERM: finish the running job, then stop. Second: stop now."""
 
@@ -197,7 +202,7 @@ class Worker:
         self.say(f"job {job.id} · {job.task} in stream {job.stream} (attempt {job.attempts})")
         try:
             with Heartbeat(reg, job.id, self.id, self.lease_s) as beat:
-                outcome = self._arrival(reg, job, beat.alive)
+                outcome = self._arrival(reg, job, beat.alive, JobProgress(reg, job.id, self.id))
         except LeaseLost:
             self.say(f"job {job.id}: lease lost; another worker finishes it")
             return {"job": job.id, "task": job.task, "stream": job.stream, "state": "lost"}
@@ -221,8 +226,11 @@ class Worker:
             self.say(f"job {job.id}: finished, but another worker had taken it over")
         return {"job": job.id, "state": "done", **outcome}
 
-    def _arrival(self, reg: Registry, job: JobRecord, alive: Callable[[], bool]) -> dict[str, Any]:
+    def _arrival(
+        self, reg: Registry, job: JobRecord, alive: Callable[[], bool], live: JobProgress
+    ) -> dict[str, Any]:
         arrival = ArrivalJob.from_dict(job.payload)
+        log = Progress(self.say, on_phase=live.phase)
         stream = job.stream
         choice = pick_threads(busy=bool(self._backbones))
         self.say(
@@ -241,11 +249,12 @@ class Worker:
             job=arrival,
             stream=stream,
             book=book,
-            log=self.log,
+            log=log,
             bars=self.bars,
             runtime=runtime,
             route_cache=self._route_cache.setdefault(stream, {}),
             alive=alive,
+            observe=live.step,
         )
         tag = f"[{stream} {step.position() + 1}] {arrival.plan.name}"
         prefix = step.run(tag)
@@ -263,7 +272,7 @@ class Worker:
             home=home,
             backbone=backbone,
             book=book,
-            progress=self.log,
+            progress=log,
             bars=self.bars,
             stream=stream,
         )
@@ -275,7 +284,7 @@ class Worker:
         if self.report:
             from pipelines.report import write_report
 
-            with self.log.step(tag, "report"):
+            with log.step(tag, "report"):
                 report = write_report(reg, stream=stream)
             outcome["report"] = report
         return outcome

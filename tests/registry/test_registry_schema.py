@@ -26,6 +26,7 @@ TABLES = {
     "streams",
     "jobs",
     "datasets",
+    "tokens",
     "alembic_version",
 }
 

@@ -1,0 +1,101 @@
+"""The server's predictions: one backbone, loaded once, and the current prefix of every task.
+
+`Answerer.answer(items)` answers (task or None, text) items in one call: items without a task
+are routed first (one routing pass for all of them), then every item is answered in mixed-task
+batches by `continual.inference.predict`, the same function `continual predict` uses. It runs
+on one thread only (the batcher's), so the backbone is never used by two passes at once, and
+never by a training run: in-process workers load their own copy (training switches dropout on).
+
+Loaded prefixes and the router are kept per registry generation (`Registry.generation()`,
+changed by any new task or version): a task that lands is answered by the next request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from continual.backbones import Backbone, load_backbone
+from continual.inference import TrainedTask, predict
+from pipelines.jobs import task_prefix_from_registry
+from pipelines.serve import AutoPredictor, registry_backbone
+from registry import Registry
+from tasks.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    task: str
+    prediction: str
+    confidence: float | None  # the router's, for a routed input; None when the task was given
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "text": self.text,
+            "task": self.task,
+            "prediction": self.prediction,
+            "routed": self.confidence is not None,
+            "confidence": self.confidence,
+        }
+
+
+class Answerer:
+    """Answers for one registry on one backbone (`name`, else the registry's own)."""
+
+    def __init__(self, reg: Registry, name: str | None = None) -> None:
+        self.reg, self.name = reg, name
+        self.backbone: Backbone | None = None
+        self._generation: str | None = None
+        self._prefixes: dict[str, TrainedTask] = {}
+        self._auto: AutoPredictor | None = None
+
+    def load(self) -> Backbone | None:
+        """Load the backbone now if it is known (named, or the registry's tasks use one)."""
+        if self.backbone is None:
+            if self.name:
+                self.backbone = load_backbone(self.name)
+            elif self.reg.backbones_in_use():
+                self.backbone = registry_backbone(self.reg, None)
+        return self.backbone
+
+    def answer(self, items: Sequence[tuple[str | None, str]]) -> list[Answer]:
+        """Answers for (task, text) items in order; a None task is routed."""
+        backbone = self.load()
+        if backbone is None:
+            raise ConfigError("the registry has no tasks yet; queue an arrival first")
+        self._refresh()
+        tasks: list[str | None] = [t for t, _ in items]
+        confidence: list[float | None] = [None] * len(items)
+        routed = [k for k, (t, _) in enumerate(items) if t is None]
+        if routed:
+            auto = self._router(backbone)
+            idx, conf = auto.route([items[k][1] for k in routed])
+            for k, i, c in zip(routed, idx, conf):
+                tasks[k], confidence[k] = auto.router.tasks[int(i)], float(c)
+        names = sorted({t for t in tasks if t is not None})
+        prefixes = [self._prefix(backbone, t) for t in names]
+        where = {t: i for i, t in enumerate(names)}
+        work = [(where[t], text) for t, (_, text) in zip(tasks, items) if t is not None]
+        preds = predict(backbone, prefixes, work, batch_size=max(1, len(work)))
+        return [
+            Answer(text=text, task=str(t), prediction=p, confidence=c)
+            for (_, text), t, p, c in zip(items, tasks, preds, confidence)
+        ]
+
+    def _refresh(self) -> None:
+        generation = self.reg.generation()
+        if generation != self._generation:
+            self._generation, self._prefixes, self._auto = generation, {}, None
+
+    def _prefix(self, backbone: Backbone, task: str) -> TrainedTask:
+        if task not in self._prefixes:
+            self._prefixes[task] = task_prefix_from_registry(self.reg, task, backbone)
+        return self._prefixes[task]
+
+    def _router(self, backbone: Backbone) -> AutoPredictor:
+        if self._auto is None:
+            self._auto = AutoPredictor(self.reg, backbone)
+            for t in self._auto.prefixes:
+                self._prefixes.setdefault(t.spec.name, t)
+        return self._auto

@@ -1,0 +1,98 @@
+"""The FastAPI application: the routes of `routes_read`, `routes_write` and `dashboard`, with
+the error handlers that turn every failure into the one-line body of `core.error`, and the
+middleware that counts requests and their latency for /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pipelines.service import dashboard, routes_read, routes_write
+from pipelines.service.auth import Denied
+from pipelines.service.core import VERSION, Refused, Service, error, log, status_of
+from pipelines.service.uploads import TooLarge
+from tasks.errors import ContinualError
+
+
+def create_app(service: Service) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service.batcher.start()
+        loading = asyncio.get_running_loop().create_task(service.load())
+        try:
+            yield
+        finally:
+            loading.cancel()
+            await service.batcher.stop()
+
+    app = FastAPI(
+        title="continual",
+        version=VERSION,
+        description="Continual multi-task learning with prefixes on a frozen transformer: "
+        "datasets, arrivals, the registry, predictions and reports.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+
+    @app.exception_handler(ContinualError)
+    async def _continual(request: Request, e: ContinualError) -> JSONResponse:
+        response = error(status_of(e), str(e))
+        if isinstance(e, Refused) and e.retry_after is not None:
+            response.headers["Retry-After"] = str(max(1, round(e.retry_after)))
+        return response
+
+    @app.exception_handler(Denied)
+    async def _denied(request: Request, e: Denied) -> JSONResponse:
+        response = error(e.status, str(e))
+        if e.status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    @app.exception_handler(TooLarge)
+    async def _large(request: Request, e: TooLarge) -> JSONResponse:
+        mb = service.settings.max_upload_mb
+        return error(413, f"the upload is over the server's limit of {mb:g} MB (--max-upload-mb)")
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, e: RequestValidationError) -> JSONResponse:
+        first = e.errors()[0] if e.errors() else {"loc": (), "msg": "invalid request"}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+        where = ".".join(loc)
+        message = f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
+        return error(422, message, field=loc[-1] if loc else None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        return error(e.status_code, str(e.detail))
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, e: Exception) -> JSONResponse:
+        log.exception("error answering %s %s", request.method, request.url.path)
+        return error(500, "internal error; the server logged it")
+
+    @app.middleware("http")
+    async def _measure(request: Request, call_next: Any) -> Response:
+        began = time.perf_counter()
+        try:
+            response = await call_next(request)
+        except Exception:  # noqa: BLE001 - answered by _bug; counted here as a 500
+            log.exception("error answering %s %s", request.method, request.url.path)
+            response = error(500, "internal error; the server logged it")
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        service.metrics.requests.labels(request.method, path, str(response.status_code)).inc()
+        service.metrics.latency.labels(path).observe(time.perf_counter() - began)
+        return response
+
+    routes_read.add(app, service)
+    routes_write.add(app, service)
+    dashboard.add(app, service)
+    return app
