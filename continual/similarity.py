@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.metrics.pairwise import cosine_similarity
 
 from continual.backbones import Backbone
 from continual.model import Batch, mean_pool, position_ids
@@ -182,6 +181,8 @@ def similarities(query: np.ndarray, keys: np.ndarray) -> np.ndarray:
             f"cannot compare a {query.shape[-1]}-dim vector with {keys.shape[-1]}-dim ones "
             "(different backbones or prefix shapes)"
         )
+    from sklearn.metrics.pairwise import cosine_similarity  # here: sklearn costs ~1.5 s to import
+
     return cosine_similarity(query.reshape(1, -1), keys)[0].astype(np.float32)
 
 

@@ -7,11 +7,14 @@ on one thread only (the batcher's), so the backbone is never used by two passes 
 never by a training run: in-process workers load their own copy (training switches dropout on).
 
 Loaded prefixes and the router are kept per registry generation (`Registry.generation()`,
-changed by any new task or version): a task that lands is answered by the next request.
+changed by any new task or version), read at most every `REFRESH_S`: a task that lands is
+answered by the next request that names it (its prefix is loaded then), a new version or the
+router's new task within `REFRESH_S`.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,6 +24,8 @@ from pipelines.jobs import task_prefix_from_registry
 from pipelines.serve import AutoPredictor, registry_backbone
 from registry import Registry
 from tasks.errors import ConfigError
+
+REFRESH_S = 0.5  # one generation query per half second at most, not one per micro-batch
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ class Answerer:
         self.reg, self.name = reg, name
         self.backbone: Backbone | None = None
         self._generation: str | None = None
+        self._checked = -float("inf")
         self._prefixes: dict[str, TrainedTask] = {}
         self._auto: AutoPredictor | None = None
 
@@ -84,6 +90,10 @@ class Answerer:
         ]
 
     def _refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._checked < REFRESH_S:
+            return
+        self._checked = now
         generation = self.reg.generation()
         if generation != self._generation:
             self._generation, self._prefixes, self._auto = generation, {}, None

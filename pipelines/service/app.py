@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipelines.service import dashboard, routes_read, routes_write
@@ -78,21 +78,35 @@ def create_app(service: Service) -> FastAPI:
         log.exception("error answering %s %s", request.method, request.url.path)
         return error(500, "internal error; the server logged it")
 
-    @app.middleware("http")
-    async def _measure(request: Request, call_next: Any) -> Response:
-        began = time.perf_counter()
-        try:
-            response = await call_next(request)
-        except Exception:  # noqa: BLE001 - answered by _bug; counted here as a 500
-            log.exception("error answering %s %s", request.method, request.url.path)
-            response = error(500, "internal error; the server logged it")
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        service.metrics.requests.labels(request.method, path, str(response.status_code)).inc()
-        service.metrics.latency.labels(path).observe(time.perf_counter() - began)
-        return response
+    app.add_middleware(Measure, metrics=service.metrics)
 
     routes_read.add(app, service)
     routes_write.add(app, service)
     dashboard.add(app, service)
     return app
+
+
+class Measure:
+    """Counts every request by method, route and status, and times it (pure ASGI: Starlette's
+    BaseHTTPMiddleware costs about a millisecond a request more)."""
+
+    def __init__(self, app: Any, metrics: Any) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began, status = time.perf_counter(), [500]
+
+        async def sending(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(scope["method"], path, str(status[0])).inc()
+            self.metrics.latency.labels(path).observe(time.perf_counter() - began)

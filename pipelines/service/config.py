@@ -21,9 +21,10 @@ class ServeSettings:
     #: mixed: one pass over every request gathered (tasks mixed in the batch); task: one pass
     #: per task among them; off: one pass per request (the benchmarks' reference)
     batching: str = "mixed"
-    #: how long the first request of a micro-batch waits for others: a few ms, well under one
-    #: backbone pass (tens of ms on 2 cores), so a lone request barely waits
-    batch_window_ms: float = 5.0
+    #: how long the first request of a micro-batch waits for others: 2 ms, a tenth of one
+    #: backbone pass on 2 cores, so a lone request barely waits; under load it hardly matters,
+    #: as requests queue up while the previous pass runs and form the next batch
+    batch_window_ms: float = 2.0
     #: the most inputs gathered into one micro-batch (a request larger than this runs alone)
     max_batch: int = 64
     #: inputs one predict request may carry

@@ -68,6 +68,17 @@ class Service:
         self.ready = asyncio.Event()
         self.load_error: str | None = None
         self.started = time.time()
+        self._tasks: set[str] = set()  # tasks seen to exist (a task is never deleted)
+
+    def seen(self, name: str) -> bool:
+        """Whether `name` is known to be a task already (no query)."""
+        return name in self._tasks
+
+    def has_task(self, name: str) -> bool:
+        """Whether `name` is a task of the registry: one query until it is seen once."""
+        if name not in self._tasks and self.reg.has_task(name):
+            self._tasks.add(name)
+        return name in self._tasks
 
     async def load(self) -> None:
         """Load the backbone (on the batcher's thread) and say ready."""

@@ -86,7 +86,7 @@ def add(app: FastAPI, service: Service) -> None:
         task = _task(name)
 
         def find() -> list[Any]:
-            bb = service.answerer.backbone or stored_backbone(reg, task, None)
+            bb = service.answerer.load() or stored_backbone(reg, task, None)
             return task_neighbours(reg, bb, task, method=method, top=top)
 
         found = await service.batcher.run(find)

@@ -49,6 +49,11 @@ class PredictRequest(BaseModel):
 def add(app: FastAPI, service: Service) -> None:
     reg = service.reg
 
+    async def known(task: str) -> bool:
+        if service.seen(task):  # the common case: no thread hop, no query
+            return True
+        return await run_in_threadpool(service.has_task, task)
+
     @app.post(
         "/v1/datasets",
         tags=["datasets"],
@@ -118,7 +123,7 @@ def add(app: FastAPI, service: Service) -> None:
             raise Refused(
                 413, f"inputs: {len(body.inputs)} texts; at most {limit} a request (--max-inputs)"
             )
-        if body.task is not None and not await run_in_threadpool(reg.has_task, body.task):
+        if body.task is not None and not await known(body.task):
             raise NotFound(f"task {body.task} is not in the registry; GET /v1/tasks lists them")
         answers = await service.batcher.submit([(body.task, t) for t in body.inputs])
         return {

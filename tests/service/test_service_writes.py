@@ -192,3 +192,23 @@ def test_no_tokens_no_exposure(home: Path) -> None:
     with Registry.open(home, tracking_uri="none") as reg:
         reg.tokens.create(scope="read")
     assert check_exposure(args, ServeSettings(host="0.0.0.0")) == 1
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "parquet"])
+def test_csv_tsv_and_parquet_uploads_equal_the_jsonl_one(
+    home: Path, client_for, sentiment, tmp_path: Path, fmt: str
+) -> None:
+    import pandas as pd
+
+    rows = sentiment(30, seed=11)
+    client = client_for(home)
+    want = client.post("/v1/datasets", files={"train": ("d.jsonl", _jsonl(rows))}).json()
+    path = tmp_path / f"d.{fmt}"
+    frame = pd.DataFrame(rows)
+    if fmt == "parquet":
+        frame.to_parquet(path)
+    else:
+        frame.to_csv(path, index=False, sep="," if fmt == "csv" else "\t")
+    got = client.post("/v1/datasets", files={"train": (path.name, path.read_bytes())})
+    assert got.status_code == 201, got.text
+    assert got.json()["id"] == want["id"]  # the same examples, the same stored data
