@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint format bench bench-quick bench-registry bench-quality clean
+.PHONY: install demo test lint format bench bench-quick bench-registry bench-quality bench-serve clean
 
 SPEED_BENCHES := train_step ablation efficiency evaluation storage time_to_accuracy
 
@@ -44,6 +44,10 @@ bench-quick: install
 
 bench-registry: install
 	$(BIN)/python -m bench.registry
+
+# `continual serve` under load (about 20 min here, most of it learning its 8 tasks once).
+bench-serve: install
+	$(BIN)/python -m bench.serve
 
 # Accuracy benchmarks (hours on 2 cores): prefix quality, similar-task init, routing.
 bench-quality: install

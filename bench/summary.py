@@ -209,6 +209,44 @@ def ablation(doc: dict[str, Any]) -> str:
     )
 
 
+def serve(doc: dict[str, Any]) -> str:
+    rows = [
+        [r["tasks"], r["clients"], r["batching"], f"{r['rps']:.1f}", f"{r['p50_ms']:.0f}",
+         f"{r['p99_ms']:.0f}"]
+        for r in doc["rows"]
+    ]  # fmt: skip
+    head = ["tasks", "clients", "batching", "requests/s", "p50 ms", "p99 ms"]
+    ratios = [
+        [s["tasks"], s["clients"], f"**{s['mixed_over_off']:.2f}**", f"{s['task_over_off']:.2f}",
+         f"**{s['mixed_p99_over_p50']:.2f}**"]
+        for s in doc["summary"]
+    ]  # fmt: skip
+    rhead = ["tasks", "clients", "mixed / off (≥ 3 at 32)", "task / off", "p99 / p50 (≤ 3 at 8)"]
+    ready = ", ".join(f"{k} {v:.1f} s" for k, v in doc["ready_s"].items())
+    setup = doc["setup"]
+    text = (
+        f"{setup['rounds']} rounds, modes in turn; one text per request, for a random task; "
+        f"ready (start to the first 200 from /readyz, backbone cached, ≤ 10 s): {ready}."
+    )
+    cpu = [x["client_cpu_ms_per_request"] for k, r in doc["runs"].items() if k.endswith("/32")
+           for x in r["mixed"]]  # fmt: skip
+    if cpu:
+        text += (
+            f" The client shares the 2 cores: {min(cpu):.1f}-{max(cpu):.1f} ms of its own CPU "
+            "a request at 32 clients (mixed)."
+        )
+    alone = doc.get("pass_alone")
+    if alone:
+        text += (
+            f" The pass alone, in process: {alone['pass_ms_1']:.1f} ms for 1 input, "
+            f"{alone['pass_ms_32']:.0f} ms for 32: batching can make 32 answers at most "
+            f"{alone['max_speedup_32']:.2f}× faster on this CPU (the per-input compute stays)."
+        )
+    return "\n\n".join(
+        ["### Serving over HTTP", _machine(doc), _md(head, rows), _md(rhead, ratios), text]
+    )
+
+
 PARTS = {
     "train_step": train_step,
     "time_to_accuracy": time_to_accuracy,
@@ -216,6 +254,7 @@ PARTS = {
     "evaluation": evaluation,
     "storage": storage,
     "ablation": ablation,
+    "serve": serve,
 }
 
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 
 from registry import Registry
@@ -15,6 +22,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 class Metrics:
     def __init__(self, reg: Registry, depth: Callable[[], int]) -> None:
+        disable_created_metrics()  # no `_created` twin of every series: noise for a scraper
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "continual_http_requests",

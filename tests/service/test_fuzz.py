@@ -56,6 +56,7 @@ def test_no_5xx_and_one_line_errors(home: Path, client_for) -> None:
         operation = result.ok()
         fuzz(operation, GenerationMode.POSITIVE, POSITIVE, seen, statuses)
         fuzz(operation, GenerationMode.NEGATIVE, NEGATIVE, seen, statuses)
+    print(f"fuzzed {sum(seen.values())} requests over {len(seen)} operations: {dict(statuses)}")
     assert len(seen) >= 15, seen
     assert sum(seen.values()) >= 500, seen
     assert statuses[200] > 50 and sum(v for k, v in statuses.items() if k >= 400) > 100, statuses
