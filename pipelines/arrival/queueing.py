@@ -91,6 +91,7 @@ def enqueue_arrival(
             eval=data.eval,
             fingerprint=data.fingerprint,
         )
+    _objective_exists(name, backbone, data.spec.kind)
     row = reg.data.stage(data)
     payload = ArrivalJob(
         plan=plan, backbone=backbone, data_sha256=row["sha256"], baselines=tuple(baselines)
@@ -214,6 +215,21 @@ def _baselines_done(
 ) -> bool:
     methods = [b.name for b in baselines]
     return all(len(ledger.done_arrivals(reg, m, stream)) > position for m in methods)
+
+
+def _objective_exists(task: str, backbone: str, task_kind: str) -> None:
+    """Refuse at queue time a task kind the backbone cannot learn (a generation task on an
+    encoder), when the backbone is an embedded one whose kind is known without loading it."""
+    from continual.backbones import catalog
+    from continual.objectives import objective
+
+    entry = catalog().get(backbone)
+    if entry is None:
+        return  # a folder or hub id: its kind is known once loaded; the worker checks it
+    try:
+        objective(entry.kind, task_kind)
+    except ConfigError as e:
+        raise ConfigError(f"task {task} on backbone {backbone}: {e}") from None
 
 
 def _same_backbone(reg: Registry, stream: str, backbone: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import Depends, Request
@@ -116,26 +116,33 @@ bearer = HTTPBearer(auto_error=False, description="a token from `continual token
 BEARER = Depends(bearer)
 
 
-def need(scope: str) -> Callable[..., Caller]:
-    """A dependency: the caller, if it may `scope` (read|write) and is within its rate."""
+def authorize(request: Request, scope: str) -> Caller:
+    """The caller of `request`, if it may `scope` (read|write) and is within its rate; else
+    `Denied` (401/403) or `Refused` (429)."""
+    service: Service = request.app.state.service
+    header = request.headers.get("authorization") or _cookie_token(request)
+    client = request.client.host if request.client else "unknown"
+    caller = service.gate.check(header, client, scope)
+    wait = service.rate.take(caller.key)
+    if wait > 0:
+        raise Refused(
+            429,
+            f"too many requests: over {service.settings.rate:g} a second for this "
+            f"{'token' if caller.key.startswith('token:') else 'client'}; retry shortly",
+            retry_after=wait,
+        )
+    return caller
 
-    def check(
+
+def need(scope: str) -> Callable[..., Awaitable[Caller]]:
+    """A dependency: `authorize` for `scope`, on the event loop (no thread hop a request: the
+    token checks it may query are cached for 2 s)."""
+
+    async def check(
         request: Request, credentials: HTTPAuthorizationCredentials | None = BEARER
     ) -> Caller:
-        service: Service = request.app.state.service
-        # the raw header (`credentials` only documents the scheme in the OpenAPI document)
-        header = request.headers.get("authorization") or _cookie_token(request)
-        client = request.client.host if request.client else "unknown"
-        caller = service.gate.check(header, client, scope)
-        wait = service.rate.take(caller.key)
-        if wait > 0:
-            raise Refused(
-                429,
-                f"too many requests: over {service.settings.rate:g} a second for this "
-                f"{'token' if caller.key.startswith('token:') else 'client'}; retry shortly",
-                retry_after=wait,
-            )
-        return caller
+        # the raw header is read (`credentials` only documents the scheme in the OpenAPI)
+        return authorize(request, scope)
 
     return check
 

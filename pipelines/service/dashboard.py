@@ -16,7 +16,7 @@ from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from pipelines.service.auth import Denied
-from pipelines.service.core import Service, need
+from pipelines.service.core import Service, authorize
 from pipelines.service.metrics import STATES
 
 STYLE = """
@@ -54,7 +54,7 @@ def add(app: FastAPI, service: Service) -> None:
     def status(request: Request) -> dict[str, Any]:
         """What the dashboard watches: the registry's generation, jobs by state, and the
         running jobs' progress."""
-        need("read")(request, None)
+        authorize(request, "read")
         running = reg.queue.list(state="running", limit=50)
         return {
             "generation": reg.generation(),
@@ -65,7 +65,7 @@ def add(app: FastAPI, service: Service) -> None:
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page(request: Request) -> Response:
         try:
-            need("read")(request, None)
+            authorize(request, "read")
         except Denied:
             return HTMLResponse(_login(), status_code=401)
         return HTMLResponse(render(service))

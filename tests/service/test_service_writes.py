@@ -212,3 +212,19 @@ def test_csv_tsv_and_parquet_uploads_equal_the_jsonl_one(
     got = client.post("/v1/datasets", files={"train": (path.name, path.read_bytes())})
     assert got.status_code == 201, got.text
     assert got.json()["id"] == want["id"]  # the same examples, the same stored data
+
+
+def test_a_generation_task_on_an_encoder_is_refused_at_queue_time(home: Path, client_for) -> None:
+    client = client_for(home)
+    rows = [{"text": f"the cat sat {i}", "target": f"cat {i}"} for i in range(12)]
+    up = client.post(
+        "/v1/datasets", files={"train": ("g.jsonl", _jsonl(rows))}, data={"kind": "generation"}
+    )
+    assert up.status_code == 201, up.text
+    before = _state(home)
+    r = client.post(
+        "/v1/streams/gen/arrivals",
+        json={"name": "g", "dataset": up.json()["id"], "backbone": "minilm"},
+    )
+    assert r.status_code == 422 and "encoder backbone does no generation" in r.json()["error"]
+    assert _state(home) == before  # no job queued, no data staged for it
