@@ -65,6 +65,22 @@ class Answerer:
                 self.backbone = registry_backbone(self.reg, None)
         return self.backbone
 
+    def prepared(self, task: str | None) -> bool:
+        """Whether `task`'s prefix (None: the router) is loaded already (a dict lookup)."""
+        return self._auto is not None if task is None else task in self._prefixes
+
+    def prepare(self, task: str | None) -> None:
+        """Load `task`'s prefix (None: fit the router), raising its error here, for one
+        request, rather than inside a micro-batch where it would fail every request."""
+        backbone = self.load()
+        if backbone is None:
+            raise ConfigError("the registry has no tasks yet; queue an arrival first")
+        self._refresh()
+        if task is None:
+            self._router(backbone)
+        else:
+            self._prefix(backbone, task)
+
     def answer(self, items: Sequence[tuple[str | None, str]]) -> list[Answer]:
         """Answers for (task, text) items in order; a None task is routed."""
         backbone = self.load()

@@ -44,7 +44,9 @@ def create_app(service: Service) -> FastAPI:
 
     @app.exception_handler(ContinualError)
     async def _continual(request: Request, e: ContinualError) -> JSONResponse:
-        response = error(status_of(e), str(e))
+        # paths inside the workspace are shown relative to it; nothing outside is ever named
+        message = str(e).replace(f"{service.reg.workspace}/", "")
+        response = error(status_of(e), message)
         if isinstance(e, Refused) and e.retry_after is not None:
             response.headers["Retry-After"] = str(max(1, round(e.retry_after)))
         return response

@@ -125,6 +125,9 @@ def add(app: FastAPI, service: Service) -> None:
             )
         if body.task is not None and not await known(body.task):
             raise NotFound(f"task {body.task} is not in the registry; GET /v1/tasks lists them")
+        answerer = service.answerer
+        if not answerer.prepared(body.task):  # its own errors, not a whole micro-batch's
+            await service.batcher.run(lambda: answerer.prepare(body.task))
         answers = await service.batcher.submit([(body.task, t) for t in body.inputs])
         return {
             "task": body.task,

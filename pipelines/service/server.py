@@ -26,8 +26,10 @@ log = logging.getLogger("continual.serve")
 def check_exposure(registry: RegistryArgs, settings: ServeSettings) -> int:
     """Refuse to serve without tokens on a non-loopback address (unless --insecure); returns
     how many live tokens there are."""
-    with registry.open() as reg:
-        active = reg.tokens.active()
+    active = 0
+    if registry.url is not None or registry.home.exists():  # a new workspace holds no token
+        with registry.open() as reg:
+            active = reg.tokens.active()
     if active == 0 and not loopback(settings.host) and not settings.insecure:
         raise ConfigError(
             f"--host {settings.host} is reachable from other machines and the registry has no "

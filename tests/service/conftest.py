@@ -76,9 +76,8 @@ def client_for(tiny_encoder_dir: Path) -> Iterator[Callable[..., object]]:
 
     def make(home: Path, **settings: object) -> TestClient:
         args = RegistryArgs(home=home, tracking_uri="none")
-        service = Service(
-            args, ServeSettings(backbone=str(tiny_encoder_dir), workers=0, **settings)
-        )
+        settings.setdefault("backbone", str(tiny_encoder_dir))
+        service = Service(args, ServeSettings(workers=0, **settings))
         client = TestClient(create_app(service), raise_server_exceptions=False)
         client.__enter__()
         opened.append(client)

@@ -147,3 +147,27 @@ def test_openapi_describes_every_route(home: Path, client_for) -> None:
         assert path in paths, path
     assert "multipart/form-data" in doc["paths"]["/v1/datasets"]["post"]["requestBody"]["content"]
     assert "delete" in doc["paths"]["/v1/jobs/{job_id}"]
+
+
+def test_a_task_that_cannot_load_fails_its_own_request_only(home: Path, client_for) -> None:
+    """t2's stored prefix is damaged: requests for t2 are refused in one line (409) while a
+    request for t1 sent at the same moment, inside the same batching window, is answered."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from registry import Registry
+
+    with Registry.open(home, tracking_uri="none") as reg:
+        path = home / reg.show("t2").current.artifact_path
+    blob = bytearray(path.read_bytes())
+    blob[-1] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    client = client_for(home, batch_window_ms=300)
+    bodies = [{"inputs": ["good"], "task": "t1"}, {"inputs": ["good"], "task": "t2"}] * 3
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        got = list(pool.map(lambda b: client.post("/v1/predict", json=b), bodies))
+    for body, r in zip(bodies, got):
+        if body["task"] == "t1":
+            assert r.status_code == 200, r.text
+        else:
+            assert r.status_code == 409 and "\n" not in r.json()["error"], r.text
+            assert "is corrupt" in r.json()["error"] and str(home) not in r.json()["error"]

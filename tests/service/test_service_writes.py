@@ -192,6 +192,10 @@ def test_no_tokens_no_exposure(home: Path) -> None:
     with Registry.open(home, tracking_uri="none") as reg:
         reg.tokens.create(scope="read")
     assert check_exposure(args, ServeSettings(host="0.0.0.0")) == 1
+    fresh = RegistryArgs(home=home.parent / "never-made", tracking_uri="none")
+    with pytest.raises(ConfigError, match="--insecure"):
+        check_exposure(fresh, ServeSettings(host="0.0.0.0"))
+    assert not fresh.home.exists()  # refused before anything was written
 
 
 @pytest.mark.parametrize("fmt", ["csv", "tsv", "parquet"])
