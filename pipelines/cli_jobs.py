@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipelines.cli_options import registry_args
+from pipelines.tables import last_line
 
 
 def add_job_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
@@ -98,7 +99,7 @@ def cmd_jobs(a: argparse.Namespace) -> dict[str, Any]:
             "-" if j.position is None else j.position,
             f"{j.attempts}/{j.max_attempts}",
             j.worker_id or "-",
-            _first_line(j.error),
+            last_line(j.error, 60),
         ]
         for j in jobs
     ]
@@ -132,14 +133,6 @@ def cmd_job_retry(a: argparse.Namespace) -> dict[str, Any]:
     with registry_args(a).open() as reg:
         job = reg.queue.retry(a.id)
     return {"job": job.to_dict(), "_human": f"job {job.id} ({job.task}): {job.state}"}
-
-
-def _first_line(text: str | None, width: int = 60) -> str:
-    if not text:
-        return ""
-    lines = [x for x in text.strip().splitlines() if x.strip()]
-    last = lines[-1] if lines else ""
-    return last if len(last) <= width else last[: width - 1] + "…"
 
 
 def render_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -16,6 +16,13 @@ MAX_CELL = 48
 GAP = "  "
 
 
+def last_line(text: str | None, width: int | None = None) -> str:
+    """The last non-blank line of a (traceback-like) message, cut to `width` with "…"."""
+    lines = [x for x in (text or "").strip().splitlines() if x.strip()]
+    last = lines[-1] if lines else ""
+    return last if width is None or len(last) <= width else last[: width - 1] + "…"
+
+
 def cell(value: Any, *, width: int = MAX_CELL) -> str:
     """One value as table text: None "-", floats to 4 places, ISO times to the minute,
     sequences joined by ", ", whitespace folded, cut to `width` with "…"."""

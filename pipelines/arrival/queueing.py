@@ -200,14 +200,23 @@ def _outcome(job: JobRecord) -> dict[str, Any]:
 
 
 def _live_job(reg: Registry, stream: str, task: str) -> JobRecord | None:
-    for j in reg.queue.list(stream=stream) if _has_stream(reg, stream) else []:
+    for j in reg.queue.list(stream=stream) if has_stream(reg, stream) else []:
         if j.task == task and j.state in ("queued", "running"):
             return j
     return None
 
 
-def _has_stream(reg: Registry, stream: str) -> bool:
+def has_stream(reg: Registry, stream: str) -> bool:
     return any(s.name == stream for s in reg.streams.list())
+
+
+def stream_backbone(reg: Registry, stream: str) -> str | None:
+    """The backbone named by the stream's first job (None: no job yet)."""
+    if not has_stream(reg, stream):
+        return None
+    for j in reg.queue.list(stream=stream, limit=1):
+        return (j.payload or {}).get("backbone")
+    return None
 
 
 def _baselines_done(
@@ -237,12 +246,11 @@ def _same_backbone(reg: Registry, stream: str, backbone: str) -> None:
     folder or hub id may be spelt several ways: the worker checks the weights' fingerprint)."""
     from continual.backbones import catalog
 
-    if not _has_stream(reg, stream) or backbone not in catalog():
+    if backbone not in catalog():
         return
-    for j in reg.queue.list(stream=stream, limit=1):
-        other = (j.payload or {}).get("backbone")
-        if other in catalog() and other != backbone:
-            raise ConfigError(
-                f"stream {stream} runs on backbone {other}, not {backbone}; use its backbone, "
-                "or another --stream"
-            )
+    other = stream_backbone(reg, stream)
+    if other in catalog() and other != backbone:
+        raise ConfigError(
+            f"stream {stream} runs on backbone {other}, not {backbone}; use its backbone, "
+            "or another --stream"
+        )

@@ -72,10 +72,7 @@ class Answerer:
     def prepare(self, task: str | None) -> None:
         """Load `task`'s prefix (None: fit the router), raising its error here, for one
         request, rather than inside a micro-batch where it would fail every request."""
-        backbone = self.load()
-        if backbone is None:
-            raise ConfigError("the registry has no tasks yet; queue an arrival first")
-        self._refresh()
+        backbone = self._current()
         if task is None:
             self._router(backbone)
         else:
@@ -83,10 +80,7 @@ class Answerer:
 
     def answer(self, items: Sequence[tuple[str | None, str]]) -> list[Answer]:
         """Answers for (task, text) items in order; a None task is routed."""
-        backbone = self.load()
-        if backbone is None:
-            raise ConfigError("the registry has no tasks yet; queue an arrival first")
-        self._refresh()
+        backbone = self._current()
         tasks: list[str | None] = [t for t, _ in items]
         confidence: list[float | None] = [None] * len(items)
         routed = [k for k, (t, _) in enumerate(items) if t is None]
@@ -104,6 +98,14 @@ class Answerer:
             Answer(text=text, task=str(t), prediction=p, confidence=c)
             for (_, text), t, p, c in zip(items, tasks, preds, confidence)
         ]
+
+    def _current(self) -> Backbone:
+        """The backbone, with prefixes and router of the registry's current generation."""
+        backbone = self.load()
+        if backbone is None:
+            raise ConfigError("the registry has no tasks yet; queue an arrival first")
+        self._refresh()
+        return backbone
 
     def _refresh(self) -> None:
         now = time.monotonic()

@@ -48,6 +48,15 @@ class Refused(ContinualError):
         self.status, self.retry_after = status, retry_after
 
 
+def dataset_id(value: str) -> str:
+    """`value` if it can be a dataset id (64 lowercase hex digits), else a 404 in one line."""
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise NotFound(
+            f"dataset {value[:80]!r} is not an id (64 hex digits from POST /v1/datasets)"
+        )
+    return value
+
+
 class Service:
     """What the routes share: the registry, the answerer and its batcher, the gate, metrics."""
 

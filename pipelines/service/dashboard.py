@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pipelines.service.auth import Denied
 from pipelines.service.core import Service, authorize
 from pipelines.service.metrics import STATES
+from pipelines.tables import last_line
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1200px;color:#222}
@@ -109,11 +110,6 @@ def _progress(p: dict[str, Any] | None) -> str:
     return text
 
 
-def _last_line(text: str | None) -> str:
-    lines = [x for x in (text or "").strip().splitlines() if x.strip()]
-    return lines[-1] if lines else ""
-
-
 def render(service: Service) -> str:
     reg, e = service.reg, html.escape
     bb = service.answerer.backbone
@@ -143,7 +139,7 @@ def render(service: Service) -> str:
                     j.state,
                     j.position,
                     _progress(j.progress),
-                    _last_line(j.error),
+                    last_line(j.error),
                 ]
                 for j in reversed(jobs)
             ],  # fmt: skip

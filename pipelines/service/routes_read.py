@@ -7,8 +7,12 @@ from typing import Any, Literal
 from fastapi import Depends, FastAPI, Path, Query
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from pipelines.arrival.queueing import has_stream
 from pipelines.service.core import NotFound, Service, need
+from pipelines.service.core import dataset_id as checked_id
 from pipelines.service.metrics import CONTENT_TYPE
+from pipelines.service.uploads import describe
+from pipelines.tables import last_line
 from registry.streams import check_stream
 from tasks.spec import check_name
 
@@ -139,20 +143,8 @@ def add(app: FastAPI, service: Service) -> None:
     @app.get("/v1/datasets/{dataset_id}", tags=["datasets"])
     def dataset(dataset_id: str, _: Any = READ) -> dict[str, Any]:
         """A stored dataset: its size and task spec (the examples stay in the registry)."""
-        if len(dataset_id) != 64 or any(c not in "0123456789abcdef" for c in dataset_id):
-            raise NotFound(f"dataset {dataset_id[:80]!r} is not an id (64 hex digits)")
-        record = reg.data.record(dataset_id)
-        data = reg.data.get(dataset_id)
-        return {
-            "id": record.sha256,
-            "rows": record.n_train + record.n_eval,
-            "train": record.n_train,
-            "eval": record.n_eval,
-            "kind": data.spec.kind,
-            "labels": list(data.spec.labels),
-            "fingerprint": record.fingerprint,
-            "created_at": record.created_at.isoformat(),
-        }
+        record = reg.data.record(checked_id(dataset_id))
+        return describe(record, reg.data.get(record.sha256))
 
     def _task(name: str) -> str:
         check_name(name)
@@ -161,8 +153,7 @@ def add(app: FastAPI, service: Service) -> None:
         return name
 
     def _stream(name: str) -> str:
-        check_stream(name)
-        if not any(s.name == name for s in reg.streams.list()):
+        if not has_stream(reg, check_stream(name)):
             raise NotFound(f"stream {name} is not in the registry; GET /v1/streams lists them")
         return name
 
@@ -176,6 +167,5 @@ def public_job(job: Any) -> dict[str, Any]:
         if data.get(key):
             data[key] = "(a file of the submitter's)"
     if d.get("error"):
-        lines = [x for x in d["error"].strip().splitlines() if x.strip()]
-        d["error"] = lines[-1] if lines else d["error"]
+        d["error"] = last_line(d["error"])
     return d

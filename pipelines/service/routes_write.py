@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipelines.service.core import Conflict, NotFound, Refused, Service, need
+from pipelines.service.core import Conflict, NotFound, Refused, Service, dataset_id, need
 from pipelines.service.routes_read import JOB_ID, public_job
 from pipelines.service.uploads import read_form, store, validate
 from registry.streams import check_stream
@@ -138,7 +138,7 @@ def add(app: FastAPI, service: Service) -> None:
 def queue_arrival(service: Service, stream: str, body: ArrivalRequest) -> Any:
     """Check the request, then queue it the way `continual learn --queue` does."""
     from pipelines.arrival.plan import BaselinePlan
-    from pipelines.arrival.queueing import enqueue_arrival
+    from pipelines.arrival.queueing import enqueue_arrival, stream_backbone
     from pipelines.stream import PREFIX_KEYS, TRAIN_KEYS, arrival_plan, check_options
 
     reg = service.reg
@@ -155,7 +155,7 @@ def queue_arrival(service: Service, stream: str, body: ArrivalRequest) -> Any:
         for key in ("max_train", "max_eval"):
             if key in opts:
                 raise ConfigError(f"options.{key} applies to catalog sets only")
-        data = reg.data.get(_dataset_id(body.dataset))
+        data = reg.data.get(dataset_id(body.dataset))
         plan = arrival_plan(
             {**opts, "name": body.name, "dataset": "uploaded", "kind": data.spec.kind},
             where="arrival",
@@ -166,7 +166,7 @@ def queue_arrival(service: Service, stream: str, body: ArrivalRequest) -> Any:
             {**opts, "name": body.name or body.catalog, "dataset": body.catalog}, where="arrival"
         )
     baselines = tuple(BaselinePlan.from_dict(b) for b in body.baselines)
-    backbone = body.backbone or _stream_backbone(reg, stream) or service.answerer.name
+    backbone = body.backbone or stream_backbone(reg, stream) or service.answerer.name
     if backbone is None and service.answerer.backbone is not None:
         backbone = service.answerer.backbone.name
     if backbone is None:
@@ -180,14 +180,6 @@ def queue_arrival(service: Service, stream: str, body: ArrivalRequest) -> Any:
     )
 
 
-def _dataset_id(value: str) -> str:
-    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
-        raise NotFound(
-            f"dataset {value[:80]!r} is not an id (64 hex digits from POST /v1/datasets)"
-        )
-    return value
-
-
 def _uploaded(plan: Any, dataset_id: str) -> Any:
     """The plan of an uploaded dataset: its data is the stored one, not a catalog name."""
     from dataclasses import replace
@@ -196,11 +188,3 @@ def _uploaded(plan: Any, dataset_id: str) -> Any:
 
     data = DataArgs(kind=plan.data.kind, description=f"uploaded dataset {dataset_id}")
     return replace(plan, data=data)
-
-
-def _stream_backbone(reg: Any, stream: str) -> str | None:
-    if not any(s.name == stream for s in reg.streams.list()):
-        return None
-    for j in reg.queue.list(stream=stream, limit=1):
-        return (j.payload or {}).get("backbone")
-    return None

@@ -20,7 +20,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
-from registry import Registry
+from registry import DatasetRecord, Registry
 from tasks.errors import DataError
 from tasks.sources import load_files
 from tasks.spec import TaskData
@@ -123,7 +123,11 @@ def validate(form: dict[str, Any], workspace: Path) -> TaskData:
 
 
 def store(reg: Registry, data: TaskData) -> dict[str, Any]:
-    record = reg.data.put(data)
+    return describe(reg.data.put(data), data)
+
+
+def describe(record: DatasetRecord, data: TaskData) -> dict[str, Any]:
+    """A stored dataset as the API shows it (the upload's answer and GET /v1/datasets/{id})."""
     return {
         "id": record.sha256,
         "sha256": record.sha256,
@@ -132,7 +136,8 @@ def store(reg: Registry, data: TaskData) -> dict[str, Any]:
         "eval": record.n_eval,
         "kind": data.spec.kind,
         "labels": list(data.spec.labels),
-        "fingerprint": data.fingerprint,
+        "fingerprint": record.fingerprint,
+        "created_at": record.created_at.isoformat(),
     }
 
 
