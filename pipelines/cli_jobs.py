@@ -75,6 +75,7 @@ def cmd_worker(a: argparse.Namespace) -> dict[str, Any]:
         progress=not getattr(a, "quiet", False),
         lease_s=a.lease,
         poll_s=a.poll,
+        migrate=False,  # migrations run once, by `continual registry upgrade`
     )
     worker.stop_on_signals()
     worker.say(f"worker {worker.id} · lease {worker.lease_s:.0f} s")

@@ -57,6 +57,7 @@ def add_stream_commands(subparsers: Any, common: argparse.ArgumentParser) -> Non
     p.add_argument(
         "--queue", action="store_true", help="only queue the arrival and print its job id"
     )
+    reeval_options(p, "this arrival's")
     p.add_argument(
         "--baseline",
         action="append",
@@ -73,6 +74,7 @@ def add_stream_commands(subparsers: Any, common: argparse.ArgumentParser) -> Non
     p = leaf(sub, "run", cmd_stream_run, "run every arrival of a stream file, skipping those done")
     p.add_argument("file", metavar="STREAM", help="a stream file (YAML), e.g. streams/demo.yaml")
     p.add_argument("--stream", help=STREAM_HELP)
+    reeval_options(p, "every arrival's (the file's reeval and audit_k are overridden)")
     p = leaf(sub, "status", cmd_stream_status, "which arrivals of a stream file are done")
     p.add_argument("file", metavar="STREAM")
     p.add_argument("--stream", help=STREAM_HELP)
@@ -84,8 +86,28 @@ def add_stream_commands(subparsers: Any, common: argparse.ArgumentParser) -> Non
     add_job_commands(subparsers, common)
 
 
+def reeval_options(p: argparse.ArgumentParser, whose: str) -> None:
+    from pipelines.arrival.reeval import AUDIT_K, AUTO_FULL_UP_TO, CHOICES
+
+    p.add_argument(
+        "--reeval",
+        choices=CHOICES,
+        help=f"how {whose} earlier tasks are re-evaluated: full (re-score all), audit "
+        f"(verify every module's and the backbone's hashes, re-score a rotating sample), "
+        f"proof (hashes only); default auto: full for the first {AUTO_FULL_UP_TO} tasks of a "
+        "stream, audit after",
+    )
+    p.add_argument(
+        "--audit-k",
+        type=int,
+        metavar="K",
+        help=f"earlier tasks re-scored per arrival under audit (default {AUDIT_K})",
+    )
+
+
 def _plan(a: argparse.Namespace, name: str):
     from pipelines.arrival.plan import INIT, PREFIX_LENGTH, ArrivalPlan
+    from pipelines.arrival.reeval import AUDIT_K, AUTO
     from pipelines.stream import resolve_path
 
     data = data_args(a)
@@ -99,6 +121,8 @@ def _plan(a: argparse.Namespace, name: str):
         prefix_length=a.prefix_length or PREFIX_LENGTH,
         positions=a.positions,
         init=a.init or INIT,
+        reeval=getattr(a, "reeval", None) or AUTO,
+        audit_k=AUDIT_K if getattr(a, "audit_k", None) is None else a.audit_k,
     )
 
 
@@ -152,6 +176,18 @@ def cmd_stream_run(a: argparse.Namespace) -> dict[str, Any]:
     from pipelines.stream import load_stream
 
     spec = load_stream(a.file)
+    if a.reeval is not None or a.audit_k is not None:
+        spec = replace(
+            spec,
+            arrivals=tuple(
+                replace(
+                    plan,
+                    reeval=a.reeval or plan.reeval,
+                    audit_k=plan.audit_k if a.audit_k is None else a.audit_k,
+                )
+                for plan in spec.arrivals
+            ),
+        )
     result = run_stream(
         registry_args(a), spec, stream=a.stream, progress=not getattr(a, "quiet", False)
     )

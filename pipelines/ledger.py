@@ -91,6 +91,9 @@ class MethodView:
     sha: list[list[str | None]]
     init: list[float | None]
     random: list[float | None]
+    # carried[i][j]: R[i][j] was not re-scored at arrival i but carried from R[i-1][j] by a
+    # proof (the backbone's and the module's hashes verified: `--reeval audit|proof`)
+    carried: list[list[bool]] | None = None
 
 
 def method_view(
@@ -98,8 +101,11 @@ def method_view(
     tasks: Sequence[str],
     evaluations: dict[str, list[EvaluationRecord]],
     n_done: int,
+    proven: Sequence[bool] = (),
 ) -> MethodView:
-    """The method's T x T matrix over its first `n_done` positions (None where not recorded)."""
+    """The method's T x T matrix over its first `n_done` positions (None where not recorded);
+    `proven[i]`: arrival i verified the earlier tasks' hashes, so the scores it did not measure
+    are carried from the row above (and marked in `carried`)."""
     T = min(n_done, len(tasks))
     R: list[list[float | None]] = [[None] * T for _ in range(T)]
     sha: list[list[str | None]] = [[None] * T for _ in range(T)]
@@ -114,7 +120,28 @@ def method_view(
         for j, task in enumerate(tasks[:T]):
             e = find(evaluations.get(task, []), untrained_method(method, which), j)
             starts[which].append(e.value if e is not None else None)
-    return MethodView(method, tuple(tasks[:T]), R, sha, starts["init"], starts["random"])
+    carried = carry(R, sha, proven) if any(proven) else None
+    return MethodView(method, tuple(tasks[:T]), R, sha, starts["init"], starts["random"], carried)
+
+
+def carry(
+    R: list[list[float | None]],
+    sha: list[list[str | None]],
+    proven: Sequence[bool],
+) -> list[list[bool]]:
+    """Fill, in place, each unmeasured cell R[i][j] (j < i) of an arrival `i` whose record says
+    a proof covered the earlier tasks, with R[i-1][j] (itself measured or carried); returns which
+    cells were carried."""
+    T = len(R)
+    carried = [[False] * T for _ in range(T)]
+    for i in range(1, T):
+        if i >= len(proven) or not proven[i]:
+            continue
+        for j in range(i):
+            if R[i][j] is None and R[i - 1][j] is not None:
+                R[i][j], sha[i][j] = R[i - 1][j], sha[i - 1][j]
+                carried[i][j] = True
+    return carried
 
 
 def read_stream(reg: Registry, stream: str = DEFAULT_STREAM) -> dict[str, Any]:
@@ -134,7 +161,11 @@ def read_stream(reg: Registry, stream: str = DEFAULT_STREAM) -> dict[str, Any]:
     evaluations = {t: by_task.get(t, []) for t in tasks}
     methods = ([PREFIX] if PREFIX in done else []) + sorted(set(done) - {PREFIX})
     methods += sorted({a.method for a in arrivals} - set(methods))
-    views = {m: method_view(m, tasks, evaluations, len(done.get(m, []))) for m in methods}
+    proven = [a.reeval is not None for a in done.get(PREFIX, [])]
+    views = {
+        m: method_view(m, tasks, evaluations, len(done.get(m, [])), proven if m == PREFIX else ())
+        for m in methods
+    }
     return {"tasks": tasks, "evaluations": evaluations, "views": views, "arrivals": arrivals}
 
 

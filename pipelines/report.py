@@ -51,6 +51,7 @@ def build(reg: Registry, stream_name: str = DEFAULT_STREAM) -> dict[str, Any]:
             "arrivals": len(view.tasks),
             "tasks": list(view.tasks),
             "R": metrics.lower_triangle(view.R),
+            "carried": view.carried,  # None when every cell was measured
             "untrained_init": view.init,
             "untrained_random": view.random,
             **metrics.summary(view.R, view.init, view.random),
@@ -74,7 +75,12 @@ def build(reg: Registry, stream_name: str = DEFAULT_STREAM) -> dict[str, Any]:
         "methods": methods,
         "metric_definitions": METRIC_NAMES,
         "evidence": _evidence(home, tasks, stream["views"].get(ledger.PREFIX), backbone),
-        "task_agnostic": task_agnostic(tasks, evaluations, methods.get(ledger.PREFIX)),
+        "task_agnostic": task_agnostic(
+            tasks,
+            evaluations,
+            methods.get(ledger.PREFIX),
+            [done[p].reeval is not None if p in done else False for p in range(len(tasks))],
+        ),
         "in_progress": [
             {"method": a.method, "position": a.position, "task": a.task, "status": a.status}
             for a in stream["arrivals"]
@@ -84,11 +90,16 @@ def build(reg: Registry, stream_name: str = DEFAULT_STREAM) -> dict[str, Any]:
 
 
 def task_agnostic(
-    tasks: list[str], evaluations: dict[str, list], prefix: dict[str, Any] | None
+    tasks: list[str],
+    evaluations: dict[str, list],
+    prefix: dict[str, Any] | None,
+    sampled: list[bool] | None = None,
 ) -> dict[str, Any]:
     """The prefixes when the task is not given: per arrival i, the routing accuracy over every
     eval input of tasks 0..i, the end-to-end score (mean over those tasks, each input answered
-    by the prefix it was routed to) and the same mean with the task given (the prefix's R)."""
+    by the prefix it was routed to) and the same mean with the task given (the prefix's R).
+    An arrival that re-scored a sample (`sampled[i]`, `--reeval audit|proof`) routes the
+    sample's inputs among all tasks 0..i: its means are over the sample (`evaluated` tasks)."""
     T = prefix["arrivals"] if prefix else 0
     routed = ledger.method_view(ledger.ROUTED, tasks, evaluations, T)
     per_arrival = []
@@ -96,20 +107,26 @@ def task_agnostic(
         found = [ledger.find(evaluations[t], ledger.ROUTING, i) for t in tasks[: i + 1]]
         ends = routed.R[i][: i + 1]
         given = prefix["R"][i][: i + 1]
-        if any(e is None for e in found) or any(x is None for x in ends):
+        keep = [j for j in range(i + 1) if found[j] is not None and ends[j] is not None]
+        partial = len(keep) < i + 1
+        if not keep or (partial and not (sampled and i < len(sampled) and sampled[i])):
             per_arrival.append({"position": i, "tasks": i + 1, "recorded": False})
             continue
-        n = sum(e.n for e in found)
+        n = sum(found[j].n for j in keep)  # type: ignore[union-attr]
+        mean_given = [given[j] for j in keep]
         per_arrival.append(
             {
                 "position": i,
                 "tasks": i + 1,
+                "evaluated": len(keep),
                 "recorded": True,
                 "n": n,
-                "routing_accuracy": sum(e.value * e.n for e in found) / n,
+                "routing_accuracy": sum(found[j].value * found[j].n for j in keep) / n,  # type: ignore[union-attr]
                 "coverage": 1.0,
-                "end_to_end": sum(ends) / len(ends),
-                "task_given": sum(given) / len(given) if None not in given else None,
+                "end_to_end": sum(ends[j] for j in keep) / len(keep),  # type: ignore[misc]
+                "task_given": (
+                    sum(mean_given) / len(keep) if None not in mean_given else None  # type: ignore[arg-type]
+                ),
             }
         )
     return {
@@ -211,6 +228,8 @@ def _evidence(
         for j, task in enumerate(view.tasks):
             own = view.sha[j][j]
             for i in range(j, len(view.tasks)):
+                if view.carried and view.carried[i][j]:
+                    continue  # not re-evaluated: carried by the arrival's proof
                 sha = view.sha[i][j]
                 row = {
                     "task": task,

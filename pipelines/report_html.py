@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 from pipelines.report_md import (
+    CARRIED_NOTE,
     COLUMNS,
     TASK_AGNOSTIC_HEAD,
     fp_rows,
@@ -178,9 +179,10 @@ def html(doc: dict[str, Any]) -> str:
         "<h2>Accuracy matrices</h2><p>R[i][j]: score on task j after arrival i.</p>",
         _img(heatmaps(doc), "accuracy matrix heatmaps"),
     ]
-    for name in doc["methods"]:
+    for name, m in doc["methods"].items():
         head, rows = matrix_rows(doc, name)
         parts += [f"<h3>{e(name)}</h3>", _table(head, rows)]
+        parts += [f"<p class='note'>{e(CARRIED_NOTE)}</p>"] if m.get("carried") else []
     parts += [
         "<h2>Each task over the stream</h2>",
         _img(task_lines(doc), "score of each task after every arrival"),

@@ -46,8 +46,20 @@ def _md_table(head: list[str], rows: list[list[str]]) -> str:
 def matrix_rows(doc: dict[str, Any], method: str) -> tuple[list[str], list[list[str]]]:
     m = doc["methods"][method]
     head = ["after ↓ / task →"] + m["tasks"]
-    rows = [[f"{i}: {m['tasks'][i]}"] + [pct(x) for x in row] for i, row in enumerate(m["R"])]
+    carried = m.get("carried") or [[False] * len(row) for row in m["R"]]
+    rows = [
+        [f"{i}: {m['tasks'][i]}"] + [pct(x) + (f" {CARRIED}" if c else "") for x, c in zip(row, cs)]
+        for i, (row, cs) in enumerate(zip(m["R"], carried))
+    ]
     return head, rows
+
+
+CARRIED = "≡"
+CARRIED_NOTE = (
+    f"{CARRIED}: carried by proof, not re-scored: at that arrival the backbone's fingerprint and "
+    "the module's sha256 were verified equal to those of the score above it (`--reeval "
+    "audit|proof`; `--reeval full` re-scores every cell)."
+)
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -76,9 +88,10 @@ def markdown(doc: dict[str, Any]) -> str:
     parts += [_md_table(["method", "tasks"] + [label for _, label in COLUMNS], rows), ""]
     parts += [f"- **{k}**: {v}" for k, v in doc["metric_definitions"].items()] + [""]
     parts += ["## Accuracy matrices", "", "R[i][j]: score on task j after arrival i.", ""]
-    for name in doc["methods"]:
+    for name, m in doc["methods"].items():
         head, rows = matrix_rows(doc, name)
         parts += [f"### {name}", "", _md_table(head, rows), ""]
+        parts += [CARRIED_NOTE, ""] if m.get("carried") else []
     parts += [
         "## Task-agnostic: the task inferred, not given",
         "",

@@ -162,15 +162,17 @@ def record_task_agnostic(
     cache: dict[str, np.ndarray],
     *,
     stream: str = "default",
+    only: Sequence[str] | None = None,
 ) -> None:
-    """The stream's task-agnostic evaluation at `position` over `tasks`, recorded per task under
-    `prefix/routed` and `prefix/routing` (rows already there are kept: a rerun adds none).
-    `answers` are tasks' own predictions from this arrival's evaluations (others are redone)."""
+    """The stream's task-agnostic evaluation at `position` over `tasks` (the inputs of `only`
+    those, when given, routed among all of `tasks`), recorded per task under `prefix/routed`
+    and `prefix/routing` (rows already there are kept: a rerun adds none). `answers` are
+    tasks' own predictions from this arrival's evaluations (others are redone)."""
     methods = (ROUTED, ROUTING)
     recorded = ledger.scores(reg, stream)
     todo = [
         t
-        for t in tasks
+        for t in (tasks if only is None else [t for t in tasks if t in set(only)])
         if any(ledger.find(recorded.get(t, []), m, position) is None for m in methods)
     ]
     if not todo:

@@ -80,7 +80,10 @@ class RegistryArgs:
             tracking_uri=getattr(args, "tracking_uri", None),
         )
 
-    def open(self) -> Registry:
+    def open(self, *, migrate: bool = True) -> Registry:
+        """The registry; `migrate=False` refuses one whose schema is behind (workers)."""
         from registry import Registry
 
-        return Registry.open(self.home, url=self.url, tracking_uri=self.tracking_uri)
+        return Registry.open(
+            self.home, url=self.url, tracking_uri=self.tracking_uri, migrate=migrate
+        )

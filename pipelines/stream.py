@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from continual.train import TrainConfig
+from pipelines.arrival import reeval
 from pipelines.arrival.plan import INIT, PREFIX_LENGTH, ArrivalPlan, BaselinePlan, number
 from registry.streams import DEFAULT_STREAM, check_stream
 from tasks.errors import ConfigError, ContinualError
@@ -45,6 +46,7 @@ DATA_KEYS = (
     "max_eval",
 )
 PREFIX_KEYS = ("prefix_length", "positions", "init")
+REEVAL_KEYS = ("reeval", "audit_k")  # how earlier tasks are re-evaluated: pipelines.arrival.reeval
 TRAIN_KEYS = (
     "steps",
     "batch_size",
@@ -57,7 +59,7 @@ TRAIN_KEYS = (
     "val_max",
     "eval_batch_size",
 )
-OPTION_KEYS = DATA_KEYS + PREFIX_KEYS + TRAIN_KEYS
+OPTION_KEYS = DATA_KEYS + PREFIX_KEYS + REEVAL_KEYS + TRAIN_KEYS
 TOP_KEYS = ("name", "description", "backbone", "defaults", "baselines", "arrivals")
 
 
@@ -187,6 +189,8 @@ def arrival_plan(opts: dict[str, Any], *, base: Path | None = None, where: str =
         prefix_length=int(opts.get("prefix_length", PREFIX_LENGTH)),
         positions=opts.get("positions"),
         init=str(opts.get("init", INIT)),
+        reeval=str(opts.get("reeval", reeval.AUTO)),
+        audit_k=opts.get("audit_k", reeval.AUDIT_K),
     )
 
 
@@ -205,6 +209,7 @@ def resolve_path(value: Any, base: Path | None) -> str | None:
 
 
 _INT_KEYS = {
+    "audit_k",
     "max_train",
     "max_eval",
     "prefix_length",

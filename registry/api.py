@@ -68,14 +68,15 @@ class Registry(StreamRecords, BatchReads, Exchange):
         tracking_uri: str | None = None,
         *,
         tracker: Tracker | None = None,
+        migrate: bool = True,
     ) -> Registry:
         """Open (creating or migrating as needed) the registry of `workspace`.
 
         `url` selects the database (default: SQLite at `<workspace>/registry.db`);
         `tracking_uri` (else $MLFLOW_TRACKING_URI, else `sqlite:///<workspace>/mlflow.db`) the
         MLflow store, "none" for no tracking; `tracker` replaces MLflow altogether (tests).
-        """
-        ws, engine, _ = open_database(workspace, url)
+        `migrate=False`: refuse (ConfigError) a database whose schema is behind (a worker)."""
+        ws, engine, _ = open_database(workspace, url, migrate_schema=migrate)
         return cls(
             workspace=ws,
             database=Database(engine),

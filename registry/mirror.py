@@ -39,6 +39,14 @@ def log_prefix(reg: RegistryCore, prefix_id: int) -> str | None:
         return p, task, run, uow.prefixes.losses(prefix_id), evals
 
     p, task, run, losses, evals = reg.db.read(gather)
+
+    def current_now() -> int | None:
+        def read(uow: UnitOfWork) -> int | None:
+            found = uow.prefixes.current(task.id)
+            return None if found is None else found.id
+
+        return reg.db.read(read)
+
     data = reg.artifacts.read_verified(p.artifact_path, p.sha256)
     params = {
         "task": p.task,
@@ -83,6 +91,7 @@ def log_prefix(reg: RegistryCore, prefix_id: int) -> str | None:
         losses=tuple(x for x in losses if x is not None),
         metrics=tuple(metrics),
         files=files,
+        current_now=current_now,
     )
     run_id = reg.tracker.log_training(log)
     if run_id:

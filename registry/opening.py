@@ -17,15 +17,19 @@ from tasks.errors import ConfigError
 
 
 def open_database(
-    workspace: Path | str, url: str | None
+    workspace: Path | str, url: str | None, *, migrate_schema: bool = True
 ) -> tuple[Path, Engine, tuple[str | None, str]]:
     """The workspace folder (created), an engine on its database migrated to head, and the
-    (before, after) schema revisions; an unreachable database is one clear ConfigError."""
+    (before, after) schema revisions; an unreachable database is one clear ConfigError.
+    `migrate_schema=False` (a worker) migrates nothing: a schema behind is a ConfigError."""
     ws = Path(workspace).expanduser().resolve()
     ws.mkdir(parents=True, exist_ok=True)
     engine = make_engine(resolve_url(ws, url))
     try:
-        revisions = _upgrade_waiting_for_locks(engine)
+        if migrate_schema:
+            revisions = _upgrade_waiting_for_locks(engine)
+        else:
+            revisions = _at_head(engine)
     except sa_exc.OperationalError as e:
         engine.dispose()
         where = engine.url.render_as_string(hide_password=True)
@@ -37,6 +41,18 @@ def open_database(
         engine.dispose()
         raise
     return ws, engine, revisions
+
+
+def _at_head(engine: Engine) -> tuple[str | None, str]:
+    revision = migrate.current(engine)
+    if revision != migrate.head():
+        where = engine.url.render_as_string(hide_password=True)
+        raise ConfigError(
+            f"registry database {where} is at schema revision {revision or 'none (empty)'}, "
+            f"this code needs {migrate.head()}; workers migrate nothing: run `continual registry "
+            "upgrade` once (same --home/--registry-url), then start the workers"
+        )
+    return revision, revision
 
 
 def _upgrade_waiting_for_locks(engine: Engine, attempts: int = 8) -> tuple[str | None, str]:

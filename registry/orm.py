@@ -242,6 +242,9 @@ class Arrival(Base):
     status: Mapped[str] = mapped_column(String(16))
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
+    # How the earlier tasks were re-evaluated at this arrival (prefix method): the mode, the
+    # tasks re-scored, and the hashes that carry the others' scores (None: every task re-scored).
+    reeval: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class Dataset(Base):

@@ -234,6 +234,7 @@ class ArrivalRecord(Record):
     started_at: datetime
     finished_at: datetime | None
     stream: str = "default"
+    reeval: dict[str, Any] | None = None  # see pipelines.arrival.reeval; None: all re-scored
 
 
 @dataclass(frozen=True)

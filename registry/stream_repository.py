@@ -187,11 +187,13 @@ class Arrivals:
             )
         return row.id
 
-    def finish_arrival(self, arrival_id: int, status: str, when: datetime) -> None:
+    def finish_arrival(
+        self, arrival_id: int, status: str, when: datetime, reeval: dict[str, Any] | None = None
+    ) -> None:
         self.s.execute(
             update(orm.Arrival)
             .where(orm.Arrival.id == arrival_id)
-            .values(status=status, finished_at=when)
+            .values(status=status, finished_at=when, reeval=reeval)
         )
 
     def arrivals(self, method: str | None, stream_id: int | None = None) -> list[ArrivalRecord]:
@@ -216,6 +218,7 @@ class Arrivals:
                 started_at=aware(a.started_at),
                 finished_at=aware(a.finished_at),
                 stream=stream,
+                reeval=a.reeval,
             )
             for a, name, stream in self.s.execute(stmt).all()
         ]

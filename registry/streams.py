@@ -13,6 +13,8 @@ started returns that row.
 
 from __future__ import annotations
 
+from typing import Any
+
 from registry.records import ArrivalRecord, EvaluationRecord, StreamRecord
 from registry.uow import Database, UnitOfWork
 from tasks.spec import check_name
@@ -64,10 +66,13 @@ class StreamBook:
         arrival_id = self.db.write(write, retry_conflicts=True)
         return next(a for a in self.arrivals(method, stream) if a.id == arrival_id)
 
-    def finish_arrival(self, arrival_id: int, status: str) -> ArrivalRecord:
+    def finish_arrival(
+        self, arrival_id: int, status: str, reeval: dict[str, Any] | None = None
+    ) -> ArrivalRecord:
+        """Mark the arrival `status`, with how its earlier tasks were re-evaluated (`reeval`)."""
         from registry.orm import utcnow
 
-        self.db.write(lambda uow: uow.arrivals.finish_arrival(arrival_id, status, utcnow()))
+        self.db.write(lambda uow: uow.arrivals.finish_arrival(arrival_id, status, utcnow(), reeval))
         return next(a for a in self.arrivals(None) if a.id == arrival_id)
 
     def arrivals(self, method: str | None = None, stream: str | None = None) -> list[ArrivalRecord]:

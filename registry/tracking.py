@@ -13,6 +13,7 @@ import os
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,8 +38,12 @@ class TrainingLog:
     """What one training run sends to the tracker.
 
     `files` maps artifact file names to their bytes (the prefix safetensors file, its config);
-    `losses` is the training loss per step; `metrics` are (key, value, step) triples; `current` says whether this prefix version is its
-    task's current one (it then gets the registered-model alias `current`).
+    `losses` is the training loss per step; `metrics` are (key, value, step) triples; `current`
+    says whether this prefix version is its task's current one (it then gets the registered-model
+    alias `current`). `current_now`, if given, reads the task's current prefix id from the
+    registry at the moment it is called: several workers mirroring versions of one task at once
+    may finish in any order, so the alias is pointed at what the registry says, not at the last
+    version mirrored.
     """
 
     task: str
@@ -50,6 +55,7 @@ class TrainingLog:
     losses: tuple[float, ...]
     metrics: tuple[tuple[str, float, int], ...]
     files: dict[str, bytes] = field(default_factory=dict)
+    current_now: Callable[[], int | None] | None = None
 
 
 class Tracker(Protocol):
@@ -135,8 +141,24 @@ class MlflowTracker:
                 raise
         tags = {"prefix_id": str(log.prefix_id), "prefix_version": str(log.version)}
         mv = client.create_model_version(log.task, source=source, run_id=run_id, tags=tags)
-        if log.current:
-            client.set_registered_model_alias(log.task, CURRENT_ALIAS, mv.version)
+        if log.current_now is None:
+            if log.current:
+                client.set_registered_model_alias(log.task, CURRENT_ALIAS, mv.version)
+            return
+        # Point the alias at the registry's current prefix, then look again: if another worker
+        # made a newer version current meanwhile, follow it (its own mirror does the same, so
+        # whichever finishes last leaves the alias right). A version not mirrored yet is left to
+        # its own mirror.
+        for _ in range(5):
+            current = log.current_now()
+            if current is None:
+                return
+            version = mv.version if current == log.prefix_id else _version_of(client, log, current)
+            if version is None:
+                return
+            client.set_registered_model_alias(log.task, CURRENT_ALIAS, version)
+            if log.current_now() == current:
+                return
 
     def _connect(self) -> Any:
         if self._client is None:
@@ -158,6 +180,14 @@ class MlflowTracker:
                     EXPERIMENT, artifact_location=self._artifact_location
                 )
         return self._experiment_id
+
+
+def _version_of(client: Any, log: TrainingLog, prefix_id: int) -> str | None:
+    """The registered model version of `prefix_id` (tagged with it), if it was mirrored."""
+    for v in client.search_model_versions(f"name='{log.task}'"):
+        if v.tags.get("prefix_id") == str(prefix_id):
+            return str(v.version)
+    return None
 
 
 def _run_name(log: TrainingLog) -> str:

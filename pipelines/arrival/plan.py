@@ -14,6 +14,7 @@ from typing import Any
 
 from continual.init import strategies
 from continual.train import TrainConfig
+from pipelines.arrival.reeval import AUDIT_K, AUTO, check_reeval
 from tasks.errors import ConfigError
 from tasks.load import DataArgs
 from tasks.spec import check_name
@@ -37,9 +38,12 @@ class ArrivalPlan:
     prefix_length: int = PREFIX_LENGTH
     positions: str | None = None
     init: str = INIT
+    reeval: str = AUTO  # how the earlier tasks are re-evaluated (`reeval.MODES`)
+    audit_k: int = AUDIT_K  # tasks re-scored per arrival under `audit`
 
     def __post_init__(self) -> None:
         check_name(self.name)
+        check_reeval(self.reeval, self.audit_k, f"arrival {self.name}")
         if self.init not in strategies():
             raise ConfigError(
                 f"arrival {self.name}: unknown init {self.init!r}; choose one of "
@@ -60,6 +64,8 @@ class ArrivalPlan:
             "prefix_length": self.prefix_length,
             "positions": self.positions,
             "init": self.init,
+            "reeval": self.reeval,
+            "audit_k": self.audit_k,
         }
 
     @classmethod
@@ -71,6 +77,8 @@ class ArrivalPlan:
             prefix_length=d.get("prefix_length", PREFIX_LENGTH),
             positions=d.get("positions"),
             init=d.get("init", INIT),
+            reeval=d.get("reeval", AUTO),
+            audit_k=d.get("audit_k", AUDIT_K),
         )
 
 

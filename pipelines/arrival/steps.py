@@ -7,7 +7,7 @@ An arrival of task X at position p of stream S (p = the number of S's earlier ar
 2. plan the start (random, or from similar earlier prefixes) and score the untrained start;
 3. train X's prefix on the frozen backbone and evaluate it on its eval split;
 4. register it with its score at (S, p) and its arrival row, in one unit of work;
-5. re-evaluate the current prefix of every earlier task of S and record each score at (S, p);
+5. re-score earlier tasks of S at (S, p): all, or a sample with the rest proven (`reeval`);
 6. the task-agnostic (routed) evaluation at (S, p);
 7. finish the arrival; then each baseline of S catches up on X.
 
@@ -30,6 +30,7 @@ from continual.modules import ModuleConfig, build
 from continual.modules.prefix import prefix_config_for
 from continual.train import TrainConfig, TrainResult, train
 from pipelines import ledger
+from pipelines.arrival import reeval
 from pipelines.arrival.book import TaskBook
 from pipelines.arrival.plan import ArrivalJob, ArrivalPlan
 from pipelines.jobs import register_trained, task_prefix_from_registry
@@ -174,17 +175,26 @@ class StreamArrival:
             stream=self.stream, position=position, task=self.name, method=ledger.PREFIX
         )
         earlier = ledger.stream_tasks(self.reg, self.stream)[:position]
-        with self.log.step(tag, f"prefix · re-evaluate {len(earlier)} earlier task(s)"):
-            for task in earlier:
+        measure, proof, plan = list(earlier), None, self.job.plan
+        if reeval.mode_for(plan.reeval, position) != "full":
+            with self.log.step(tag, f"prefix · verify the backbone and {len(earlier)} modules"):
+                measure, proof = reeval.arrange(
+                    self.reg, self.backbone, self.stream, earlier,
+                    requested=plan.reeval, k=plan.audit_k, seed=plan.config.seed,
+                )  # fmt: skip
+        what = f"{len(measure)} of {len(earlier)}" if proof else str(len(measure))
+        with self.log.step(tag, f"prefix · re-evaluate {what} earlier task(s)"):
+            scores = ledger.scores(self.reg, self.stream)
+            for task in measure:
                 self._check()
-                ev = self._reevaluate(task, position)
+                ev = self._reevaluate(task, position, scores)
                 if ev is not None:
                     answers[task] = ev.predictions
         self._check()
         with self.log.step(tag, "prefix · task-agnostic (routed) evaluation"):
-            self._task_agnostic([*earlier, self.name], position, answers)
+            self._task_agnostic([*earlier, self.name], position, answers, [*measure, self.name])
         self._check()
-        self.reg.streams.finish_arrival(arrival.id, "done")
+        self.reg.streams.finish_arrival(arrival.id, "done", proof)
         return {**summary, "position": position}
 
     # ---------------------------------------------------------------------------- the steps
@@ -301,9 +311,11 @@ class StreamArrival:
         found = ledger.find(mine, ledger.PREFIX, position)
         return found if found is not None and found.prefix_id is not None else None
 
-    def _reevaluate(self, task: str, position: int) -> EvalResult | None:
+    def _reevaluate(
+        self, task: str, position: int, scores: dict[str, list[EvaluationRecord]]
+    ) -> EvalResult | None:
         reg = self.reg
-        if ledger.find(ledger.scores(reg, self.stream).get(task, []), ledger.PREFIX, position):
+        if ledger.find(scores.get(task, []), ledger.PREFIX, position):
             return None
         info = self.book.task(reg, task)
         loaded = task_prefix_from_registry(reg, task, self.backbone)
@@ -341,11 +353,16 @@ class StreamArrival:
                 ledger.record(self.reg, self.name, method, position, ev, self.stream)
 
     def _task_agnostic(
-        self, tasks: list[str], position: int, answers: dict[str, tuple[str, ...]]
+        self,
+        tasks: list[str],
+        position: int,
+        answers: dict[str, tuple[str, ...]],
+        evaluated: list[str],
     ) -> None:
-        """Routed evaluation over the stream's tasks. Tasks registered before routing keys
-        existed cannot be routed: that (and only that) is skipped, saying so; any other failure
-        fails the step, so the arrival is not finished without its rows."""
+        """Routed evaluation: inputs of the `evaluated` tasks, routed among all the stream's
+        `tasks`. Tasks registered before routing keys existed cannot be routed: that (and only
+        that) is skipped, saying so; any other failure fails the step, so the arrival is not
+        finished without its rows."""
         from pipelines.similar import stored_keys
 
         keys = stored_keys(self.reg, self.backbone)
@@ -365,6 +382,7 @@ class StreamArrival:
             answers,
             self.route_cache,
             stream=self.stream,
+            only=evaluated,
         )
 
     def _check(self) -> None:

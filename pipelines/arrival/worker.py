@@ -121,6 +121,7 @@ class Worker:
         poll_s: float = 1.0,
         report: bool = True,
         name: str | None = None,
+        migrate: bool = True,
     ) -> None:
         self.registry = registry
         self.bars = progress
@@ -130,6 +131,7 @@ class Worker:
         self.poll_s = poll_s
         self.report = report
         self.id = name or worker_id()
+        self.migrate = migrate  # False: a schema behind is refused (`continual worker`)
         self._backbones: dict[str, Backbone] = {}
         self._books: dict[str, TaskBook] = {}
         self._route_cache: dict[str, Any] = {}
@@ -149,7 +151,7 @@ class Worker:
         """Take and run jobs until told to stop: nothing runnable is left (`until_empty`),
         `max_jobs` ran, or every job of `until_jobs` has ended. Returns each job's outcome."""
         outcomes: list[dict[str, Any]] = []
-        with self.registry.open() as reg:
+        with self.registry.open(migrate=self.migrate) as reg:
             while not self._stopping.is_set():
                 if until_jobs and all(reg.queue.get(j).state in TERMINAL for j in until_jobs):
                     break

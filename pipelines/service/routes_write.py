@@ -139,14 +139,20 @@ def queue_arrival(service: Service, stream: str, body: ArrivalRequest) -> Any:
     """Check the request, then queue it the way `continual learn --queue` does."""
     from pipelines.arrival.plan import BaselinePlan
     from pipelines.arrival.queueing import enqueue_arrival, stream_backbone
-    from pipelines.stream import PREFIX_KEYS, TRAIN_KEYS, arrival_plan, check_options
+    from pipelines.stream import (
+        PREFIX_KEYS,
+        REEVAL_KEYS,
+        TRAIN_KEYS,
+        arrival_plan,
+        check_options,
+    )
 
     reg = service.reg
     if (body.dataset is None) == (body.catalog is None):
         raise ConfigError(
             "give the data as 'dataset' (an uploaded id) or 'catalog' (a name), one of them"
         )
-    allowed = PREFIX_KEYS + TRAIN_KEYS + ("max_train", "max_eval")
+    allowed = PREFIX_KEYS + REEVAL_KEYS + TRAIN_KEYS + ("max_train", "max_eval")
     opts = check_options(body.options, "options", allow_name=False, allowed=allowed)
     data = None
     if body.dataset is not None:

@@ -103,3 +103,26 @@ def reg(workspace: Path, db_url: str | None) -> Iterator[Registry]:
     """A registry with no MLflow (the MLflow tests open their own)."""
     with Registry.open(workspace, url=db_url, tracker=NullTracker()) as r:
         yield r
+
+
+@pytest.fixture
+def pg_url(pg_database: str) -> str:
+    """This session's PostgreSQL test database, emptied."""
+    _empty(pg_database)
+    return pg_database
+
+
+@pytest.fixture(scope="module")
+def mlflow_db(pg_database: str) -> Iterator[str]:
+    """A database of its own for MLflow's backend store, on the test PostgreSQL server."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    name = f"continual_mlflow_{secrets.token_hex(4)}"
+    with psycopg.connect(**_admin_conninfo(), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(pg_database).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(**_admin_conninfo(), autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -3,6 +3,11 @@ worker processes of the concurrency test (which import this file by path)."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -84,3 +89,47 @@ def register(
     }
     args.update(overrides)
     return reg.register_prefix(**args)
+
+
+WORKER = Path(__file__).with_name("registry_worker.py")
+PER_WORKER = 4
+
+
+def race(
+    workspace: Path, db_url: str | None, *extra: str, tracking_uri: str | None = None
+) -> list[list[int]]:
+    """Start two workers, release them together, return the prefix ids each registered.
+    `tracking_uri`: each mirrors its registrations to that MLflow store."""
+    env = {**os.environ}
+    if tracking_uri:
+        env["CONTINUAL_TEST_TRACKING_URI"] = tracking_uri
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(WORKER), str(workspace), db_url or "-", name, str(PER_WORKER)]
+            + list(extra),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for name in ("alpha", "beta")
+    ]
+    try:
+        for p in procs:  # both are ready; now release them together
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        outputs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    ids = []
+    for p, (out, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err
+        assert "locked" not in err.lower()
+        ids.append(json.loads(out.strip().splitlines()[-1]))
+    return ids

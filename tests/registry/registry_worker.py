@@ -4,13 +4,15 @@ for "go" on stdin, then registers its own tasks and new versions of the shared t
     python registry_worker.py WORKSPACE URL|- NAME COUNT [late]
 
 With "late", it says "ready" before opening the registry, so two workers open (and migrate) an
-empty database at the same moment.
+empty database at the same moment. With $CONTINUAL_TEST_TRACKING_URI set, registrations are
+mirrored to that MLflow store (else no tracking).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -30,7 +32,10 @@ def main() -> None:
     if late:
         print("ready", flush=True)
         sys.stdin.readline()
-    with Registry.open(workspace, url=None if url == "-" else url, tracker=NullTracker()) as reg:
+    tracking = os.environ.get("CONTINUAL_TEST_TRACKING_URI")
+    tracker = None if tracking else NullTracker()
+    db = None if url == "-" else url
+    with Registry.open(workspace, url=db, tracking_uri=tracking, tracker=tracker) as reg:
         if not late:
             print("ready", flush=True)
             sys.stdin.readline()

@@ -138,3 +138,37 @@ def test_tracking_uri_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert default_tracker(tmp_path, None).uri == "http://mlflow.example:5000"
     assert default_tracker(tmp_path, "sqlite:///elsewhere.db").uri == "sqlite:///elsewhere.db"
     assert isinstance(default_tracker(tmp_path, "none"), NullTracker)
+
+
+def test_a_late_mirror_of_an_older_version_leaves_the_current_alias_on_the_newer(
+    tmp_path: Path,
+) -> None:
+    """Two workers register v1 and v2 of a task; v2's mirror finishes first. v1's mirror was
+    built while v1 was current (`current=True`), but the registry now says v2: the alias must
+    stay on v2's model version (without `current_now` it would move back to v1)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = MlflowTracker(tracking_uri=uri, artifact_location=(tmp_path / "art").as_uri())
+    registry_current = {"id": 2}
+
+    def log(prefix_id: int) -> TrainingLog:
+        return TrainingLog(
+            task="race",
+            version=prefix_id,
+            prefix_id=prefix_id,
+            current=True,
+            params={"version": str(prefix_id)},
+            tags={},
+            losses=(1.0,),
+            metrics=(),
+            files={"prefix.safetensors": b"x"},
+            current_now=lambda: registry_current["id"],
+        )
+
+    tracker.log_training(log(2))
+    tracker.log_training(log(1))  # the late mirror of the older version
+    client = _client(uri)
+    alias = client.get_model_version_by_alias("race", "current")
+    assert alias.tags["prefix_id"] == "2"
+    registry_current["id"] = 3  # a version whose mirror has not run yet: left to that mirror
+    tracker.log_training(log(4))
+    assert client.get_model_version_by_alias("race", "current").tags["prefix_id"] == "2"
