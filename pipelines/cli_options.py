@@ -43,6 +43,13 @@ def common_options() -> argparse.ArgumentParser:
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the workspace)",
     )
     g.add_argument(
+        "--store",
+        default=argparse.SUPPRESS,
+        metavar="URL",
+        help="where prefix files and task data live: an fsspec URL such as s3://bucket/path "
+        "(default: $CONTINUAL_STORE, else the workspace folder)",
+    )
+    g.add_argument(
         "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars"
     )
     g.add_argument(

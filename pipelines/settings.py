@@ -62,22 +62,26 @@ def quiet_libraries() -> None:
 
 @dataclass(frozen=True)
 class RegistryArgs:
-    """Where the registry lives: the workspace, a database URL and an MLflow tracking URI."""
+    """Where the registry lives: the workspace, a database URL, an MLflow tracking URI and the
+    store of its files (an fsspec URL; None: the workspace folder)."""
 
     home: Path
     url: str | None = None
     tracking_uri: str | None = None
+    store: str | None = None
 
     @classmethod
     def from_namespace(cls, args: Any) -> RegistryArgs:
         """From parsed CLI options: `--home`, `--registry-url` (else $CONTINUAL_REGISTRY_URL),
-        `--tracking-uri` (else MLflow's own $MLFLOW_TRACKING_URI, else the workspace)."""
+        `--tracking-uri` (else MLflow's own $MLFLOW_TRACKING_URI, else the workspace), `--store`
+        (else $CONTINUAL_STORE, else the workspace folder)."""
         return cls(
             home=workspace(getattr(args, "home", None)),
             url=getattr(args, "registry_url", None)
             or os.environ.get("CONTINUAL_REGISTRY_URL")
             or None,
             tracking_uri=getattr(args, "tracking_uri", None),
+            store=getattr(args, "store", None) or os.environ.get("CONTINUAL_STORE") or None,
         )
 
     def open(self, *, migrate: bool = True) -> Registry:
@@ -85,5 +89,9 @@ class RegistryArgs:
         from registry import Registry
 
         return Registry.open(
-            self.home, url=self.url, tracking_uri=self.tracking_uri, migrate=migrate
+            self.home,
+            url=self.url,
+            tracking_uri=self.tracking_uri,
+            migrate=migrate,
+            store=self.store,
         )

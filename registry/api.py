@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from registry import inputs, integrity, mirror, registration
-from registry.artifacts import ArtifactStore
 from registry.batch_api import BatchReads
+from registry.blobs import open_store
 from registry.datastore import DataStore
 from registry.exchange_api import Exchange
 from registry.opening import default_tracker, open_database
@@ -30,7 +30,7 @@ from registry.records import (
     TaskRecord,
     TaskView,
 )
-from registry.streams import DEFAULT_STREAM, StreamBook, check_stream
+from registry.streams import StreamBook
 from registry.streams_api import StreamRecords
 from registry.tokens import TokenStore
 from registry.tracking import Tracker
@@ -50,10 +50,12 @@ _LINEAGE_DEPTH = 64
 class Registry(StreamRecords, BatchReads, Exchange):
     """Prefixes, their lineage and evaluations, in SQL; tensors as verified safetensors files."""
 
-    def __init__(self, *, workspace: Path, database: Database, tracker: Tracker) -> None:
+    def __init__(
+        self, *, workspace: Path, database: Database, tracker: Tracker, store: str | None = None
+    ) -> None:
         self.workspace = workspace
         self.db = database
-        self.artifacts = ArtifactStore(workspace)
+        self.artifacts = open_store(workspace, store)  # the folder, or an fsspec URL
         self.tracker = tracker
         self.streams = StreamBook(database)  # named streams, arrivals, positioned scores
         self.queue = JobQueue(database)  # arrivals as jobs with leases
@@ -69,18 +71,21 @@ class Registry(StreamRecords, BatchReads, Exchange):
         *,
         tracker: Tracker | None = None,
         migrate: bool = True,
+        store: str | None = None,
     ) -> Registry:
         """Open (creating or migrating as needed) the registry of `workspace`.
 
         `url` selects the database (default: SQLite at `<workspace>/registry.db`);
         `tracking_uri` (else $MLFLOW_TRACKING_URI, else `sqlite:///<workspace>/mlflow.db`) the
         MLflow store, "none" for no tracking; `tracker` replaces MLflow altogether (tests).
-        `migrate=False`: refuse (ConfigError) a database whose schema is behind (a worker)."""
+        `migrate=False`: refuse (ConfigError) a database whose schema is behind (a worker).
+        `store`: an fsspec URL for prefix files and data (`registry.blobs`; default the folder)."""
         ws, engine, _ = open_database(workspace, url, migrate_schema=migrate)
         return cls(
             workspace=ws,
             database=Database(engine),
             tracker=tracker or default_tracker(ws, tracking_uri),
+            store=store,
         )
 
     def close(self) -> None:
@@ -181,22 +186,10 @@ class Registry(StreamRecords, BatchReads, Exchange):
         A score at a `position` belongs to a stream (`default` unless named) and is recorded
         once: recording it again returns the row already there, unchanged."""
         check_name(task)
-        if position is not None:
-            stream = check_stream(stream or DEFAULT_STREAM)
-        elif stream is not None:
-            raise ConfigError(f"evaluation of {task}: a stream score needs its position")
-        ev = inputs.evaluation(
-            {
-                "metric": metric,
-                "value": value,
-                "n": n,
-                "position": position,
-                "predictions_sha256": predictions_sha256,
-            }
-        )
-        assert ev is not None
-        if not isinstance(method, str) or not method:
-            raise ConfigError(f"evaluation of {task}: method must be a non-empty string")
+        stream, ev = inputs.scored(
+            task, method, stream, metric=metric, value=value, n=n, position=position,
+            predictions_sha256=predictions_sha256,
+        )  # fmt: skip
 
         def write(uow: UnitOfWork) -> tuple[EvaluationRecord, str | None]:
             t = uow.tasks.get(task)

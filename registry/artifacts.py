@@ -57,6 +57,11 @@ class ArtifactStore:
         self.workspace = workspace
         self.root = workspace / ARTIFACTS
 
+    @property
+    def location(self) -> str:
+        """Where the files are, as registrations record it (the workspace folder)."""
+        return str(self.workspace)
+
     def store_id(self, *, create: bool) -> str | None:
         """This store's id: a random UUID kept in `<workspace>/workspace-id`, made on first use
         when `create` (None before that). Registrations record it with their run, so a database

@@ -17,14 +17,17 @@ from __future__ import annotations
 import gzip
 import io
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from registry.artifacts import ArtifactStore
 from registry.records import DatasetRecord
 from registry.uow import Database
 from tasks.errors import IntegrityError
 from tasks.spec import Example, TaskData, TaskSpec
 from tasks.split import fingerprint
+
+if TYPE_CHECKING:
+    from registry.artifacts import ArtifactStore
+    from registry.blobs import FsspecStore
 
 FORMAT = "continual.data/1"
 SUFFIX = ".data.jsonl.gz"
@@ -79,7 +82,7 @@ def decode(blob: bytes, where: str) -> TaskData:
 class DataStore:
     """Stored task data of one registry: files in the artifact store, rows in `datasets`."""
 
-    def __init__(self, db: Database, artifacts: ArtifactStore) -> None:
+    def __init__(self, db: Database, artifacts: ArtifactStore | FsspecStore) -> None:
         self.db = db
         self.artifacts = artifacts
 

@@ -210,3 +210,20 @@ def evaluation(d: Any) -> dict[str, Any] | None:
         "predictions_sha256": d.get("predictions_sha256"),
         "position": position,
     }
+
+
+def scored(
+    task: str, method: Any, stream: str | None, **fields: Any
+) -> tuple[str | None, dict[str, Any]]:
+    """A score's stream (`default` when it has a position) and its checked fields."""
+    from registry.streams import DEFAULT_STREAM, check_stream
+
+    if fields.get("position") is not None:
+        stream = check_stream(stream or DEFAULT_STREAM)
+    elif stream is not None:
+        raise ConfigError(f"evaluation of {task}: a stream score needs its position")
+    ev = evaluation(fields)
+    assert ev is not None
+    if not isinstance(method, str) or not method:
+        raise ConfigError(f"evaluation of {task}: method must be a non-empty string")
+    return stream, ev

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     import torch
 
     from registry.artifacts import ArtifactStore
+    from registry.blobs import FsspecStore
     from registry.records import PrefixRecord
     from registry.tracking import Tracker
     from registry.uow import Database
@@ -21,7 +22,7 @@ class RegistryCore(Protocol):
 
     workspace: Path
     db: Database
-    artifacts: ArtifactStore
+    artifacts: ArtifactStore | FsspecStore
     tracker: Tracker
 
     def prefix(self, ref: str | int, version: int | None = None) -> PrefixRecord: ...

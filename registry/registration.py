@@ -94,7 +94,7 @@ def store(
     # imported prefix's exported run said.
     run_info["config"] = {
         **run_info["config"],
-        STORE_KEY: {"id": reg.artifacts.store_id(create=True), "path": str(reg.workspace)},
+        STORE_KEY: {"id": reg.artifacts.store_id(create=True), "path": reg.artifacts.location},
     }
     stored = reg.artifacts.put_tensors(plain, exchange.file_metadata(task.name, bb, config))
     opt = None

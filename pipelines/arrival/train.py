@@ -154,7 +154,11 @@ def run_train(
         "backbone_bytes": backbone.n_bytes,
         "stored_fraction": stored / backbone.n_bytes,
         "prefix_id": record.id,
-        "prefix_path": str(registry.home / record.artifact_path),
+        "prefix_path": (
+            f"{registry.store}/{record.artifact_path}"
+            if registry.store
+            else str(registry.home / record.artifact_path)
+        ),
         "prefix_sha256": record.sha256,
         "mlflow_run_id": record.mlflow_run_id,
         "predictions_sha256": ev.predictions_sha256,
