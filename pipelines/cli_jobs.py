@@ -40,6 +40,23 @@ def add_job_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--poll", type=float, default=2.0, help="seconds between looks at an empty queue"
     )
+    r = p.add_argument_group("Ray (arrivals as Ray tasks: pipelines/arrival/ray_executor.py)")
+    r.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="run each arrival as a Ray task: on a local Ray instance started here, or on the "
+        "cluster at ADDRESS (auto, host:6379, ray://host:10001)",
+    )
+    r.add_argument("--ray-cpus", type=float, default=1.0, help="CPUs per arrival (default 1)")
+    r.add_argument("--ray-gpus", type=float, default=0.0, help="GPUs per arrival (default 0)")
+    r.add_argument("--ray-memory", type=int, metavar="MB", help="memory per arrival, in MB")
+    r.add_argument(
+        "--parallel",
+        type=int,
+        help="arrivals in flight at once (default: the cluster's CPUs / --ray-cpus)",
+    )
 
     jobs = subparsers.add_parser(
         "jobs",
@@ -70,6 +87,8 @@ def cmd_worker(a: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f"--max-jobs must be at least 1, got {a.max_jobs}")
     if a.lease is not None and not a.lease > 0:
         raise ConfigError(f"--lease must be above 0 seconds, got {a.lease}")
+    if a.ray is not None:
+        return _worker_on_ray(a)
     worker = Worker(
         registry=registry_args(a),
         progress=not getattr(a, "quiet", False),
@@ -85,6 +104,39 @@ def cmd_worker(a: argparse.Namespace) -> dict[str, Any]:
     if rows:
         text += "\n" + render_table(["job", "stream", "task", "state"], rows)
     return {"worker": worker.id, "jobs": outcomes, "_human": text}
+
+
+def _worker_on_ray(a: argparse.Namespace) -> dict[str, Any]:
+    import signal
+    import threading
+
+    from pipelines.arrival import ray_executor
+    from registry.queue import lease_seconds
+
+    options = ray_executor.RayOptions(
+        address=a.ray or None,
+        cpus=a.ray_cpus,
+        gpus=a.ray_gpus,
+        memory_mb=a.ray_memory,
+        parallel=a.parallel,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    outcomes = ray_executor.serve(
+        registry_args(a),
+        options,
+        streams=a.stream,
+        until_empty=a.until_empty,
+        max_jobs=a.max_jobs,
+        lease_s=a.lease or lease_seconds(),
+        poll_s=min(a.poll, 1.0),
+        stopping=stop.is_set,
+    )
+    rows = [[o["job"], o.get("stream", ""), o.get("task", ""), o["state"]] for o in outcomes]
+    text = f"ray driver: {len(outcomes)} job(s)"
+    if rows:
+        text += "\n" + render_table(["job", "stream", "task", "state"], rows)
+    return {"executor": "ray", "jobs": outcomes, "_human": text}
 
 
 def cmd_jobs(a: argparse.Namespace) -> dict[str, Any]:

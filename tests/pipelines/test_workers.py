@@ -30,6 +30,7 @@ STREAMS = {
     "beta": (("b1", ("bad", "good"), 5), ("b2", ("positive", "negative"), 7)),
 }
 STREAMS["alpha"] += (("a3", ("bad", "good"), 9),)
+STREAMS["beta"] += (("b3", ("yes", "no"), 11),)
 TRAIN = ["--steps", "24", "--lr", "1e-2", "--prefix-length", "4", "--eval-every", "8"]
 TRAIN += ["--batch-size", "8", "--init", "random"]
 LEASE_S = 4
@@ -191,4 +192,4 @@ def test_workers_share_a_queue_and_survive_a_kill(
     assert all(j.attempts == 1 for j in ended.values() if j.task != "a2")
     got = matrices(home, url)
     assert got == serial  # every row once, the same scores and hashes as the serial run
-    assert len(got["alpha"]["arrivals"]) == 6 and len(got["beta"]["arrivals"]) == 2
+    assert len(got["alpha"]["arrivals"]) == 6 and len(got["beta"]["arrivals"]) == 3
