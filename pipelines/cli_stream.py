@@ -16,6 +16,7 @@ of workers, on any machine that reaches the registry, run the queue).
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,12 @@ def add_stream_commands(subparsers: Any, common: argparse.ArgumentParser) -> Non
     p.add_argument("file", metavar="STREAM", help="a stream file (YAML), e.g. streams/demo.yaml")
     p.add_argument("--stream", help=STREAM_HELP)
     reeval_options(p, "every arrival's (the file's reeval and audit_k are overridden)")
+    p.add_argument(
+        "--executor",
+        metavar="WHERE",
+        help="local (here), ray (a local Ray instance) or ray:ADDRESS (a cluster); default: the "
+        "file's executor, else $CONTINUAL_EXECUTOR, else local",
+    )
     p = leaf(sub, "status", cmd_stream_status, "which arrivals of a stream file are done")
     p.add_argument("file", metavar="STREAM")
     p.add_argument("--stream", help=STREAM_HELP)
@@ -176,6 +183,11 @@ def cmd_stream_run(a: argparse.Namespace) -> dict[str, Any]:
     from pipelines.stream import load_stream
 
     spec = load_stream(a.file)
+    executor = a.executor or (
+        os.environ.get("CONTINUAL_EXECUTOR") if spec.executor == "local" else None
+    )
+    if executor:
+        spec = replace(spec, executor=executor)
     if a.reeval is not None or a.audit_k is not None:
         spec = replace(
             spec,

@@ -60,7 +60,8 @@ TRAIN_KEYS = (
     "eval_batch_size",
 )
 OPTION_KEYS = DATA_KEYS + PREFIX_KEYS + REEVAL_KEYS + TRAIN_KEYS
-TOP_KEYS = ("name", "description", "backbone", "defaults", "baselines", "arrivals")
+TOP_KEYS = ("name", "description", "backbone", "defaults", "baselines", "arrivals", "executor")
+EXECUTORS = ("local", "ray")  # where `stream run` runs the arrivals: here, or as Ray tasks
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,10 @@ class StreamSpec:
     name: str = DEFAULT_STREAM
     description: str = ""
     source: str = ""
+    executor: str = "local"  # or "ray" (a local Ray instance) or "ray://…"/"ray:ADDRESS"
 
     def __post_init__(self) -> None:
+        executor_address(self.executor, self.source or "stream")
         seen: set[str] = set()
         for a in self.arrivals:
             if a.name in seen:
@@ -91,6 +94,7 @@ class StreamSpec:
             "baselines": [b.to_dict() for b in self.baselines],
             "arrivals": [a.to_dict() for a in self.arrivals],
             "source": self.source,
+            "executor": self.executor,
         }
 
     @classmethod
@@ -102,7 +106,19 @@ class StreamSpec:
             baselines=tuple(BaselinePlan.from_dict(b) for b in d.get("baselines", ())),
             arrivals=tuple(ArrivalPlan.from_dict(a) for a in d["arrivals"]),
             source=d.get("source", ""),
+            executor=d.get("executor", "local"),
         )
+
+
+def executor_address(executor: str, where: str) -> str | None:
+    """`local` -> None; `ray` -> "" (a local Ray instance); `ray:ADDRESS` -> ADDRESS."""
+    kind, _, address = str(executor).partition(":")
+    if kind not in EXECUTORS or (kind == "local" and address):
+        raise ConfigError(
+            f"{where}: executor must be local, ray (a local Ray instance) or ray:ADDRESS "
+            f"(e.g. ray:auto, ray:ray://head:10001), not {executor!r}"
+        )
+    return None if kind == "local" else address
 
 
 def load_stream(path: str | Path) -> StreamSpec:
@@ -150,6 +166,7 @@ def load_stream(path: str | Path) -> StreamSpec:
             arrivals=tuple(plans),
             baselines=tuple(BaselinePlan.from_dict(b) for b in baselines),
             source=str(path.resolve()),
+            executor=str(doc.get("executor") or "local"),
         )
     except ContinualError as e:
         msg = str(e)

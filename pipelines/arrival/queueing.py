@@ -20,7 +20,7 @@ from pipelines.arrival.plan import ArrivalJob, ArrivalPlan, BaselinePlan
 from pipelines.arrival.worker import Worker
 from pipelines.progress import to_stderr
 from pipelines.settings import RegistryArgs
-from pipelines.stream import StreamSpec, precheck
+from pipelines.stream import StreamSpec, executor_address, precheck
 from registry import JobRecord, Registry
 from registry.streams import check_stream
 from tasks.errors import ConfigError
@@ -171,7 +171,20 @@ def run_stream(
         Worker(registry=registry, progress=progress, say=say).catch_up(
             name, spec.backbone, spec.baselines
         )
-    if jobs:
+    address = executor_address(spec.executor, spec.source or "stream")
+    if jobs and address is not None:  # each arrival a Ray task; the stream's order is the queue's
+        from pipelines.arrival import ray_executor
+        from registry.queue import lease_seconds
+
+        ray_executor.serve(
+            registry,
+            ray_executor.RayOptions(address=address or None),
+            streams=[name],
+            until_empty=True,
+            lease_s=lease_seconds(),
+            say=say,
+        )
+    elif jobs:
         Worker(registry=registry, progress=progress, say=say).serve(
             streams=[name], until_jobs=tuple(j.id for j in jobs), raise_errors=True
         )

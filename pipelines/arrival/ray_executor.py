@@ -18,6 +18,7 @@ and the MLflow server reachable: see docs/scaling.md.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import time
@@ -30,7 +31,10 @@ from pipelines.progress import to_stderr
 from pipelines.settings import RegistryArgs
 from tasks.errors import ConfigError
 
-_WORKERS: dict[RegistryArgs, Any] = {}  # per Ray worker process: backbones stay loaded
+# per Ray worker process: workers (with their backbones), backbones and stream books stay loaded
+_WORKERS: dict[RegistryArgs, Any] = {}
+_BACKBONES: dict[str, Any] = {}
+_BOOKS: dict[tuple[RegistryArgs, str], Any] = {}
 
 
 @dataclass(frozen=True)
@@ -53,8 +57,11 @@ class RayOptions:
             raise ConfigError("--parallel must be at least 1")
 
 
-def run_arrival(registry: RegistryArgs, job_id: int, worker: str, lease_s: float) -> dict:
-    """The body of one Ray task: run the claimed job `job_id` under `worker`'s lease."""
+def run_arrival(
+    registry: RegistryArgs, job_id: int, worker: str, lease_s: float, options: RayOptions
+) -> dict:
+    """The body of one Ray task: run the claimed job `job_id` under `worker`'s lease; its
+    re-evaluations fan out as Ray tasks of their own (`fan_out`)."""
     from pipelines.arrival.worker import Worker
 
     w = _WORKERS.get(registry)
@@ -63,11 +70,45 @@ def run_arrival(registry: RegistryArgs, job_id: int, worker: str, lease_s: float
             registry=registry, progress=False, lease_s=lease_s, migrate=False
         )
     w.id = worker
+    w.fan_out = lambda stream, backbone: functools.partial(
+        fan_out, registry, stream, backbone, options
+    )
     with registry.open(migrate=False) as reg:
         job = reg.queue.get(job_id)
         if job.state != "running" or job.worker_id != worker:  # a retry after the lease was lost
             return {"job": job_id, "task": job.task, "stream": job.stream, "state": "lost"}
         return {**w.run(reg, job), "ray_node": os.uname().nodename, "pid": os.getpid()}
+
+
+def fan_out(
+    registry: RegistryArgs, stream: str, backbone: str, options: RayOptions, tasks: list[str],
+    position: int,
+) -> dict[str, tuple[str, ...]]:  # fmt: skip
+    """Re-score `tasks` at `position` of `stream`, one Ray task each (each records its score);
+    returns their predictions (the routed evaluation reuses them)."""
+    import ray
+
+    remote = ray.remote(rescore_task).options(
+        num_cpus=options.cpus, num_gpus=options.gpus, max_retries=options.retries
+    )
+    refs = [remote.remote(registry, stream, backbone, t, position) for t in tasks]
+    return dict(zip(tasks, ray.get(refs)))
+
+
+def rescore_task(
+    registry: RegistryArgs, stream: str, backbone: str, task: str, position: int
+) -> tuple[str, ...]:
+    """The body of one re-evaluation's Ray task (writes tolerate a retry's repeat)."""
+    from continual.backbones import load_backbone
+    from pipelines.arrival.book import TaskBook
+    from pipelines.arrival.reeval import rescore
+
+    if backbone not in _BACKBONES:
+        _BACKBONES[backbone] = load_backbone(backbone)
+    book = _BOOKS.setdefault((registry, stream), TaskBook(stream))
+    with registry.open(migrate=False) as reg:
+        ev = rescore(reg, _BACKBONES[backbone], book, stream, task, position, to_stderr)
+    return ev.predictions
 
 
 def connect(options: RayOptions) -> Any:
@@ -169,7 +210,7 @@ def _serve(
                 if job is None:
                     break
                 say(f"job {job.id} · {job.task} in stream {job.stream} → Ray task")
-                running[task.remote(registry, job.id, wid, lease_s)] = job
+                running[task.remote(registry, job.id, wid, lease_s, options)] = job
                 started += 1
             if not running:
                 done = stopping() or (max_jobs is not None and started >= max_jobs)

@@ -22,16 +22,19 @@ score and marks it carried; a hash that does not match is an IntegrityError (the
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from continual.inference import EvalResult, evaluate
 from pipelines import ledger
+from pipelines.jobs import task_prefix_from_registry
 from registry import EvaluationRecord, PrefixRecord, Registry
 from registry.artifacts import REPAIR_HINT
 from tasks.errors import ConfigError, IntegrityError
 
 if TYPE_CHECKING:
     from continual.backbones import Backbone
+    from pipelines.arrival.book import TaskBook
 
 MODES = ("full", "audit", "proof")
 AUTO = "auto"
@@ -137,6 +140,33 @@ def arrange(
     )
     doc = {"mode": mode, "measured": measure, "carried": len(carried), **verified}
     return measure, {**doc, "k": k} if mode == "audit" else doc
+
+
+def rescore(
+    reg: Registry,
+    backbone: Backbone,
+    book: TaskBook,
+    stream: str,
+    task: str,
+    position: int,
+    say: Callable[[str], None],
+) -> EvalResult:
+    """Re-score `task`'s current module at `position` of `stream` and record it (once: a redone
+    write keeps the row there), with the batching of its own arrival (batch size, order,
+    padding), so its predictions hash must equal the one at its arrival; a difference is said
+    loudly here and flagged by the report."""
+    info = book.task(reg, task)
+    loaded = task_prefix_from_registry(reg, task, backbone)
+    examples = book.data(reg, task).eval
+    ev = evaluate(backbone, loaded, examples, batch_size=info.config.eval_batch_size)
+    ledger.record(reg, task, ledger.PREFIX, position, ev, stream)
+    if ev.predictions_sha256 != info.predictions_sha256:
+        say(
+            f"!!! {task}: predictions at position {position} differ from those at its "
+            f"arrival (sha256 {ev.predictions_sha256[:12]}… vs "
+            f"{str(info.predictions_sha256)[:12]}…); the report flags it"
+        )
+    return ev
 
 
 def prove(

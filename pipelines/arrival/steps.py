@@ -140,8 +140,10 @@ class StreamArrival:
         route_cache: dict[str, Any],
         alive: Callable[[], bool] = lambda: True,
         observe: Callable[[int, int, float], None] | None = None,
+        fan_out: Callable[[list[str], int], dict[str, tuple[str, ...]]] | None = None,
     ) -> None:
         self.reg, self.backbone, self.job, self.stream = reg, backbone, job, stream
+        self.fan_out = fan_out  # re-scores tasks elsewhere (Ray), recording their scores
         self.book, self.log, self.bars, self.runtime = book, log, bars, runtime
         self.route_cache, self.alive, self.observe = route_cache, alive, observe
         self.name = job.plan.name
@@ -185,11 +187,15 @@ class StreamArrival:
         what = f"{len(measure)} of {len(earlier)}" if proof else str(len(measure))
         with self.log.step(tag, f"prefix · re-evaluate {what} earlier task(s)"):
             scores = ledger.scores(self.reg, self.stream)
-            for task in measure:
+            todo = [t for t in measure if not ledger.find(scores.get(t, []), "prefix", position)]
+            if self.fan_out is not None and len(todo) > 1:  # each as a task of its own (Ray)
+                answers.update(self.fan_out(todo, position))
+                todo = []
+            for task in todo:
                 self._check()
-                ev = self._reevaluate(task, position, scores)
-                if ev is not None:
-                    answers[task] = ev.predictions
+                answers[task] = reeval.rescore(
+                    self.reg, self.backbone, self.book, self.stream, task, position, self.log.say
+                ).predictions
         self._check()
         with self.log.step(tag, "prefix · task-agnostic (routed) evaluation"):
             self._task_agnostic([*earlier, self.name], position, answers, [*measure, self.name])
@@ -310,26 +316,6 @@ class StreamArrival:
         mine = ledger.scores(self.reg, self.stream).get(self.name, [])
         found = ledger.find(mine, ledger.PREFIX, position)
         return found if found is not None and found.prefix_id is not None else None
-
-    def _reevaluate(
-        self, task: str, position: int, scores: dict[str, list[EvaluationRecord]]
-    ) -> EvalResult | None:
-        reg = self.reg
-        if ledger.find(scores.get(task, []), ledger.PREFIX, position):
-            return None
-        info = self.book.task(reg, task)
-        loaded = task_prefix_from_registry(reg, task, self.backbone)
-        examples = self.book.data(reg, task).eval
-        # The batching of its own arrival (batch size, order, padding): the same predictions.
-        ev = evaluate(self.backbone, loaded, examples, batch_size=info.config.eval_batch_size)
-        ledger.record(reg, task, ledger.PREFIX, position, ev, self.stream)
-        if ev.predictions_sha256 != info.predictions_sha256:
-            self.log.say(
-                f"!!! {task}: predictions at position {position} differ from those at its "
-                f"arrival (sha256 {ev.predictions_sha256[:12]}… vs "
-                f"{str(info.predictions_sha256)[:12]}…); the report flags it"
-            )
-        return ev
 
     def _record_starts(self, position: int, starts: tuple[EvalResult, EvalResult] | None) -> None:
         scores = ledger.scores(self.reg, self.stream).get(self.name, [])

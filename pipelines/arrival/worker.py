@@ -132,6 +132,8 @@ class Worker:
         self.report = report
         self.id = name or worker_id()
         self.migrate = migrate  # False: a schema behind is refused (`continual worker`)
+        # (stream, backbone name) -> a function that re-scores tasks elsewhere: Ray tasks
+        self.fan_out: Callable[[str, str], Callable[[list[str], int], dict]] | None = None
         self._backbones: dict[str, Backbone] = {}
         self._books: dict[str, TaskBook] = {}
         self._route_cache: dict[str, Any] = {}
@@ -257,6 +259,7 @@ class Worker:
             route_cache=self._route_cache.setdefault(stream, {}),
             alive=alive,
             observe=live.step,
+            fan_out=self.fan_out(stream, arrival.backbone) if self.fan_out else None,
         )
         tag = f"[{stream} {step.position() + 1}] {arrival.plan.name}"
         prefix = step.run(tag)

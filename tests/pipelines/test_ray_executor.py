@@ -3,6 +3,8 @@ worker itself). Two streams of three arrivals run in parallel, a Ray worker proc
 in the middle of an arrival, Ray retries the task, and every job ends `done` once with each
 stream's scores and predictions hashes equal to an uninterrupted serial run's."""
 
+# ruff: noqa: F811 - `serial`, a fixture of test_workers, is imported and then requested by name
+
 from __future__ import annotations
 
 import json
@@ -79,3 +81,49 @@ def test_two_streams_on_ray_equal_a_serial_run_with_a_ray_worker_killed(
         assert [p.version for p in reg.prefixes(task="a2")] == [1]  # registered once
     got = matrices(home, None)
     assert got == serial  # every row once, the same scores and hashes as the serial run
+
+
+@pytest.mark.parametrize(
+    ("executor", "address"),
+    [
+        ("local", None),
+        ("ray", ""),
+        ("ray:auto", "auto"),
+        ("ray:ray://head:10001", "ray://head:10001"),
+    ],
+)
+def test_executor_names(executor: str, address: str | None) -> None:
+    from pipelines.stream import executor_address
+
+    assert executor_address(executor, "s.yaml") == address
+
+
+@pytest.mark.parametrize("executor", ["dask", "local:x", "Ray"])
+def test_a_bad_executor_is_one_clear_line(executor: str) -> None:
+    from pipelines.stream import executor_address
+    from tasks.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"s.yaml: executor must be local, ray .*ray:ADDRESS"):
+        executor_address(executor, "s.yaml")
+
+
+@pytest.mark.slow
+def test_a_stream_file_with_executor_ray_equals_the_local_run(
+    tmp_path: Path, tiny_encoder_dir: Path, sentiment
+) -> None:
+    pytest.importorskip("ray", reason="ray is a dev dependency (make install)")
+    from tests.pipelines.test_stream_run import TASKS, child, stream_file, write_tasks
+
+    data = tmp_path / "data"
+    write_tasks(data, sentiment, TASKS[:2])
+    path = stream_file(data, tiny_encoder_dir, "[]", TASKS[:2])
+    reports = {}
+    for executor in ("local", "ray"):
+        home = tmp_path / executor
+        done = child("stream", "run", path, "--home", home, "--executor", executor, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert json.loads(done.stdout)["arrivals"][-1]["position"] == 1
+        reports[executor] = json.loads((home / "report" / "report.json").read_text())
+    local, ray = (reports[k]["methods"]["prefix"] for k in ("local", "ray"))
+    assert ray["R"] == local["R"]
+    assert reports["ray"]["evidence"]["predictions"] == reports["local"]["evidence"]["predictions"]
