@@ -1,6 +1,6 @@
 """Cost of a stream as it grows: time per arrival against T under `--reeval full|audit|proof`.
 
-    python -m bench.scale --T 10,100         # about 30 minutes on 2 CPU cores
+    python -m bench.scale --T 10,100         # about 35 minutes on 2 CPU cores
     python -m bench.scale --T 10,100,1000    # hours: about 7 s per arrival under audit
 
 One stream of small synthetic tasks is built under `audit` on minilm: task i is two labels of a
@@ -9,7 +9,8 @@ examples and 50 eval examples drawn with seed i, trained for a few steps. At eac
 the workspace is copied and one more arrival is measured in each mode side by side (a warm-up
 arrival first, so the backbone load is not counted), with routing latency (one input routed
 among the T tasks) and accuracy (the checkpoint arrival's routing rows), registry size and the
-stream's total time so far. MLflow is off (`--tracking-uri none`) and the per-arrival report is
+stream's total time so far. Then the Ray part: `--ray N` independent arrivals (each its own
+stream) run by one in-process worker and by a local Ray instance, 2 at once. MLflow is off (`--tracking-uri none`) and the per-arrival report is
 not written: both are outside what re-evaluation costs. Results: bench/results/scale.json.
 """
 
@@ -187,10 +188,58 @@ def probe(home: Path, T: int, pool: dict[str, Any], scratch: Path, repeats: int)
     return out
 
 
+def parallel(pool: dict[str, Any], n: int, rounds: int) -> dict[str, Any]:
+    """The same queue of `n` independent arrivals (each its own stream) run by one in-process
+    worker and by a local Ray instance with 2 arrivals at once (1 CPU each), alternating which
+    goes first each round; wall time, and each arrival's own seconds."""
+    from pipelines.arrival import ray_executor
+    from pipelines.arrival.queueing import enqueue_arrival
+    from pipelines.settings import RegistryArgs
+
+    out: dict[str, list[Any]] = {"in_process": [], "ray": []}
+    for r in range(rounds):
+        order = ["in_process", "ray"] if r % 2 == 0 else ["ray", "in_process"]
+        for how in order:
+            scratch = Path(tempfile.mkdtemp(prefix="bench-scale-ray-"))
+            try:
+                args = RegistryArgs(home=scratch / "home", url=None, tracking_uri="none")
+                with args.open() as reg:
+                    for i in range(n):
+                        p = plan(700_000 + i, scratch, pool, "audit")
+                        enqueue_arrival(reg, plan=p, backbone="minilm", stream=f"s{i}")
+                began = time.perf_counter()
+                if how == "ray":
+                    opts = ray_executor.RayOptions(cpus=1, parallel=2, report=False)
+                    got = ray_executor.serve(
+                        args, opts, until_empty=True, lease_s=600, say=lambda _: None
+                    )
+                else:
+                    worker = Stream(scratch / "home").worker
+                    got = worker.serve(until_empty=True)
+                wall = time.perf_counter() - began
+                assert all(o["state"] == "done" for o in got), got
+                out[how].append({"wall_s": wall, "arrival_s": [o["seconds"] for o in got]})
+                print(f"  {how}: {wall:.1f} s for {n} arrivals", flush=True)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+    walls = {k: [x["wall_s"] for x in v] for k, v in out.items()}
+    ratios = [a / b for a, b in zip(walls["in_process"], walls["ray"])]
+    per = {k: statistics.median([s for x in v for s in x["arrival_s"]]) for k, v in out.items()}
+    return {
+        "arrivals": n,
+        "rounds": out,
+        "speedup_median": statistics.median(ratios),
+        "arrival_median_s": per,
+        "ray_overhead_per_arrival_s": per["ray"] - per["in_process"],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--T", default="10,100,1000", help="checkpoints (comma-separated)")
     ap.add_argument("--repeats", type=int, default=3, help="probe arrivals per mode")
+    ap.add_argument("--ray", type=int, default=6, metavar="N", help="arrivals of the Ray part")
+    ap.add_argument("--ray-rounds", type=int, default=2)
     ap.add_argument("--out", type=Path, help="results file (default bench/results/scale.json)")
     a = ap.parse_args(argv)
     checkpoints = sorted({int(x) for x in a.T.split(",")})
@@ -221,8 +270,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps({k: v for k, v in row.items() if k != "next_arrival"}), flush=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    ray_part = parallel(pool, a.ray, a.ray_rounds) if a.ray else None
     base = rows[0]["next_arrival"]
     doc = {
+        "bench": "scale",
         "machine": machine(),
         "setup": {"backbone": "minilm", "train": TRAIN, "prefix_length": 4, "pool": POOL},
         "checkpoints": rows,
@@ -234,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             for mode in MODES
         },
+        "ray_parallel": ray_part,
         "wall_seconds": time.perf_counter() - began,
     }
     print(
@@ -259,6 +311,13 @@ def main(argv: list[str] | None = None) -> int:
             ],
         )
     )
+    if ray_part:
+        print(
+            f"Ray, 2 arrivals at once vs one in-process worker, {a.ray} independent arrivals: "
+            f"{ray_part['speedup_median']:.2f}x (median of {a.ray_rounds} rounds); per arrival "
+            f"{ray_part['arrival_median_s']['ray']:.2f} s vs "
+            f"{ray_part['arrival_median_s']['in_process']:.2f} s"
+        )
     path = write("scale", doc, a.out)
     print(f"wrote {path}")
     return 0

@@ -247,6 +247,42 @@ def serve(doc: dict[str, Any]) -> str:
     )
 
 
+def scale(doc: dict[str, Any]) -> str:
+    modes = ("full", "audit", "proof")
+    ratios = doc["ratios_vs_first"]
+    rows = [
+        [r["T"], *(f"{r['next_arrival'][m]['median_s']:.2f}" for m in modes),
+         f"**{ratios['audit'][str(r['T'])]:.2f}**", f"{ratios['full'][str(r['T'])]:.2f}",
+         f"{r['route_one_ms']:.0f}", f"{r['router_build_s']:.1f}",
+         "-" if r["routing_accuracy"] is None else f"{100 * r['routing_accuracy']:.1f}",
+         f"{r['database_bytes'] / 1e6:.1f}", f"{r['stream_seconds'] / 60:.1f}"]
+        for r in doc["checkpoints"]
+    ]  # fmt: skip
+    head = ["T", "full s", "audit s", "proof s", "audit ×T₀ (≤ 2 at 1,000)", "full ×T₀",
+            "route 1 input ms", "router build s", "routing acc %", "db MB", "stream min"]  # fmt: skip
+    setup = doc["setup"]
+    text = (
+        f"One more arrival after T tasks, per mode (median of the probes; a warm-up arrival first), "
+        f"in copies of one stream built under `audit` on {setup['backbone']}: synthetic tasks of "
+        f"two labels of a catalog set each, 24 training and 50 eval examples, "
+        f"{setup['train']['steps']} steps, P = {setup['prefix_length']}; MLflow off, no report. "
+        "Routing accuracy is over the last arrival's sampled tasks; tasks drawn from the same "
+        "catalog set share their inputs' distribution, so routing cannot tell them apart."
+    )
+    parts = ["### Cost of an arrival against the stream's length", _machine(doc)]
+    parts += [_md(head, rows), text]
+    ray = doc.get("ray_parallel")
+    if ray:
+        parts.append(
+            f"Ray, {ray['arrivals']} independent arrivals (each its own stream) on a local Ray "
+            f"instance, 2 at once with 1 CPU each, against one in-process worker: "
+            f"**{ray['speedup_median']:.2f}×** (median of {len(ray['rounds']['ray'])} rounds, "
+            f"alternating); an arrival's own time {ray['arrival_median_s']['ray']:.2f} s on Ray "
+            f"against {ray['arrival_median_s']['in_process']:.2f} s in process."
+        )
+    return "\n\n".join(parts)
+
+
 PARTS = {
     "train_step": train_step,
     "time_to_accuracy": time_to_accuracy,
@@ -255,6 +291,7 @@ PARTS = {
     "storage": storage,
     "ablation": ablation,
     "serve": serve,
+    "scale": scale,
 }
 
 

@@ -51,7 +51,8 @@ def build(reg: Registry, stream_name: str = DEFAULT_STREAM) -> dict[str, Any]:
             "arrivals": len(view.tasks),
             "tasks": list(view.tasks),
             "R": metrics.lower_triangle(view.R),
-            "carried": view.carried,  # None when every cell was measured
+            # which cells a proof carried (`--reeval audit|proof`); absent when all were measured
+            **({"carried": view.carried} if view.carried else {}),
             "untrained_init": view.init,
             "untrained_random": view.random,
             **metrics.summary(view.R, view.init, view.random),
@@ -118,7 +119,7 @@ def task_agnostic(
             {
                 "position": i,
                 "tasks": i + 1,
-                "evaluated": len(keep),
+                **({"evaluated": len(keep)} if partial else {}),  # a sample (audit|proof)
                 "recorded": True,
                 "n": n,
                 "routing_accuracy": sum(found[j].value * found[j].n for j in keep) / n,  # type: ignore[union-attr]

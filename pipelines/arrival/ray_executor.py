@@ -47,6 +47,7 @@ class RayOptions:
     memory_mb: int | None = None
     parallel: int | None = None  # arrivals in flight at once (default: what the CPUs allow)
     retries: int = 2  # Ray's retries of a task whose worker process died
+    report: bool = True  # rewrite the stream's report after each arrival (as a worker does)
 
     def __post_init__(self) -> None:
         if self.cpus <= 0 or self.gpus < 0:
@@ -67,7 +68,7 @@ def run_arrival(
     w = _WORKERS.get(registry)
     if w is None:
         w = _WORKERS[registry] = Worker(
-            registry=registry, progress=False, lease_s=lease_s, migrate=False
+            registry=registry, progress=False, lease_s=lease_s, migrate=False, report=options.report
         )
     w.id = worker
     w.fan_out = lambda stream, backbone: functools.partial(
