@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tasks.errors import IntegrityError
 
@@ -40,6 +40,31 @@ class StoredFile:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def verified(data: bytes, expected_sha256: str, where: str) -> bytes:
+    """`data` if its sha256 is `expected_sha256`, else IntegrityError naming `where`."""
+    actual = sha256_bytes(data)
+    if actual != expected_sha256:
+        raise IntegrityError(
+            f"artifact {where} is corrupt: expected sha256 {expected_sha256}, found {actual}; "
+            f"{REPAIR_HINT}"
+        )
+    return data
+
+
+def missing(where: str, expected_sha256: str) -> IntegrityError:
+    return IntegrityError(
+        f"artifact {where} is missing (expected sha256 {expected_sha256}); {REPAIR_HINT}"
+    )
+
+
+def hash_file(f: Any) -> str:
+    """The sha256 of an open binary file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+        h.update(chunk)
+    return h.hexdigest()
 
 
 def tensors_to_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
@@ -120,16 +145,8 @@ class ArtifactStore:
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            raise IntegrityError(
-                f"artifact {path} is missing (expected sha256 {expected_sha256}); {REPAIR_HINT}"
-            ) from None
-        actual = sha256_bytes(data)
-        if actual != expected_sha256:
-            raise IntegrityError(
-                f"artifact {path} is corrupt: expected sha256 {expected_sha256}, found {actual}; "
-                f"{REPAIR_HINT}"
-            )
-        return data
+            raise missing(str(path), expected_sha256) from None
+        return verified(data, expected_sha256, str(path))
 
     def load_tensors(self, rel: str, expected_sha256: str) -> dict[str, torch.Tensor]:
         from safetensors.torch import load as load_safetensors
@@ -138,14 +155,11 @@ class ArtifactStore:
 
     def hash_of(self, rel: str) -> str | None:
         """The sha256 of the file's bytes, None if it is missing."""
-        h = hashlib.sha256()
         try:
             with open(self.workspace / rel, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
+                return hash_file(f)
         except FileNotFoundError:
             return None
-        return h.hexdigest()
 
     def files(self) -> Iterator[str]:
         """Every file under the artifact folder (temporary leftovers included), workspace-relative."""

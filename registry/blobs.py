@@ -14,7 +14,6 @@ endpoint come from the usual places (`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`, ~/
 
 from __future__ import annotations
 
-import hashlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -24,15 +23,17 @@ from typing import TYPE_CHECKING, Any
 
 from registry.artifacts import (
     ARTIFACTS,
-    REPAIR_HINT,
     STORE_ID,
     SUFFIX,
     ArtifactStore,
     StoredFile,
+    hash_file,
+    missing,
     sha256_bytes,
     tensors_to_bytes,
+    verified,
 )
-from tasks.errors import ConfigError, IntegrityError
+from tasks.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -115,17 +116,8 @@ class FsspecStore:
         try:
             data = self.fs.cat_file(self._path(rel))
         except FileNotFoundError:
-            raise IntegrityError(
-                f"artifact {self._where(rel)} is missing (expected sha256 {expected_sha256}); "
-                f"{REPAIR_HINT}"
-            ) from None
-        actual = sha256_bytes(data)
-        if actual != expected_sha256:
-            raise IntegrityError(
-                f"artifact {self._where(rel)} is corrupt: expected sha256 {expected_sha256}, "
-                f"found {actual}; {REPAIR_HINT}"
-            )
-        return data
+            raise missing(self._where(rel), expected_sha256) from None
+        return verified(data, expected_sha256, self._where(rel))
 
     def load_tensors(self, rel: str, expected_sha256: str) -> dict[str, torch.Tensor]:
         from safetensors.torch import load as load_safetensors
@@ -134,14 +126,11 @@ class FsspecStore:
 
     def hash_of(self, rel: str) -> str | None:
         """The sha256 of the file's bytes, None if it is missing."""
-        h = hashlib.sha256()
         try:
             with self.fs.open(self._path(rel), "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
+                return hash_file(f)
         except FileNotFoundError:
             return None
-        return h.hexdigest()
 
     def files(self) -> Iterator[str]:
         """Every file under the artifact folder, relative to the store's root."""
