@@ -16,6 +16,13 @@ pass per micro-batch (ours) against one pass per task present in it (grouping pe
 only way). Outputs must be equal; times are medians over alternating repeats.
 
 Prints a table and writes bench/results/routing.json.
+
+    python -m bench.routing --routers                # the two routers, catalog and held-out
+
+Routers (`--routers`, bench/results/routing_routers.json): the logistic regression against
+the closed-form ridge router (used from `ROUTE_RIDGE_FROM` tasks on), over the demo's five
+catalog tasks (λ was chosen on these), and over those five plus seven held-out tasks from
+sources the catalog does not use (kept out of every choice): accuracy and fit seconds.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from sklearn.metrics.pairwise import cosine_similarity
 from bench.prefix_quality import machine
 from continual.backbones import load_backbone
 from continual.inference import predict
-from continual.routing import ROUTE_SAMPLE, Router, route_features, task_keys
+from continual.routing import ROUTE_SAMPLE, RidgeStats, Router, route_features, task_keys
 from continual.similarity import pooled_features, sample_texts
 from pipelines.jobs import task_prefix_from_registry
 from registry import Registry
@@ -42,6 +49,11 @@ from tasks.load import DataArgs, load_data
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TASKS = ("sms_spam", "vader_tweets", "trec", "bbc_news", "imdb")
+HELDOUT = (
+    "hedge_wiki", "boolq", "pubmedqa", "fine_food", "sarcasm_headlines", "medmcqa_subject",
+    "stereoset_bias",
+)  # fmt: skip
+LAMBDAS = (0.1, 1.0, 10.0)
 
 
 def routing(bb, data: dict) -> dict[str, Any]:
@@ -72,6 +84,34 @@ def routing(bb, data: dict) -> dict[str, Any]:
         got = routed[y == i]
         confusion[t] = {router.tasks[j]: int((got == j).sum()) for j in range(len(names))}
     out["confusion"] = confusion
+    return out
+
+
+def routers(bb, data: dict) -> dict[str, Any]:
+    """Logistic against ridge (each λ), on the catalog five, then on those plus held-out."""
+    keys = {t: task_keys(bb, data[t].train, seed=0) for t in data}
+    feats = {t: route_features(bb, [e.text for e in data[t].eval]) for t in data}
+    out: dict[str, Any] = {}
+    for suite, names in (("catalog", TASKS), ("catalog+heldout", TASKS + HELDOUT)):
+        x = np.concatenate([feats[t] for t in names])
+        y = np.concatenate([np.full(len(feats[t]), t) for t in names])
+        row: dict[str, Any] = {"tasks": len(names), "inputs": len(y)}
+        began = time.perf_counter()
+        router = Router({t: keys[t] for t in names})
+        row["logistic"] = {"fit_s": time.perf_counter() - began}
+        candidates = [("logistic", router)]
+        for lam in LAMBDAS:
+            began = time.perf_counter()
+            stats = RidgeStats(x.shape[1])
+            for k, t in enumerate(names):
+                stats.add(t, keys[t], k)
+            candidates.append((f"ridge_{lam:g}", Router.ridge(stats, lam=lam)))
+            row[f"ridge_{lam:g}"] = {"fit_s": time.perf_counter() - began}
+        for name, r in candidates:
+            got = np.array(r.tasks)[r.route(x).task]
+            row[name]["accuracy"] = float(np.mean(got == y))
+            row[name]["per_task"] = {t: float(np.mean(got[y == t] == t)) for t in names}
+        out[suite] = row
     return out
 
 
@@ -125,9 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--home", type=Path, help="a workspace holding the five tasks' prefixes")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--out", type=Path, default=RESULTS / "routing.json")
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--routers", action="store_true", help="logistic against ridge")
     a = ap.parse_args(argv)
     bb = load_backbone("minilm")
+    if a.routers:
+        return main_routers(bb, a.out or RESULTS / "routing_routers.json")
+    a.out = a.out or RESULTS / "routing.json"
     data = {
         t: load_data(DataArgs(dataset=t, max_train=1600, max_eval=200, seed=0), None) for t in TASKS
     }
@@ -153,6 +197,26 @@ def main(argv: list[str] | None = None) -> int:
             f"{s['speedup_mixed_over_grouped']:.2f}x, outputs equal: {s['outputs_equal']}"
         )
     print(f"wrote {a.out}")
+    return 0
+
+
+def main_routers(bb, out: Path) -> int:
+    data = {
+        t: load_data(DataArgs(dataset=t, max_train=1600, max_eval=200, seed=0), None)
+        for t in TASKS + HELDOUT
+    }
+    doc = {"bench": "routing_routers", "machine": machine(), "backbone": bb.name}
+    doc["routers"] = routers(bb, data)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1))
+    names = ["logistic", *(f"ridge_{lam:g}" for lam in LAMBDAS)]
+    print("router accuracy (and fit seconds) on every eval input of the suite's tasks")
+    for suite, row in doc["routers"].items():
+        cells = ", ".join(
+            f"{n} {100 * row[n]['accuracy']:.1f}% ({row[n]['fit_s']:.2f} s)" for n in names
+        )
+        print(f"  {suite} ({row['tasks']} tasks, {row['inputs']} inputs): {cells}")
+    print(f"wrote {out}")
     return 0
 
 

@@ -1,7 +1,7 @@
 """Cost of a stream as it grows: time per arrival against T under `--reeval full|audit|proof`.
 
-    python -m bench.scale --T 10,100         # about 35 minutes on 2 CPU cores
-    python -m bench.scale --T 10,100,1000    # hours: about 7 s per arrival under audit
+    python -m bench.scale --T 10,100         # about 25 minutes on 2 CPU cores
+    python -m bench.scale --T 10,100,1000    # about 2.5 hours: about 6 s per arrival under audit
 
 One stream of small synthetic tasks is built under `audit` on minilm: task i is two labels of a
 catalog set (sms_spam, the vader sets, trec, bbc_news, rotten_tomatoes, by turns), 24 training
@@ -11,7 +11,9 @@ arrival first, so the backbone load is not counted), with routing latency (one i
 among the T tasks) and accuracy (the checkpoint arrival's routing rows), registry size and the
 stream's total time so far. Then the Ray part: `--ray N` independent arrivals (each its own
 stream) run by one in-process worker and by a local Ray instance, 2 at once. MLflow is off (`--tracking-uri none`) and the per-arrival report is
-not written: both are outside what re-evaluation costs. Results: bench/results/scale.json.
+not written: both are outside what re-evaluation costs. Results: bench/results/scale.json,
+written again after each checkpoint (`"complete": false` until the end), so a long run that is
+stopped keeps what it measured.
 """
 
 from __future__ import annotations
@@ -154,6 +156,7 @@ def routing(home: Path, T: int) -> dict[str, Any]:
         "routing_inputs": n,
         "route_one_ms": 1000 * statistics.median(times[1:]),
         "router_build_s": build,
+        "router": predictor.router.kind,
     }
 
 
@@ -234,6 +237,26 @@ def parallel(pool: dict[str, Any], n: int, rounds: int) -> dict[str, Any]:
     }
 
 
+def document(rows: list[dict], per_arrival: list[float], ray_part: Any, began: float) -> dict:
+    base = rows[0]["next_arrival"]
+    return {
+        "bench": "scale",
+        "machine": machine(),
+        "setup": {"backbone": "minilm", "train": TRAIN, "prefix_length": 4, "pool": POOL},
+        "checkpoints": rows,
+        "per_arrival_audit_s": per_arrival,
+        "ratios_vs_first": {
+            mode: {
+                str(r["T"]): r["next_arrival"][mode]["median_s"] / base[mode]["median_s"]
+                for r in rows
+            }
+            for mode in MODES
+        },
+        "ray_parallel": ray_part,
+        "wall_seconds": time.perf_counter() - began,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--T", default="10,100,1000", help="checkpoints (comma-separated)")
@@ -268,26 +291,12 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 rows.append(row)
                 print(json.dumps({k: v for k, v in row.items() if k != "next_arrival"}), flush=True)
+                partial = document(rows, per_arrival, None, began) | {"complete": False}
+                write("scale", partial, a.out)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     ray_part = parallel(pool, a.ray, a.ray_rounds) if a.ray else None
-    base = rows[0]["next_arrival"]
-    doc = {
-        "bench": "scale",
-        "machine": machine(),
-        "setup": {"backbone": "minilm", "train": TRAIN, "prefix_length": 4, "pool": POOL},
-        "checkpoints": rows,
-        "per_arrival_audit_s": per_arrival,
-        "ratios_vs_first": {
-            mode: {
-                str(r["T"]): r["next_arrival"][mode]["median_s"] / base[mode]["median_s"]
-                for r in rows
-            }
-            for mode in MODES
-        },
-        "ray_parallel": ray_part,
-        "wall_seconds": time.perf_counter() - began,
-    }
+    doc = document(rows, per_arrival, ray_part, began) | {"complete": True}
     print(
         table(
             [

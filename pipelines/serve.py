@@ -24,15 +24,15 @@ import numpy as np
 from continual import checkpoint
 from continual.backbones import Backbone, load_backbone
 from continual.inference import EvalResult, TrainedTask, evaluate, predict, score
-from continual.routing import Router, route_features
+from continual.routing import LOGISTIC, ROUTE_RIDGE_FROM, Router, route_features, route_method
 from continual.scoring import predictions_sha256
 from continual.similarity import task_embedding
 from pipelines import ledger, tables
 from pipelines.arrival.book import TaskBook
 from pipelines.jobs import backbone_for, stored_backbone, task_prefix_from_registry
-from pipelines.router_cache import cached_router
+from pipelines.router_cache import cache_key, cached_router, keys_by_id, ridge_stats
 from pipelines.settings import RegistryArgs
-from pipelines.similar import neighbours, stored_keys, task_neighbours
+from pipelines.similar import neighbours, task_neighbours
 from registry import Registry
 from tasks.errors import ConfigError, ContinualError
 from tasks.load import DataArgs, load_data
@@ -53,34 +53,73 @@ class Answer:
 class AutoPredictor:
     """Route and answer texts with the registry's tasks on `backbone` (`tasks`: a subset).
 
-    The router is fitted once per registry generation (`pipelines.router_cache`)."""
+    The router is fitted once per registry generation (`pipelines.router_cache`); `scope`
+    names the set of tasks routed among (a stream's) so the ridge router's statistics are
+    kept per set. Under the logistic router (fewer than `ROUTE_RIDGE_FROM` tasks) every
+    task's prefix is loaded at once, as it always was; under the ridge router a prefix is
+    loaded when an input is first routed to it (at T = 1,000, loading them all would cost
+    more than the arrival)."""
 
     def __init__(
-        self, reg: Registry, backbone: Backbone, tasks: Sequence[str] | None = None
+        self,
+        reg: Registry,
+        backbone: Backbone,
+        tasks: Sequence[str] | None = None,
+        *,
+        scope: str | None = None,
     ) -> None:
         def fit() -> Router:
-            keys = stored_keys(reg, backbone)
+            ids = reg.embedding_ids(route_method(backbone))
             if tasks is not None:
-                missing = [t for t in tasks if t not in keys]
+                missing = [t for t in tasks if t not in ids]
                 if missing:
                     raise ConfigError(
                         f"no routing keys for task(s) {', '.join(missing)} on backbone "
                         f"{backbone.name} (registered before routing existed, or imported); "
                         "train a new version to add them"
                     )
-                keys = {t: keys[t] for t in tasks}
-            if not keys:
+                ids = {t: ids[t] for t in tasks}
+            if not ids:
                 raise ConfigError(
                     f"no task in the registry has routing keys on backbone {backbone.name}; "
                     "train a task first"
                 )
-            return Router(keys)
+            if len(ids) >= ROUTE_RIDGE_FROM:
+                where = scope or ("all" if tasks is None else cache_key("", "", tasks))
+                return Router.ridge(ridge_stats(reg, backbone, ids, where))
+            return Router(keys_by_id(reg, ids))
 
-        self.backbone = backbone
+        self.reg, self.backbone = reg, backbone
         self.router = cached_router(reg, backbone, tasks, fit)
-        self.prefixes: list[TrainedTask] = [
-            task_prefix_from_registry(reg, t, backbone) for t in self.router.tasks
-        ]
+        self._loaded: dict[int, TrainedTask] = {}
+        if self.router.kind == LOGISTIC:
+            for i in range(len(self.router.tasks)):
+                self.prefix(i)
+
+    def prefix(self, i: int) -> TrainedTask:
+        """The prefix of `router.tasks[i]`, loaded (and verified) on first use."""
+        if i not in self._loaded:
+            self._loaded[i] = task_prefix_from_registry(
+                self.reg, self.router.tasks[i], self.backbone
+            )
+        return self._loaded[i]
+
+    @property
+    def loaded(self) -> list[TrainedTask]:
+        """The prefixes loaded so far."""
+        return [self._loaded[i] for i in sorted(self._loaded)]
+
+    def answer(self, items: Sequence[tuple[int, str]], *, batch_size: int) -> list[str]:
+        """Answers for (task index, text) items, in mixed-task batches: over every task's
+        prefix under the logistic router (as always), over the tasks the items name under
+        the ridge router."""
+        if self.router.kind == LOGISTIC:
+            every = [self.prefix(i) for i in range(len(self.router.tasks))]
+            return predict(self.backbone, every, items, batch_size=batch_size)
+        named = sorted({i for i, _ in items})
+        where = {i: n for n, i in enumerate(named)}
+        sub = [self.prefix(i) for i in named]
+        return predict(self.backbone, sub, [(where[i], t) for i, t in items], batch_size=batch_size)
 
     def route(
         self, texts: Sequence[str], features: np.ndarray | None = None
@@ -100,7 +139,7 @@ class AutoPredictor:
             raise ConfigError("give at least one TEXT to predict")
         idx, conf = self.route(texts)
         items = [(int(i), t) for i, t in zip(idx, texts)]
-        preds = predict(self.backbone, self.prefixes, items, batch_size=batch_size)
+        preds = self.answer(items, batch_size=batch_size)
         return [
             Answer(t, self.router.tasks[int(i)], float(c), p)
             for t, i, c, p in zip(texts, idx, conf, preds)
@@ -145,7 +184,7 @@ def task_agnostic(
         answers = list(own_preds)
         if wrong:
             items = [(int(idx[k]), examples[k].text) for k in wrong]
-            preds = predict(backbone, predictor.prefixes, items, batch_size=batch_size)
+            preds = predictor.answer(items, batch_size=batch_size)
             for k, p in zip(wrong, preds):
                 answers[k] = p
         out[spec.name] = (score(spec, answers, examples), routing_result(own, idx, names))
@@ -177,7 +216,7 @@ def record_task_agnostic(
     ]
     if not todo:
         return
-    predictor = AutoPredictor(reg, backbone, tasks)
+    predictor = AutoPredictor(reg, backbone, tasks, scope=f"stream:{stream}")
     entries = []
     for t in todo:
         info, data = book.task(reg, t), book.data(reg, t)

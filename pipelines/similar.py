@@ -15,7 +15,7 @@ import numpy as np
 from continual.backbones import Backbone
 from continual.init import InitContext, Source, Start, needs_sources, start_module
 from continual.modules import ModuleConfig, split_tensors
-from continual.routing import arrival_embeddings, route_method
+from continual.routing import arrival_embeddings
 from continual.similarity import (
     Neighbour,
     embedding_method,
@@ -32,11 +32,6 @@ METHODS = ("embedding", "prefix")
 def stored_embeddings(reg: Registry, backbone: Backbone) -> dict[str, np.ndarray]:
     """Every task's newest embedding on this backbone."""
     return {e.task: e.vector for e in reg.embeddings(embedding_method(backbone))}
-
-
-def stored_keys(reg: Registry, backbone: Backbone) -> dict[str, np.ndarray]:
-    """Every task's routing keys on this backbone, `[ROUTE_SAMPLE or fewer, dim]` each."""
-    return {e.task: e.vector.reshape(-1, e.dim) for e in reg.embeddings(route_method(backbone))}
 
 
 def _prefix_vectors(reg: Registry, backbone: Backbone, names: list[str]) -> dict[str, np.ndarray]:
@@ -109,7 +104,6 @@ __all__ = [
     "neighbours",
     "sources_for",
     "stored_embeddings",
-    "stored_keys",
     "task_neighbours",
 ]
 

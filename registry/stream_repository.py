@@ -76,6 +76,14 @@ class Evaluations:
         stmt = self._select().where(_E.stream_id == stream_id).order_by(_E.created_at, _E.id)
         return [_evaluation(*r) for r in self.s.execute(stmt)]
 
+    def mark(self, stream_id: int) -> tuple[Any, ...]:
+        """(count, newest id, count mirrored to MLflow) of the stream's scores: changed by any
+        new score and by the one update scores ever get (their MLflow run id, set once)."""
+        stmt = select(func.count(), func.max(_E.id), func.count(_E.mlflow_run_id)).where(
+            _E.stream_id == stream_id
+        )
+        return tuple(self.s.execute(stmt).one())
+
     def get(self, evaluation_id: int) -> EvaluationRecord:
         return _evaluation(*self.s.execute(self._select().where(_E.id == evaluation_id)).one())
 
@@ -143,6 +151,26 @@ class Arrivals:
             .join(orm.Task, T.task_id == orm.Task.id)
             .where(T.id.in_(newest))
             .order_by(orm.Task.name)
+        )
+        return [(r[0], r[1]) for r in self.s.execute(stmt)]
+
+    def newest_embedding_ids(self, method: str) -> dict[str, int]:
+        T = orm.TaskEmbedding
+        stmt = (
+            select(orm.Task.name, func.max(T.id))
+            .join(orm.Task, T.task_id == orm.Task.id)
+            .where(T.method == method)
+            .group_by(orm.Task.name)
+        )
+        return {name: int(i) for name, i in self.s.execute(stmt)}
+
+    def embeddings_by_id(self, ids: list[int]) -> list[tuple[Any, str]]:
+        T = orm.TaskEmbedding
+        stmt = (
+            select(T, orm.Task.name)
+            .join(orm.Task, T.task_id == orm.Task.id)
+            .where(T.id.in_(ids))
+            .order_by(T.id)
         )
         return [(r[0], r[1]) for r in self.s.execute(stmt)]
 

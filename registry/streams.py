@@ -86,6 +86,15 @@ class StreamBook:
 
         return self.db.read(read)
 
+    def evaluations_mark(self, stream: str) -> tuple[Any, ...] | None:
+        """A cheap token that changes whenever `evaluations(stream)` would (None: no stream)."""
+
+        def read(uow: UnitOfWork) -> tuple[Any, ...] | None:
+            sid = uow.streams.find(check_stream(stream))
+            return None if sid is None else uow.evaluations.mark(sid)
+
+        return self.db.read(read)
+
     def evaluations(self, stream: str) -> list[EvaluationRecord]:
         """Every score recorded at a position of `stream`, oldest first."""
 

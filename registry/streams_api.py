@@ -10,6 +10,7 @@ values on minilm).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -53,6 +54,22 @@ class StreamRecords:
             ]
 
         return self.db.read(read)
+
+    def embedding_ids(self, method: str) -> dict[str, int]:
+        """Task name -> row id of its newest embedding under `method`, vectors not read: what
+        tells a cache built on embeddings (the ridge router's statistics) what changed."""
+        return self.db.read(lambda uow: uow.arrivals.newest_embedding_ids(method))
+
+    def embeddings_by_id(self, ids: Sequence[int]) -> list[TaskEmbeddingRecord]:
+        """The embeddings with these row ids (in id order; ids no longer stored are left out)."""
+
+        def read(uow: UnitOfWork) -> list[TaskEmbeddingRecord]:
+            return [
+                embedding_record(row, name, unpack_vector(row.vector))
+                for row, name in uow.arrivals.embeddings_by_id(list(ids))
+            ]
+
+        return self.db.read(read) if ids else []
 
     def generation(self) -> str:
         """A token that changes whenever tasks, prefixes (versions, current, status) or

@@ -349,9 +349,9 @@ class StreamArrival:
         `tasks`. Tasks registered before routing keys existed cannot be routed: that (and only
         that) is skipped, saying so; any other failure fails the step, so the arrival is not
         finished without its rows."""
-        from pipelines.similar import stored_keys
+        from continual.routing import route_method
 
-        keys = stored_keys(self.reg, self.backbone)
+        keys = self.reg.embedding_ids(route_method(self.backbone))
         missing = [t for t in tasks if t not in keys]
         if missing:
             self.log.say(

@@ -124,6 +124,6 @@ class Answerer:
     def _router(self, backbone: Backbone) -> AutoPredictor:
         if self._auto is None:
             self._auto = AutoPredictor(self.reg, backbone)
-            for t in self._auto.prefixes:
+            for t in self._auto.loaded:
                 self._prefixes.setdefault(t.spec.name, t)
         return self._auto
