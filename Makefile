@@ -31,7 +31,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 test: install lint
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=20 $(PYTEST_ARGS)
 
 # The speed suite against PEFT and full fine-tuning (about 1.5 h on 2 cores); each prints a table
 # and writes bench/results/NAME.json. docs/BENCHMARKS.md holds the figures.

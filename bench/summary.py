@@ -254,12 +254,14 @@ def scale(doc: dict[str, Any]) -> str:
         [r["T"], *(f"{r['next_arrival'][m]['median_s']:.2f}" for m in modes),
          f"**{ratios['audit'][str(r['T'])]:.2f}**", f"{ratios['full'][str(r['T'])]:.2f}",
          f"{r['route_one_ms']:.0f}", f"{r['router_build_s']:.1f}",
+         r.get("router", "logistic"),
          "-" if r["routing_accuracy"] is None else f"{100 * r['routing_accuracy']:.1f}",
          f"{r['database_bytes'] / 1e6:.1f}", f"{r['stream_seconds'] / 60:.1f}"]
         for r in doc["checkpoints"]
     ]  # fmt: skip
     head = ["T", "full s", "audit s", "proof s", "audit ×T₀ (≤ 2 at 1,000)", "full ×T₀",
-            "route 1 input ms", "router build s", "routing acc %", "db MB", "stream min"]  # fmt: skip
+            "route 1 input ms", "router build s", "router", "routing acc %", "db MB",
+            "stream min"]  # fmt: skip
     setup = doc["setup"]
     text = (
         f"One more arrival after T tasks, per mode (median of the probes; a warm-up arrival first), "
@@ -273,8 +275,10 @@ def scale(doc: dict[str, Any]) -> str:
     parts += [_md(head, rows), text]
     ray = doc.get("ray_parallel")
     if ray:
+        where = doc.get("ray_parallel_from")
         parts.append(
-            f"Ray, {ray['arrivals']} independent arrivals (each its own stream) on a local Ray "
+            (f"From {where}: " if where else "")
+            + f"Ray, {ray['arrivals']} independent arrivals (each its own stream) on a local Ray "
             f"instance, 2 at once with 1 CPU each, against one in-process worker: "
             f"**{ray['speedup_median']:.2f}×** (median of {len(ray['rounds']['ray'])} rounds, "
             f"alternating); an arrival's own time {ray['arrival_median_s']['ray']:.2f} s on Ray "

@@ -206,16 +206,16 @@ def augment(x: np.ndarray) -> np.ndarray:
 class RidgeStats:
     """What the ridge router is solved from: G = Σ x̃ x̃ᵀ over every key of every task
     (x̃: the key with a 1 appended, in float64), and per task Σ x̃ and which stored keys
-    (`ids`: the registry's row id) it came from. Adding or removing a task is one [d, d] update;
+    (`ids`: a stamp of the registry row) it came from. Adding or removing a task is one [d, d] update;
     sums taken in another order differ only in the last bits."""
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
         self.gram = np.zeros((dim + 1, dim + 1))
         self.sums: dict[str, np.ndarray] = {}
-        self.ids: dict[str, int] = {}
+        self.ids: dict[str, str] = {}
 
-    def add(self, task: str, keys: np.ndarray, key_id: int) -> None:
+    def add(self, task: str, keys: np.ndarray, key_id: str) -> None:
         if task in self.sums:
             raise ValueError(f"{task} is in the router statistics already")
         x = self._rows(keys)
@@ -243,7 +243,7 @@ class RidgeStats:
             "sums": np.stack([self.sums[t] for t in tasks])
             if tasks
             else np.zeros((0, self.dim + 1)),
-            "ids": np.array([self.ids[t] for t in tasks], dtype=np.int64),
+            "ids": np.array([self.ids[t] for t in tasks], dtype=str),
         }
 
     @classmethod
@@ -255,7 +255,7 @@ class RidgeStats:
             raise ValueError("router statistics do not fit their width")
         stats.gram = gram.copy()
         stats.sums = {t: sums[k].copy() for k, t in enumerate(tasks)}
-        stats.ids = {t: int(i) for t, i in zip(tasks, state["ids"])}
+        stats.ids = {t: str(i) for t, i in zip(tasks, state["ids"])}
         return stats
 
 

@@ -12,6 +12,7 @@ import io
 import math
 from typing import Any
 
+from continual.routing import ROUTE_RIDGE_FROM
 from pipelines.report_md import (
     CARRIED_NOTE,
     COLUMNS,
@@ -188,7 +189,9 @@ def html(doc: dict[str, Any]) -> str:
         _img(task_lines(doc), "score of each task after every arrival"),
         "<h2>Task-agnostic: the task inferred, not given</h2><p>Every eval input of the tasks so "
         "far is routed by its frozen features and answered by that task's prefix; routing "
-        "accuracy counts every input (no reject option: coverage 100%).</p>",
+        "accuracy counts every input (no reject option: coverage 100%). The router is a "
+        f"logistic regression up to {ROUTE_RIDGE_FROM - 1} tasks and the closed-form ridge router "
+        f"from {ROUTE_RIDGE_FROM} on.</p>",
         _table(TASK_AGNOSTIC_HEAD, task_agnostic_rows(doc)),
         "<h2>Stored bytes per task</h2>",
         _img(storage_bars(doc), "bytes stored per task and by the backbone"),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from continual.routing import ROUTE_RIDGE_FROM
+
 COLUMNS = (
     ("acc", "ACC"),
     ("bwt", "BWT"),
@@ -99,7 +101,8 @@ def markdown(doc: dict[str, Any]) -> str:
         "(`continual predict --auto`) and answered by that task's prefix. Routing accuracy "
         "counts every input (no reject option: coverage 100%); scores are the mean over tasks, "
         "each on its own metric. Unlike the prefixes themselves, routing can degrade as tasks "
-        "accumulate.",
+        f"accumulate. The router is a logistic regression up to {ROUTE_RIDGE_FROM - 1} tasks and the "
+        f"closed-form ridge router from {ROUTE_RIDGE_FROM} on (`continual.routing`).",
         "",
         _md_table(TASK_AGNOSTIC_HEAD, task_agnostic_rows(doc)),
         "",

@@ -87,7 +87,7 @@ class AutoPredictor:
             if len(ids) >= ROUTE_RIDGE_FROM:
                 where = scope or ("all" if tasks is None else cache_key("", "", tasks))
                 return Router.ridge(ridge_stats(reg, backbone, ids, where))
-            return Router(keys_by_id(reg, ids))
+            return Router(keys_by_id(reg, {t: i for t, (i, _) in ids.items()}))
 
         self.reg, self.backbone = reg, backbone
         self.router = cached_router(reg, backbone, tasks, fit)

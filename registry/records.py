@@ -214,6 +214,12 @@ class TaskEmbeddingRecord(Record):
     vector: np.ndarray
     created_at: datetime
 
+    @property
+    def stamp(self) -> str:
+        """The row's id and creation time: unique to this row, even against the row of a
+        registry made again from nothing (whose ids start over)."""
+        return embedding_stamp(self.id, self.created_at)
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, TaskEmbeddingRecord):
             return NotImplemented
@@ -357,3 +363,7 @@ class ExportRecord(Record):
     format: str
     out: str
     files: tuple[str, ...]
+
+
+def embedding_stamp(row_id: int, created_at: datetime | None) -> str:
+    return f"{row_id}@{created_at.isoformat() if created_at else ''}"

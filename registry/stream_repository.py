@@ -154,15 +154,15 @@ class Arrivals:
         )
         return [(r[0], r[1]) for r in self.s.execute(stmt)]
 
-    def newest_embedding_ids(self, method: str) -> dict[str, int]:
+    def newest_embedding_ids(self, method: str) -> dict[str, tuple[int, Any]]:
         T = orm.TaskEmbedding
+        newest = select(func.max(T.id)).where(T.method == method).group_by(T.task_id)
         stmt = (
-            select(orm.Task.name, func.max(T.id))
+            select(orm.Task.name, T.id, T.created_at)
             .join(orm.Task, T.task_id == orm.Task.id)
-            .where(T.method == method)
-            .group_by(orm.Task.name)
+            .where(T.id.in_(newest))
         )
-        return {name: int(i) for name, i in self.s.execute(stmt)}
+        return {name: (int(i), created) for name, i, created in self.s.execute(stmt)}
 
     def embeddings_by_id(self, ids: list[int]) -> list[tuple[Any, str]]:
         T = orm.TaskEmbedding

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from registry.records import TaskEmbeddingRecord
+from registry.records import TaskEmbeddingRecord, embedding_stamp
+from registry.repository import aware
 from registry.stream_repository import embedding_record, pack_vector, unpack_vector
 from registry.uow import UnitOfWork
 from tasks.spec import check_name
@@ -55,10 +56,13 @@ class StreamRecords:
 
         return self.db.read(read)
 
-    def embedding_ids(self, method: str) -> dict[str, int]:
-        """Task name -> row id of its newest embedding under `method`, vectors not read: what
-        tells a cache built on embeddings (the ridge router's statistics) what changed."""
-        return self.db.read(lambda uow: uow.arrivals.newest_embedding_ids(method))
+    def embedding_ids(self, method: str) -> dict[str, tuple[int, str]]:
+        """Task name -> (row id, a stamp unique to that row) of its newest embedding under
+        `method`, vectors not read: what tells a cache built on embeddings (the ridge router's
+        statistics) what changed. The stamp (id and creation time) tells a row from the row
+        of a registry made again from nothing, whose ids start over."""
+        found = self.db.read(lambda uow: uow.arrivals.newest_embedding_ids(method))
+        return {t: (i, embedding_stamp(i, aware(created))) for t, (i, created) in found.items()}
 
     def embeddings_by_id(self, ids: Sequence[int]) -> list[TaskEmbeddingRecord]:
         """The embeddings with these row ids (in id order; ids no longer stored are left out)."""

@@ -30,7 +30,7 @@ def clusters(n_tasks: int, per: int, seed: int) -> tuple[dict[str, np.ndarray], 
 def stats_of(keys: dict[str, np.ndarray]) -> RidgeStats:
     stats = RidgeStats(DIM)
     for k, t in enumerate(sorted(keys)):
-        stats.add(t, keys[t], k)
+        stats.add(t, keys[t], f"{k}@")
     return stats
 
 
@@ -51,14 +51,14 @@ def test_statistics_updated_in_place_equal_statistics_built_from_nothing() -> No
     keys, centres = clusters(5, 30, seed=2)
     changed = (keys["t01"] + 0.5).astype(np.float32)
     grown = stats_of({t: keys[t] for t in ("t00", "t01", "t02")})
-    grown.add("t03", keys["t03"], 3)
+    grown.add("t03", keys["t03"], "3@")
     grown.remove("t01", keys["t01"])
-    grown.add("t01", changed, 9)
-    grown.add("t04", keys["t04"], 4)
+    grown.add("t01", changed, "9@")
+    grown.add("t04", keys["t04"], "4@")
     fresh = stats_of({**keys, "t01": changed})
     assert grown.sums.keys() == fresh.sums.keys()
     assert np.allclose(grown.gram, fresh.gram, rtol=0, atol=1e-9)
-    assert grown.ids["t01"] == 9
+    assert grown.ids["t01"] == "9@"
     x = np.random.default_rng(3).normal(size=(200, DIM)).astype(np.float32) * 3
     a, b = Router.ridge(grown).route(x), Router.ridge(fresh).route(x)
     assert np.array_equal(a.task, b.task)
@@ -118,7 +118,7 @@ def test_an_arrival_reads_only_the_new_keys_and_routes_as_a_router_built_from_no
         add_task(reg, "delta", seed=3)
         ridge_from_3.clear()
         grown = AutoPredictor(reg, BACKBONE)  # type: ignore[arg-type]
-        delta_id = reg.embedding_ids(route_method(BACKBONE))["delta"]  # type: ignore[arg-type]
+        delta_id = reg.embedding_ids(route_method(BACKBONE))["delta"][0]  # type: ignore[arg-type]
         assert ridge_from_3 == [[delta_id]]  # the new task's keys only
         x = np.random.default_rng(7).normal(size=(80, DIM)).astype(np.float32) * 3
         rebuilt = from_nothing(reg)
@@ -155,3 +155,29 @@ def test_prefixes_load_when_an_input_is_routed_to_them(
         assert predictor.loaded == []
         got = predictor.prefix(predictor.router.tasks.index("gamma"))
         assert got.spec.name == "gamma" and [t.spec.name for t in predictor.loaded] == ["gamma"]
+
+
+def test_statistics_of_another_registry_with_the_same_row_ids_are_not_used(
+    tmp_path: Path, ridge_from_3: list[list[int]]
+) -> None:
+    """A registry made again from nothing numbers its rows from 1 again: the kept statistics
+    (same task names, same ids) must be told apart by the rows' stamps and rebuilt."""
+    import shutil
+
+    with Registry.open(tmp_path / "old", tracker=NullTracker()) as reg:
+        for i, name in enumerate(("alpha", "beta", "gamma")):
+            add_task(reg, name, seed=i)
+        AutoPredictor(reg, BACKBONE)  # type: ignore[arg-type]
+        ids_before = reg.embedding_ids(route_method(BACKBONE))  # type: ignore[arg-type]
+    with Registry.open(tmp_path / "new", tracker=NullTracker()) as reg:
+        for i, name in enumerate(("alpha", "beta", "gamma")):
+            add_task(reg, name, seed=10 + i)  # other keys under the same names and row ids
+        ids_now = reg.embedding_ids(route_method(BACKBONE))  # type: ignore[arg-type]
+        assert {t: i for t, (i, _) in ids_now.items()} == {t: i for t, (i, _) in ids_before.items()}
+        shutil.copytree(tmp_path / "old" / "cache", reg.workspace / "cache")
+        router_cache.forget_memory()
+        got = AutoPredictor(reg, BACKBONE).router  # type: ignore[arg-type]
+        x = np.random.default_rng(9).normal(size=(60, DIM)).astype(np.float32) * 3
+        want = from_nothing(reg)
+        a, b = got.route(x), want.route(x)
+        assert np.array_equal(a.task, b.task) and np.allclose(a.confidence, b.confidence)
