@@ -77,11 +77,12 @@ class Evaluations:
         return [_evaluation(*r) for r in self.s.execute(stmt)]
 
     def mark(self, stream_id: int) -> tuple[Any, ...]:
-        """(count, newest id, count mirrored to MLflow) of the stream's scores: changed by any
-        new score and by the one update scores ever get (their MLflow run id, set once)."""
-        stmt = select(func.count(), func.max(_E.id), func.count(_E.mlflow_run_id)).where(
-            _E.stream_id == stream_id
-        )
+        """(count, newest id and time, count mirrored to MLflow) of the stream's scores: changed
+        by any new score, by the one update scores ever get (their MLflow run id, set once) and
+        by a registry made again at the same place (its rows' times differ)."""
+        stmt = select(
+            func.count(), func.max(_E.id), func.max(_E.created_at), func.count(_E.mlflow_run_id)
+        ).where(_E.stream_id == stream_id)
         return tuple(self.s.execute(stmt).one())
 
     def get(self, evaluation_id: int) -> EvaluationRecord:
