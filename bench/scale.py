@@ -173,10 +173,12 @@ def clone(home: Path, copy: Path) -> None:
     shutil.copytree(home, copy, copy_function=link_or_copy)
 
 
-def probe(home: Path, T: int, pool: dict[str, Any], scratch: Path, repeats: int) -> dict:
+def probe(
+    home: Path, T: int, pool: dict[str, Any], scratch: Path, repeats: int, modes=MODES
+) -> dict:
     """One more arrival after T tasks, per mode, in copies of the workspace."""
     out: dict[str, Any] = {}
-    for mode in MODES:
+    for mode in modes:
         times = []
         for r in range(1 if mode == "full" and T >= 500 else repeats):
             copy = scratch / f"probe-{T}-{mode}-{r}"
@@ -237,6 +239,48 @@ def parallel(pool: dict[str, Any], n: int, rounds: int) -> dict[str, Any]:
     }
 
 
+def arrival_seconds(home: Path) -> list[float]:
+    """Each arrival's own seconds (queue to done, in the worker), read back from its job."""
+    from registry import Registry
+
+    with Registry.open(home, tracking_uri="none") as reg:
+        jobs, offset = [], 0
+        while batch := reg.queue.list(stream=STREAM, state="done", limit=500, offset=offset):
+            jobs += batch
+            offset += len(batch)
+    jobs.sort(key=lambda j: j.position)
+    return [float(j.result["seconds"]) for j in jobs if j.result]
+
+
+def from_home(home: Path, into: Path, repeats: int, modes: tuple[str, ...]) -> int:
+    """A checkpoint of a stream this bench built and was stopped in (its scratch folder left,
+    as a killed run leaves it): measured now at the stream's T and added to `into`, with the
+    per-arrival seconds read back from the stream's jobs."""
+    pool = _pool()
+    per_arrival = arrival_seconds(home)
+    T = len(per_arrival)
+    scratch = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    try:
+        row = {
+            "T": T,
+            "stream_seconds": sum(per_arrival),
+            "audit_arrival_median_last_10_s": statistics.median(per_arrival[-10:]),
+            **size(home),
+            **routing(home, T),
+            "next_arrival": probe(home, T, pool, scratch, repeats, modes),
+            "measured_after_a_stop": True,
+        }
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    doc = json.loads(into.read_text())
+    rows = [r for r in doc["checkpoints"] if r["T"] < T] + [row]
+    doc.update(document(rows, per_arrival, doc.get("ray_parallel"), time.perf_counter()))
+    doc["wall_seconds"] = None
+    print(json.dumps({k: v for k, v in row.items() if k != "next_arrival"}), flush=True)
+    write("scale", doc, into)
+    return 0
+
+
 def document(rows: list[dict], per_arrival: list[float], ray_part: Any, began: float) -> dict:
     base = rows[0]["next_arrival"]
     return {
@@ -249,6 +293,7 @@ def document(rows: list[dict], per_arrival: list[float], ray_part: Any, began: f
             mode: {
                 str(r["T"]): r["next_arrival"][mode]["median_s"] / base[mode]["median_s"]
                 for r in rows
+                if mode in r["next_arrival"]
             }
             for mode in MODES
         },
@@ -264,7 +309,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ray", type=int, default=6, metavar="N", help="arrivals of the Ray part")
     ap.add_argument("--ray-rounds", type=int, default=2)
     ap.add_argument("--out", type=Path, help="results file (default bench/results/scale.json)")
+    ap.add_argument(
+        "--from-home",
+        type=Path,
+        metavar="HOME",
+        help="measure a checkpoint of the stream in HOME (a stopped run's) and add it to --out",
+    )
+    ap.add_argument("--modes", default=",".join(MODES), help="probe modes (with --from-home)")
     a = ap.parse_args(argv)
+    if a.from_home:
+        into = a.out or Path(__file__).parent / "results" / "scale.json"
+        return from_home(a.from_home, into, a.repeats, tuple(a.modes.split(",")))
     checkpoints = sorted({int(x) for x in a.T.split(",")})
     pool = _pool()
     scratch = Path(tempfile.mkdtemp(prefix="bench-scale-"))

@@ -247,12 +247,16 @@ def serve(doc: dict[str, Any]) -> str:
     )
 
 
+def _cell(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f}"
+
+
 def scale(doc: dict[str, Any]) -> str:
     modes = ("full", "audit", "proof")
     ratios = doc["ratios_vs_first"]
     rows = [
-        [r["T"], *(f"{r['next_arrival'][m]['median_s']:.2f}" for m in modes),
-         f"**{ratios['audit'][str(r['T'])]:.2f}**", f"{ratios['full'][str(r['T'])]:.2f}",
+        [r["T"], *(_cell(r["next_arrival"].get(m, {}).get("median_s")) for m in modes),
+         f"**{ratios['audit'][str(r['T'])]:.2f}**", _cell(ratios["full"].get(str(r["T"]))),
          f"{r['route_one_ms']:.0f}", f"{r['router_build_s']:.1f}",
          r.get("router", "logistic"),
          "-" if r["routing_accuracy"] is None else f"{100 * r['routing_accuracy']:.1f}",
