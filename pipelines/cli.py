@@ -24,6 +24,7 @@ from pipelines.cli_options import (
     data_options,
     registry_args,
     train_config,
+    tune_space,
 )
 from pipelines.cli_output import human, jsonable
 from tasks.errors import ConfigError, ContinualError
@@ -144,6 +145,7 @@ def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
         new_version=a.new_version,
         resume=bool(a.resume),
         progress=not getattr(a, "quiet", False),
+        tune=tune_space(a),
     )
 
 

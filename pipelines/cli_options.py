@@ -147,6 +147,81 @@ def add_training_options(t: argparse.ArgumentParser) -> None:
     )
     for flag, kind, what in TRAINING_FLAGS:
         h.add_argument(flag, type=kind, help=f"{what} (default {_default(flag)})")
+    add_tune_options(t)
+
+
+def add_tune_options(t: argparse.ArgumentParser) -> None:
+    from pipelines import tune
+
+    g = t.add_argument_group("search (pipelines.tune: why each default)")
+    g.add_argument(
+        "--tune",
+        type=int,
+        metavar="N",
+        help="search N trials (Optuna, TPE) over prefix length, learning rate, width and "
+        "start, on a validation split of the training data; the best is registered",
+    )
+    g.add_argument("--tune-lengths", help=f"prefix lengths to try (default {_csv(tune.LENGTHS)})")
+    g.add_argument(
+        "--tune-lr",
+        metavar="MIN:MAX",
+        help=f"learning-rate range, log-uniform (default {tune.LR_RANGE[0]:g}:{tune.LR_RANGE[1]:g})",
+    )
+    g.add_argument("--tune-widths", help=f"reparameterization widths (default {_csv(tune.WIDTHS)})")
+    g.add_argument("--tune-starts", help=f"starts to try (default {_csv(tune.STARTS)})")
+    g.add_argument(
+        "--tune-pruner", choices=tune.PRUNERS, help="stop weak trials early (default median)"
+    )
+
+
+def _csv(values: Any) -> str:
+    return ",".join(str(v) for v in values)
+
+
+def tune_space(a: argparse.Namespace):
+    """The search the options ask for (None without --tune); a bad setting is one line."""
+    from pipelines.tune import TuneSpace
+
+    given = {
+        "--tune-lengths": a.tune_lengths,
+        "--tune-lr": a.tune_lr,
+        "--tune-widths": a.tune_widths,
+        "--tune-starts": a.tune_starts,
+        "--tune-pruner": a.tune_pruner,
+    }
+    if a.tune is None:
+        extra = [k for k, v in given.items() if v is not None]
+        if extra:
+            raise ConfigError(f"{', '.join(extra)} set the search; add --tune N to run it")
+        return None
+    d: dict[str, Any] = {"trials": a.tune}
+    for key, flag in (("lengths", "--tune-lengths"), ("widths", "--tune-widths")):
+        if given[flag] is not None:
+            d[key] = _ints(given[flag], flag)
+    if a.tune_starts is not None:
+        d["starts"] = [s.strip() for s in a.tune_starts.split(",") if s.strip()]
+    if a.tune_lr is not None:
+        lo, sep, hi = a.tune_lr.partition(":")
+        try:
+            d["lr"] = [float(lo), float(hi)]
+        except ValueError:
+            raise ConfigError(
+                f"--tune-lr must be MIN:MAX (e.g. 1e-4:1e-2), got {a.tune_lr!r}"
+            ) from None
+        if not sep:
+            raise ConfigError(f"--tune-lr must be MIN:MAX (e.g. 1e-4:1e-2), got {a.tune_lr!r}")
+    if a.tune_pruner is not None:
+        d["pruner"] = a.tune_pruner
+    return TuneSpace.from_dict(d, "--tune")
+
+
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"{flag} must be whole numbers separated by commas, got {text!r}"
+        ) from None
 
 
 # Training options: (flag, type, help); their defaults are `TrainConfig`'s, shown in --help

@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.cli_jobs import add_job_commands
-from pipelines.cli_options import add_training_options, data_args, registry_args, train_config
+from pipelines.cli_options import (
+    add_training_options,
+    data_args,
+    registry_args,
+    train_config,
+    tune_space,
+)
 from tasks.errors import ConfigError
 
 Handler = Any
@@ -130,6 +136,7 @@ def _plan(a: argparse.Namespace, name: str):
         init=a.init or INIT,
         reeval=getattr(a, "reeval", None) or AUTO,
         audit_k=AUDIT_K if getattr(a, "audit_k", None) is None else a.audit_k,
+        tune=tune_space(a),
     )
 
 

@@ -29,6 +29,7 @@ from typing import Any
 from continual.train import TrainConfig
 from pipelines.arrival import reeval
 from pipelines.arrival.plan import INIT, PREFIX_LENGTH, ArrivalPlan, BaselinePlan, number
+from pipelines.tune import TuneSpace
 from registry.streams import DEFAULT_STREAM, check_stream
 from tasks.errors import ConfigError, ContinualError
 from tasks.load import DataArgs
@@ -59,7 +60,10 @@ TRAIN_KEYS = (
     "val_max",
     "eval_batch_size",
 )
-OPTION_KEYS = DATA_KEYS + PREFIX_KEYS + REEVAL_KEYS + TRAIN_KEYS
+TUNE_KEYS = (
+    "tune",
+)  # a search per arrival: trials, or {trials, lengths, lr, ...} (pipelines.tune)
+OPTION_KEYS = DATA_KEYS + PREFIX_KEYS + REEVAL_KEYS + TRAIN_KEYS + TUNE_KEYS
 TOP_KEYS = ("name", "description", "backbone", "defaults", "baselines", "arrivals", "executor")
 EXECUTORS = ("local", "ray")  # where `stream run` runs the arrivals: here, or as Ray tasks
 
@@ -208,6 +212,9 @@ def arrival_plan(opts: dict[str, Any], *, base: Path | None = None, where: str =
         init=str(opts.get("init", INIT)),
         reeval=str(opts.get("reeval", reeval.AUTO)),
         audit_k=opts.get("audit_k", reeval.AUDIT_K),
+        tune=None
+        if opts.get("tune") is None
+        else TuneSpace.from_dict(opts["tune"], f"{where}: tune"),
     )
 
 

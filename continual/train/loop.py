@@ -67,6 +67,7 @@ def optimize(
     progress: bool,
     should_stop: Callable[[int], bool] | None = None,
     observe: Callable[[int, int, float], None] | None = None,
+    on_validation: Callable[[int, float], bool] | None = None,
 ) -> LoopResult:
     """The one training loop (prefixes and the fine-tuning baseline both run it).
 
@@ -77,6 +78,8 @@ def optimize(
     `should_stop(step)`, if given, is asked after every step (after validation when one is
     due); True ends the loop (a caller's own criterion at its own cadence, e.g. a target score).
     `observe(step, steps, loss)`, if given, hears every step (a job's live progress).
+    `on_validation(step, value)`, if given, hears every validation; False ends the loop (a
+    search trial pruned on its validation curve).
     """
     losses: list[float] = []
     step_seconds: list[float] = []  # batch to update, validation excluded (the benchmarks read it)
@@ -122,6 +125,9 @@ def optimize(
                         best_score, best_step = value, step
                         on_best(step)
                 bar.set_postfix(loss=f"{losses[-1]:.4f}", val=f"{value:.4f}")
+                if on_validation is not None and not on_validation(step, value):
+                    stopped = True
+                    break
                 if config.patience and bad >= config.patience:
                     stopped = True
                     break

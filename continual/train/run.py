@@ -83,6 +83,7 @@ def train(
     progress: bool = True,
     should_stop: Callable[[int, Callable[[], TrainedTask]], bool] | None = None,
     observe: Callable[[int, int, float], None] | None = None,
+    on_validation: Callable[[int, float], bool] | None = None,
 ) -> TrainResult:
     """Train a module of `module_config`'s kind for `data.spec` on the frozen `backbone`.
 
@@ -93,6 +94,8 @@ def train(
         stands then (current weights, not the best); True stops training (e.g. at a target
         score). The thunk keeps steps where the caller does not look cheap.
     observe: hears (step, steps, loss) after every step (a job's live progress).
+    on_validation: hears (step, validation value) after every validation; False stops training
+        (a search's pruner).
     """
     spec = data.spec
     objective = objective_for(backbone, spec)  # refuses a pair no objective handles
@@ -178,6 +181,7 @@ def train(
             progress=progress,
             should_stop=None if should_stop is None else lambda step: should_stop(step, snapshot),
             observe=observe,
+            on_validation=on_validation,
         )
     finally:
         backbone.model.eval()

@@ -15,6 +15,7 @@ from typing import Any
 from continual.init import strategies
 from continual.train import TrainConfig
 from pipelines.arrival.reeval import AUDIT_K, AUTO, check_reeval
+from pipelines.tune import TuneSpace
 from tasks.errors import ConfigError
 from tasks.load import DataArgs
 from tasks.spec import check_name
@@ -40,6 +41,7 @@ class ArrivalPlan:
     init: str = INIT
     reeval: str = AUTO  # how the earlier tasks are re-evaluated (`reeval.MODES`)
     audit_k: int = AUDIT_K  # tasks re-scored per arrival under `audit`
+    tune: TuneSpace | None = None  # a search of length, lr, width and start (`pipelines.tune`)
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -66,6 +68,7 @@ class ArrivalPlan:
             "init": self.init,
             "reeval": self.reeval,
             "audit_k": self.audit_k,
+            **({"tune": self.tune.to_dict()} if self.tune else {}),
         }
 
     @classmethod
@@ -79,6 +82,7 @@ class ArrivalPlan:
             init=d.get("init", INIT),
             reeval=d.get("reeval", AUTO),
             audit_k=d.get("audit_k", AUDIT_K),
+            tune=TuneSpace.from_dict(d["tune"]) if d.get("tune") else None,
         )
 
 

@@ -60,6 +60,7 @@ class Trained:
     run_extra: dict[str, Any]
     embeddings: dict[str, Any] | None
     starts: tuple[EvalResult, EvalResult] | None = None
+    config: TrainConfig | None = None  # what trained it, when a search chose its options
 
 
 def train_task(
@@ -75,6 +76,8 @@ def train_task(
     observe: Callable[[int, int, float], None] | None = None,
 ) -> Trained:
     """Steps 2-3: plan the start, score it (for forward transfer, in a stream), train, evaluate."""
+    if plan.tune is not None:
+        return _tuned(reg, backbone, data, plan, log=log, tag=tag, bars=bars, starts=with_starts)
     config = plan.config
     pconfig = prefix_config_for(backbone, plan.prefix_length, plan.positions).with_(init=plan.init)
     with log.step(tag, f"prefix · embed, init ({plan.init})"):
@@ -97,6 +100,23 @@ def train_task(
         embeddings=vectors,
         starts=starts,
     )
+
+
+def _tuned(reg: Registry, backbone: Backbone, data: TaskData, plan: ArrivalPlan, **kw: Any):
+    from pipelines.arrival.tuned import train_tuned
+
+    log, tag = kw["log"], kw["tag"]
+    with log.step(tag, f"prefix · search ({plan.tune.trials} trials)"):
+        t = train_tuned(
+            reg, backbone, data, plan, say=log.say, bars=kw["bars"],
+            prefix_starts=prefix_starts if kw["starts"] else None,
+        )  # fmt: skip
+    return Trained(
+        result=t["result"], evaluation=t["evaluation"], pconfig=t["pconfig"],
+        lineage=t["planned"].lineage(),
+        run_extra={"init": start_info(t["planned"]), "tune": t["summary"]},
+        embeddings=t["embeddings"], starts=t["starts"], config=t["config"],
+    )  # fmt: skip
 
 
 def prefix_starts(
@@ -240,7 +260,7 @@ class StreamArrival:
                 backbone=self.backbone,
                 data=data,
                 prefix_config=trained.pconfig,
-                config=plan.config,
+                config=trained.config or plan.config,
                 result=trained.result,
                 evaluation=trained.evaluation,
                 lineage=trained.lineage,

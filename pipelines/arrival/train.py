@@ -36,6 +36,7 @@ def run_train(
     new_version: bool = False,
     resume: bool = False,
     progress: bool = True,
+    tune: Any = None,
 ) -> dict[str, Any]:
     """Train (or resume), evaluate on the eval split and register the prefix with its data;
     return a summary. The steps are the arrival's (`pipelines.arrival.steps`) without a stream.
@@ -57,6 +58,8 @@ def run_train(
                 f"task {task} already exists in the registry; pass --new-version to train "
                 f"version 2, or --resume {task} to continue its current prefix"
             )
+        if resume and tune is not None:
+            raise ConfigError(f"--resume {task} continues the stored prefix; drop --tune")
         if resume and (prefix_length is not None or positions or init):
             raise ConfigError(
                 f"--resume {task} keeps the stored prefix's length, positions and init; drop "
@@ -80,6 +83,7 @@ def run_train(
                 prefix_length=length,
                 positions=positions,
                 init=init,
+                tune=tune,
             )
             trained = train_task(
                 reg, backbone, data, plan, log=Progress(lambda _: None), tag=task,
@@ -87,6 +91,7 @@ def run_train(
             )  # fmt: skip
             result, ev, lineage = trained.result, trained.evaluation, trained.lineage
             vectors, pconfig = trained.embeddings, trained.pconfig
+            config = trained.config or config
             run_extra.update(trained.run_extra)
         else:
             if not exists:
@@ -164,5 +169,10 @@ def run_train(
         "predictions_sha256": ev.predictions_sha256,
         "train_seconds": result.seconds,
         "seconds": time.perf_counter() - started,
+        **(
+            {"tune": run_extra["tune"], "prefix_length": pconfig.length}
+            if "tune" in run_extra
+            else {}
+        ),
         **({"out": str(out)} if out is not None else {}),
     }

@@ -143,6 +143,7 @@ def queue_arrival(service: Service, stream: str, body: ArrivalRequest) -> Any:
         PREFIX_KEYS,
         REEVAL_KEYS,
         TRAIN_KEYS,
+        TUNE_KEYS,
         arrival_plan,
         check_options,
     )
@@ -152,7 +153,7 @@ def queue_arrival(service: Service, stream: str, body: ArrivalRequest) -> Any:
         raise ConfigError(
             "give the data as 'dataset' (an uploaded id) or 'catalog' (a name), one of them"
         )
-    allowed = PREFIX_KEYS + REEVAL_KEYS + TRAIN_KEYS + ("max_train", "max_eval")
+    allowed = PREFIX_KEYS + REEVAL_KEYS + TRAIN_KEYS + TUNE_KEYS + ("max_train", "max_eval")
     opts = check_options(body.options, "options", allow_name=False, allowed=allowed)
     data = None
     if body.dataset is not None:

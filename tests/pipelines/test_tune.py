@@ -1,0 +1,164 @@
+"""`--tune N`: a seeded Optuna search over prefix length, learning rate, width and start, on a
+validation split of the training data; only the best trial's prefix is registered."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipelines import tune
+from pipelines.tune import TuneSpace
+from registry import NullTracker, Registry
+from tasks.errors import ConfigError
+from tests.pipelines.test_arrival_defects import cli
+
+FAST = ["--steps", "8", "--eval-every", "2", "--batch-size", "8", "--patience", "0"]
+SPACE = ["--tune-lengths", "2,4", "--tune-widths", "16,32", "--tune-starts", "random"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--tune", "0"], "trials must be"),
+        (["--tune", "2", "--tune-lengths", ""], "lengths is empty"),
+        (["--tune", "2", "--tune-lr", "1e-2:1e-4"], "learning-rate bounds"),
+        (["--tune", "2", "--tune-lr", "fast"], "MIN:MAX"),
+        (["--tune", "2", "--tune-starts", "nearest"], "unknown start"),
+        (["--tune-lengths", "4,8"], "add --tune N"),
+    ],
+)
+def test_bad_search_settings_are_one_line_before_anything_is_written(
+    flags, says, tiny_encoder_dir, write_jsonl, sentiment, tmp_path
+) -> None:
+    train = write_jsonl("t.jsonl", sentiment(40))
+    home = tmp_path / "home"
+    code, doc = cli(
+        "train", "--backbone", tiny_encoder_dir, "--train", train, "--name", "t",
+        "--home", home, *FAST, *flags,
+    )  # fmt: skip
+    assert code == 2 and says in doc["error"] and "\n" not in doc["error"], doc
+    assert not (home / "registry.db").exists() and not (home / "studies.db").exists()
+
+
+def test_the_space_reads_from_a_stream_entry() -> None:
+    space = TuneSpace.from_dict({"trials": 3, "lengths": [4, 8], "lr": [1e-3, 1e-2]})
+    assert (space.trials, space.lengths, space.lr_min) == (3, (4, 8), 1e-3)
+    assert TuneSpace.from_dict(5).trials == 5
+    assert TuneSpace.from_dict(space.to_dict()) == space
+    with pytest.raises(ConfigError, match="unknown key"):
+        TuneSpace.from_dict({"trials": 2, "lenghts": [4]})
+    # the number of trials is not part of the study's name: asking again continues it
+    assert TuneSpace(trials=2).digest() == TuneSpace(trials=9).digest()
+    assert TuneSpace(trials=2).digest() != TuneSpace(trials=2, lengths=(4,)).digest()
+
+
+def _train(tiny_encoder_dir, train, ev, home, *more: str) -> tuple[int, dict]:
+    return cli(
+        "train", "--backbone", tiny_encoder_dir, "--train", train, "--eval", ev,
+        "--name", "t", "--home", home, *FAST, "--tune", "4", *SPACE, *more,
+    )  # fmt: skip
+
+
+def test_a_search_registers_only_its_best_trial_and_never_sees_the_eval_split(
+    tiny_encoder_dir, write_jsonl, sentiment, tmp_path
+) -> None:
+    rows = sentiment(48, seed=1)
+    train = write_jsonl("train.jsonl", rows)
+    ev = write_jsonl("eval.jsonl", sentiment(24, seed=2))
+    flipped = [
+        {**r, "label": "negative" if r["label"] == "positive" else "positive"}
+        for r in sentiment(24, seed=2)
+    ]
+    poisoned = write_jsonl("poisoned.jsonl", flipped)
+
+    code, doc = _train(tiny_encoder_dir, train, ev, tmp_path / "a")
+    assert code == 0, doc
+    found = doc["tune"]
+    assert len(found["trials"]) == 4 and found["best"] in found["trials"]
+    complete = [t for t in found["trials"] if t["state"] == "complete"]
+    assert found["best"]["value"] == max(t["value"] for t in complete)
+    assert doc["prefix_length"] == found["best"]["params"]["prefix_length"]
+    assert found["steps"] == sum(t["steps"] for t in found["trials"])
+    with Registry.open(tmp_path / "a", tracker=NullTracker()) as reg:
+        (only,) = reg.prefixes(task="t")  # one registered prefix, the winner's
+        run = reg.run(only.run_id).config
+        assert run["tune"]["best"] == found["best"]
+        assert run["train"]["lr"] == pytest.approx(found["best"]["params"]["lr"])
+
+    # the eval split's labels flipped: the search (on the training data only) does not move
+    code, other = _train(tiny_encoder_dir, train, poisoned, tmp_path / "b")
+    assert code == 0, other
+    assert other["tune"]["trials"] == found["trials"]
+    assert other["score"] != doc["score"] or doc["score"] == 0.5
+
+
+def test_a_killed_search_runs_only_its_remaining_trials(tmp_path: Path) -> None:
+    """Interrupted in its third trial, a search run again does trials 3 and 4 only."""
+    storage = tune.storage_for(f"sqlite:///{tmp_path / 'registry.db'}", tmp_path)
+    space = TuneSpace(trials=4, lengths=(2, 4), widths=(16,), starts=("random",), pruner="none")
+    ran: list[dict] = []
+
+    def run_trial(params, on_validation, stop_at=None):
+        if stop_at is not None and len(ran) == stop_at:
+            raise KeyboardInterrupt  # as a kill would
+        ran.append(params)
+        on_validation(1, params["lr"])
+        return (params["lr"], 1)
+
+    def go(stop_at=None):
+        return tune.search(
+            space,
+            lengths=space.lengths,
+            study_name="t-study",
+            storage=storage,
+            run_trial=lambda p, v: run_trial(p, v, stop_at),
+            score_of=lambda what: what,
+        )
+
+    with pytest.raises(KeyboardInterrupt):
+        go(stop_at=2)
+    assert len(ran) == 2
+    found = go()
+    assert len(ran) == 4  # the two it had not finished, not four more
+    assert len(found.trials) == 4 and all(t.state == "complete" for t in found.trials)
+    assert found.best.value == max(p["lr"] for p in ran)
+    assert json.dumps(found.summary())  # plain data
+
+
+def test_the_pruner_stops_trials_below_the_median_early(tmp_path: Path) -> None:
+    """Trials whose validation curve lies below the earlier trials' median at the same step
+    stop there: they use fewer steps and are recorded as pruned."""
+    storage = tune.storage_for(f"sqlite:///{tmp_path / 'registry.db'}", tmp_path)
+    space = TuneSpace(trials=6, lengths=(2, 4, 8), widths=(16,), starts=("random",))
+    curves = iter([1.0, 0.9, 0.1, 0.2, 0.05, 0.15])  # each trial's level; the first two lead
+
+    def run_trial(params, on_validation):
+        level, steps = next(curves), 0
+        for step in range(1, 11):
+            steps = step
+            if not on_validation(step, level):
+                break
+        return level, steps
+
+    found = tune.search(
+        space, lengths=space.lengths, study_name="p", storage=storage,
+        run_trial=run_trial, score_of=lambda what: what,
+    )  # fmt: skip
+    states = [t.state for t in found.trials]
+    assert states[:2] == ["complete", "complete"] and states[2:] == ["pruned"] * 4
+    assert all(t.steps == 1 for t in found.trials[2:])  # stopped at their first validation
+    assert found.summary()["steps"] == 2 * 10 + 4 and found.best.value == 1.0
+
+
+def test_a_stream_entry_names_its_search() -> None:
+    from pipelines.stream import arrival_plan
+
+    plan = arrival_plan(
+        {"name": "t", "dataset": "trec", "tune": {"trials": 3, "lengths": [4, 8]}}, where="e"
+    )
+    assert plan.tune == TuneSpace(trials=3, lengths=(4, 8))
+    assert type(plan).from_dict(plan.to_dict()).tune == plan.tune  # through the job queue
+    with pytest.raises(ConfigError, match=r"^arrivals\[2\] \(t\): tune: trials must be"):
+        arrival_plan({"name": "t", "dataset": "trec", "tune": 0}, where="arrivals[2] (t)")
