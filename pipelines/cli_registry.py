@@ -252,7 +252,7 @@ def cmd_check(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_similar(a: argparse.Namespace) -> dict[str, Any]:
-    from pipelines.serve import run_similar
+    from pipelines.similar_cmd import run_similar
     from tasks.load import DataArgs
 
     return run_similar(
