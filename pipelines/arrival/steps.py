@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from continual.backbones import Backbone
@@ -28,11 +27,12 @@ from continual.finetune import fresh_head
 from continual.inference import EvalResult, TrainedTask, evaluate
 from continual.modules import ModuleConfig, build
 from continual.modules.prefix import prefix_config_for
-from continual.train import TrainConfig, TrainResult, train
+from continual.train import TrainConfig, train
 from pipelines import ledger
 from pipelines.arrival import reeval
 from pipelines.arrival.book import TaskBook
 from pipelines.arrival.plan import ArrivalJob, ArrivalPlan
+from pipelines.arrival.trained import Trained
 from pipelines.jobs import register_trained, task_prefix_from_registry
 from pipelines.progress import Progress
 from pipelines.serve import record_task_agnostic
@@ -47,20 +47,6 @@ def store_data(reg: Registry, args: DataArgs, name: str | None) -> tuple[TaskDat
     """Step 1: load and validate a task's data, and store it in the registry's data store."""
     data = load_data(args, name)
     return data, reg.data.put(data)
-
-
-@dataclass
-class Trained:
-    """Steps 2-3's outcome: the trained task, its score and what the run records."""
-
-    result: TrainResult
-    evaluation: EvalResult
-    pconfig: ModuleConfig
-    lineage: list[tuple[int, float, str]]
-    run_extra: dict[str, Any]
-    embeddings: dict[str, Any] | None
-    starts: tuple[EvalResult, EvalResult] | None = None
-    config: TrainConfig | None = None  # what trained it, when a search chose its options
 
 
 def train_task(

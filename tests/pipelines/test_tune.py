@@ -162,3 +162,23 @@ def test_a_stream_entry_names_its_search() -> None:
     assert type(plan).from_dict(plan.to_dict()).tune == plan.tune  # through the job queue
     with pytest.raises(ConfigError, match=r"^arrivals\[2\] \(t\): tune: trials must be"):
         arrival_plan({"name": "t", "dataset": "trec", "tune": 0}, where="arrivals[2] (t)")
+
+
+def test_learn_with_a_search_registers_the_winner_in_the_stream(
+    tiny_encoder_dir, write_jsonl, sentiment, tmp_path
+) -> None:
+    home = tmp_path / "home"
+    data = write_jsonl("a.jsonl", sentiment(48, seed=3))
+    code, out = cli(
+        "learn", "--backbone", tiny_encoder_dir, "--train", data, "--name", "a", "--home", home,
+        *FAST, "--tune", "2", *SPACE,
+    )  # fmt: skip
+    assert code == 0, out
+    with Registry.open(home, tracking_uri="none") as reg:
+        (only,) = reg.prefixes(task="a")
+        run = reg.run(only.run_id).config
+        found = run["tune"]
+        assert len(found["trials"]) == 2
+        assert only.config["length"] == found["best"]["params"]["prefix_length"]
+        assert run["train"]["lr"] == pytest.approx(found["best"]["params"]["lr"])
+        assert [a.task for a in reg.streams.arrivals("prefix")] == ["a"]
