@@ -13,6 +13,7 @@ from pipelines.tune import TuneSpace
 from registry import NullTracker, Registry
 from tasks.errors import ConfigError
 from tests.pipelines.test_arrival_defects import cli
+from tests.pipelines.test_workers import pg_url  # noqa: F401 - a fixture, requested by name
 
 FAST = ["--steps", "8", "--eval-every", "2", "--batch-size", "8", "--patience", "0"]
 SPACE = ["--tune-lengths", "2,4", "--tune-widths", "16,32", "--tune-starts", "random"]
@@ -182,3 +183,31 @@ def test_learn_with_a_search_registers_the_winner_in_the_stream(
         assert only.config["length"] == found["best"]["params"]["prefix_length"]
         assert run["train"]["lr"] == pytest.approx(found["best"]["params"]["lr"])
         assert [a.task for a in reg.streams.arrivals("prefix")] == ["a"]
+
+
+def test_on_postgresql_a_study_lives_in_its_own_schema_beside_the_registry(
+    request, tmp_path: Path
+) -> None:
+    """Optuna's tables (and its alembic version) go to schema `optuna`; the registry's schema,
+    migrated first in the same database, is left as it was and still opens."""
+    from sqlalchemy import create_engine, inspect
+
+    url = request.getfixturevalue("pg_url")
+    with Registry.open(tmp_path / "ws", url=url, tracker=NullTracker()) as reg:
+        before = sorted(inspect(reg.db.engine).get_table_names())
+    storage = tune.storage_for(url, tmp_path / "ws")
+    space = TuneSpace(trials=2, lengths=(2,), widths=(16,), starts=("random",), pruner="none")
+    found = tune.search(
+        space, lengths=(2,), study_name="s", storage=storage,
+        run_trial=lambda p, v: (p["lr"], 1), score_of=lambda what: what,
+    )  # fmt: skip
+    assert len(found.trials) == 2
+    engine = create_engine(url)
+    try:
+        names = inspect(engine)
+        assert sorted(names.get_table_names()) == before  # the registry's schema, untouched
+        assert {"studies", "trials"} <= set(names.get_table_names(schema="optuna"))
+    finally:
+        engine.dispose()
+    with Registry.open(tmp_path / "ws", url=url, tracker=NullTracker()) as reg:
+        assert reg.tasks() == []  # opens at head: the migrations are not confused
