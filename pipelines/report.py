@@ -182,7 +182,23 @@ class _Batch:
             "backbone_bytes": run.get("stream", {}).get("backbone_bytes"),
             "train_steps": record.train.steps if record else None,
             "train_seconds": record.train.seconds if record else None,
+            "prefix_length": record.config.get("length") if record else None,
+            "lr": run.get("train", {}).get("lr"),
+            "tune": _search(run.get("tune")),
         }
+
+
+def _search(found: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the report shows of a task's search (`--tune`): the winner and the cost."""
+    if not found:
+        return None
+    return {
+        "trials": len(found["trials"]),
+        "pruned": found.get("pruned", 0),
+        "steps": found["steps"],
+        "best": found["best"]["params"],
+        "validation": found["best"]["value"],
+    }
 
 
 def _backbone(reg: Registry, rows: list[dict[str, Any]]) -> dict[str, Any]:

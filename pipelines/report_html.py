@@ -17,6 +17,7 @@ from pipelines.report_md import (
     CARRIED_NOTE,
     COLUMNS,
     TASK_AGNOSTIC_HEAD,
+    TUNE_HEAD,
     fp_rows,
     lineage_rows,
     matrix_rows,
@@ -24,6 +25,7 @@ from pipelines.report_md import (
     sha_rows,
     storage,
     task_agnostic_rows,
+    tune_rows,
 )
 
 STYLE = """
@@ -193,6 +195,11 @@ def html(doc: dict[str, Any]) -> str:
         f"logistic regression up to {ROUTE_RIDGE_FROM - 1} tasks and the closed-form ridge router "
         f"from {ROUTE_RIDGE_FROM} on.</p>",
         _table(TASK_AGNOSTIC_HEAD, task_agnostic_rows(doc)),
+        *(
+            ["<h2>Searched options (--tune)</h2>", _table(TUNE_HEAD, tune_rows(doc))]
+            if any(t.get("tune") for t in doc["tasks"])
+            else []
+        ),
         "<h2>Stored bytes per task</h2>",
         _img(storage_bars(doc), "bytes stored per task and by the backbone"),
         _table(["task", "stored params", "stored bytes", "of the backbone"], storage(doc)),

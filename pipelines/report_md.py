@@ -126,6 +126,9 @@ def markdown(doc: dict[str, Any]) -> str:
         ),
         "",
     ]
+    if any(t.get("tune") for t in doc["tasks"]):
+        parts += ["## Searched options (`--tune`)", ""]
+        parts += [_md_table(TUNE_HEAD, tune_rows(doc)), ""]
     parts += ["## Stored bytes per task", ""]
     parts += [_md_table(["task", "stored params", "stored bytes", "of the backbone"], storage(doc))]
     parts += [f"\nBackbone: {_bytes(bb['bytes'])}, stored once for every task.", ""]
@@ -142,6 +145,32 @@ def markdown(doc: dict[str, Any]) -> str:
             for a in doc["in_progress"]
         ]
     return "\n".join(parts) + "\n"
+
+
+TUNE_HEAD = ["task", "P", "lr", "width", "start", "validation", "trials (pruned)", "search steps"]
+
+
+def tune_rows(doc: dict[str, Any]) -> list[list[str]]:
+    """Each searched task's chosen options and what the search cost."""
+    out = []
+    for t in doc["tasks"]:
+        found = t.get("tune")
+        if not found:
+            continue
+        best = found["best"]
+        out.append(
+            [
+                t["task"],
+                str(best["prefix_length"]),
+                f"{best['lr']:.2g}",
+                str(best["reparam_hidden"]),
+                best["init"],
+                f"{found['validation']:.4f}",
+                f"{found['trials']} ({found['pruned']})",
+                f"{found['steps']:,}",
+            ]
+        )
+    return out
 
 
 def storage(doc: dict[str, Any]) -> list[list[str]]:

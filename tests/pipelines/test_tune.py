@@ -183,6 +183,16 @@ def test_learn_with_a_search_registers_the_winner_in_the_stream(
         assert only.config["length"] == found["best"]["params"]["prefix_length"]
         assert run["train"]["lr"] == pytest.approx(found["best"]["params"]["lr"])
         assert [a.task for a in reg.streams.arrivals("prefix")] == ["a"]
+        from pipelines.report import write_report
+
+        written = write_report(reg, tmp_path / "report")
+    doc = json.loads(Path(written["json"]).read_text())
+    (row,) = doc["tasks"]
+    assert row["tune"]["best"] == found["best"]["params"] and row["tune"]["trials"] == 2
+    assert row["prefix_length"] == found["best"]["params"]["prefix_length"]
+    md = Path(written["md"]).read_text()
+    assert "## Searched options" in md and f"| a | {row['prefix_length']} |" in md
+    assert "Searched options" in Path(written["html"]).read_text()
 
 
 def test_on_postgresql_a_study_lives_in_its_own_schema_beside_the_registry(
