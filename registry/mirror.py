@@ -75,6 +75,10 @@ def log_prefix(reg: RegistryCore, prefix_id: int) -> str | None:
         "prefix_config.json": _json(p.config),
         "run.json": _json(run.to_dict() if run else {}),
     }
+    found = (run.config.get("tune") if run is not None else None) or {}
+    if found:  # a searched prefix: the best trial's options and what the search cost
+        params |= {f"tune.best.{k}": str(v) for k, v in found["best"]["params"].items()}
+        metrics.append(("search_steps", float(found["steps"]), 0))
     log = TrainingLog(
         task=p.task,
         version=p.version,
@@ -92,6 +96,7 @@ def log_prefix(reg: RegistryCore, prefix_id: int) -> str | None:
         metrics=tuple(metrics),
         files=files,
         current_now=current_now,
+        children=tuple(_trial(p.task, p.version, t) for t in found.get("trials", [])),
     )
     run_id = reg.tracker.log_training(log)
     if run_id:
@@ -145,6 +150,19 @@ def warn(tracker: Tracker, what: str, error: BaseException) -> None:
 
 def _metric_key(e: EvaluationRecord) -> str:
     return e.metric if e.method == "prefix" else f"{e.method}.{e.metric}"
+
+
+def _trial(task: str, version: int, t: dict[str, Any]) -> dict[str, Any]:
+    """One trial of a prefix's search as a nested run's content."""
+    metrics = [("steps", float(t["steps"]), 0)]
+    if t.get("value") is not None:
+        metrics.append(("validation", float(t["value"]), 0))
+    return {
+        "name": f"{task}-v{version}-trial-{t['number']}",
+        "params": {k: str(v) for k, v in t["params"].items()},
+        "metrics": metrics,
+        "tags": {"continual.task": task, "continual.trial": str(t["number"]), "state": t["state"]},
+    }
 
 
 def _flat(prefix: str, d: dict[str, Any]) -> dict[str, str]:

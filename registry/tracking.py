@@ -56,6 +56,8 @@ class TrainingLog:
     metrics: tuple[tuple[str, float, int], ...]
     files: dict[str, bytes] = field(default_factory=dict)
     current_now: Callable[[], int | None] | None = None
+    # nested runs under this one (a search's trials): name, params, metrics, tags each
+    children: tuple[dict[str, Any], ...] = ()
 
 
 class Tracker(Protocol):
@@ -121,6 +123,8 @@ class MlflowTracker:
                     (Path(tmp) / name).write_bytes(data)
                 client.log_artifacts(run_id, tmp, artifact_path=PREFIX_ARTIFACTS)
             self._register(client, log, run_id, f"{run.info.artifact_uri}/{PREFIX_ARTIFACTS}")
+            for child in log.children:
+                self._child(client, run_id, child, now)
         except BaseException:
             with contextlib.suppress(Exception):  # keep the original error
                 client.set_terminated(run_id, status="FAILED")
@@ -130,6 +134,18 @@ class MlflowTracker:
 
     def log_metric(self, run_id: str, key: str, value: float, step: int) -> None:
         self._connect().log_metric(run_id, key, float(value), step=step)
+
+    def _child(self, client: Any, parent: str, child: dict[str, Any], now: int) -> None:
+        from mlflow.entities import Metric, Param
+
+        tags = {**child.get("tags", {}), "mlflow.parentRunId": parent}
+        run = client.create_run(self._experiment(), tags=tags, run_name=child["name"])
+        client.log_batch(
+            run.info.run_id,
+            params=[Param(k, v[:6000]) for k, v in sorted(child["params"].items())],
+            metrics=[Metric(k, float(v), now, step) for k, v, step in child["metrics"]],
+        )
+        client.set_terminated(run.info.run_id)
 
     def _register(self, client: Any, log: TrainingLog, run_id: str, source: str) -> None:
         from mlflow.exceptions import MlflowException

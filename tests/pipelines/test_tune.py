@@ -221,3 +221,40 @@ def test_on_postgresql_a_study_lives_in_its_own_schema_beside_the_registry(
         engine.dispose()
     with Registry.open(tmp_path / "ws", url=url, tracker=NullTracker()) as reg:
         assert reg.tasks() == []  # opens at head: the migrations are not confused
+
+
+def test_each_trial_is_a_nested_mlflow_run_under_the_prefix_run(
+    tiny_encoder_dir, write_jsonl, sentiment, tmp_path
+) -> None:
+    import contextlib
+    import io
+
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.cli import main
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    train = write_jsonl("train.jsonl", sentiment(48, seed=1))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = main([
+            "train", "--backbone", str(tiny_encoder_dir), "--train", str(train), "--name", "t",
+            "--home", str(tmp_path / "h"), *FAST, "--tune", "3", *SPACE,
+            "--json", "--quiet", "--tracking-uri", uri,
+        ])  # fmt: skip
+    doc = json.loads(out.getvalue())
+    assert code == 0, doc
+    client = MlflowClient(tracking_uri=uri)
+    parent = client.get_run(doc["mlflow_run_id"])
+    assert parent.data.metrics["search_steps"] == doc["tune"]["steps"]
+    best = doc["tune"]["best"]["params"]
+    assert parent.data.params["tune.best.prefix_length"] == str(best["prefix_length"])
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert len(children) == 3
+    by_trial = {int(r.data.tags["continual.trial"]): r for r in children}
+    for t in doc["tune"]["trials"]:
+        run = by_trial[t["number"]]
+        assert run.data.params["prefix_length"] == str(t["params"]["prefix_length"])
+        assert run.data.metrics["steps"] == t["steps"] and run.data.tags["state"] == t["state"]
