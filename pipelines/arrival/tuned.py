@@ -100,7 +100,7 @@ def train_tuned(
         space,
         lengths=space.capped(context_room(backbone, plan.positions, config.max_length)),
         study_name=name,
-        storage=storage_for(reg.url, reg.workspace),
+        storage=storage_for(reg.db.engine.url.render_as_string(hide_password=False), reg.workspace),
         run_trial=run_trial,
         score_of=score_of,
         say=say,
