@@ -275,6 +275,8 @@ def scale(doc: dict[str, Any]) -> str:
         "Routing accuracy is over the last arrival's sampled tasks; tasks drawn from the same "
         "catalog set share their inputs' distribution, so routing cannot tell them apart."
     )
+    if setup.get("stopped_at"):
+        text += f" The run {setup['stopped_at']} (– : not probed)."
     parts = ["### Cost of an arrival against the stream's length", _machine(doc)]
     parts += [_md(head, rows), text]
     ray = doc.get("ray_parallel")
