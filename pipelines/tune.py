@@ -64,7 +64,7 @@ class TuneSpace:
 
     def __post_init__(self) -> None:
         where = "tune"
-        if not isinstance(self.trials, int) or self.trials < 1:
+        if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 1:
             raise ConfigError(
                 f"{where}: trials must be a whole number of at least 1, got {self.trials!r}"
             )
