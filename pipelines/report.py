@@ -182,9 +182,16 @@ class _Batch:
             "backbone_bytes": run.get("stream", {}).get("backbone_bytes"),
             "train_steps": record.train.steps if record else None,
             "train_seconds": record.train.seconds if record else None,
-            "prefix_length": record.config.get("length") if record else None,
-            "lr": run.get("train", {}).get("lr"),
-            "tune": _search(run.get("tune")),
+            # a searched task only (`--tune`): every other report keeps its keys
+            **(
+                {
+                    "prefix_length": record.config.get("length"),
+                    "lr": run.get("train", {}).get("lr"),
+                    "tune": _search(run["tune"]),
+                }
+                if record is not None and run.get("tune")
+                else {}
+            ),
         }
 
 
