@@ -12,6 +12,7 @@ the methods `<method>/untrained-init` and `<method>/untrained-random` at its own
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +65,7 @@ def methods_in(reg: Registry, stream: str = DEFAULT_STREAM) -> list[str]:
 
 
 _SCORES: dict[tuple[str, str], tuple[Any, dict[str, list[EvaluationRecord]]]] = {}
+_SCORES_LOCK = threading.Lock()  # the service reads scores from several threads
 
 
 def scores(reg: Registry, stream: str = DEFAULT_STREAM) -> dict[str, list[EvaluationRecord]]:
@@ -78,9 +80,10 @@ def scores(reg: Registry, stream: str = DEFAULT_STREAM) -> dict[str, list[Evalua
         for e in reg.streams.evaluations(stream):
             out.setdefault(e.task, []).append(e)
         kept = (mark, out)
-        if len(_SCORES) >= 16:
-            _SCORES.pop(next(iter(_SCORES)))
-        _SCORES[where] = kept
+        with _SCORES_LOCK:
+            while len(_SCORES) >= 16:
+                _SCORES.pop(next(iter(_SCORES)))
+            _SCORES[where] = kept
     return {task: list(rows) for task, rows in kept[1].items()}
 
 

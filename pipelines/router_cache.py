@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import threading
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,6 +39,7 @@ _MEMORY: dict[tuple[str, str], Router] = {}
 _MEMORY_MAX = 8
 _STATS: dict[tuple[str, str, str], RidgeStats] = {}
 _STATS_MAX = 4
+_LOCK = threading.Lock()
 KEY_CHUNK = 64  # keys read per query when statistics are (re)built
 
 
@@ -110,10 +112,11 @@ def ridge_stats(
         raise ValueError("no routing keys to build the router's statistics from")
     if stats.ids != (kept.ids if kept is not None else None):
         _save_stats(path, stats)
-    _STATS.pop(where, None)
-    while len(_STATS) >= _STATS_MAX:  # 42 MB each on minilm: keep the few in use
-        _STATS.pop(next(iter(_STATS)))
-    _STATS[where] = stats
+    with _LOCK:  # the service builds routers from several threads
+        _STATS.pop(where, None)
+        while len(_STATS) >= _STATS_MAX:  # 42 MB each on minilm: keep the few in use
+            _STATS.pop(next(iter(_STATS)))
+        _STATS[where] = stats
     return stats
 
 
