@@ -27,6 +27,7 @@ import threading
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -37,6 +38,7 @@ from registry import Registry, TaskEmbeddingRecord
 CACHE_DIR = "cache"
 _MEMORY: dict[tuple[str, str], Router] = {}
 _MEMORY_MAX = 8
+T = TypeVar("T")
 _STATS: dict[tuple[str, str, str], RidgeStats] = {}
 _STATS_MAX = 4
 _LOCK = threading.Lock()
@@ -149,14 +151,7 @@ def _update(
 
 
 def _load_stats(path: Path) -> RidgeStats | None:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return RidgeStats.restore({k: data[k] for k in data.files})
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # damaged: rebuild
-        path.unlink(missing_ok=True)
-        return None
+    return _read(path, RidgeStats.restore)
 
 
 def _save_stats(path: Path, stats: RidgeStats) -> None:
@@ -167,12 +162,18 @@ def _save_stats(path: Path, stats: RidgeStats) -> None:
 
 
 def _load(path: Path) -> Router | None:
+    return _read(path, Router.restore)
+
+
+def _read(path: Path, restore: Callable[[dict[str, np.ndarray]], T]) -> T | None:
+    """What `restore` makes of the arrays in `path`; None if there is no such file, or if it
+    is damaged (then it is removed: the caller rebuilds it)."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            return Router.restore({k: data[k] for k in data.files})
+            return restore({k: data[k] for k in data.files})
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # damaged: refit
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         path.unlink(missing_ok=True)
         return None
 
