@@ -1,7 +1,7 @@
 """Cost of a stream as it grows: time per arrival against T under `--reeval full|audit|proof`.
 
     python -m bench.scale --T 10,100         # about 25 minutes on 2 CPU cores
-    python -m bench.scale --T 10,100,1000    # about 2.5 hours: about 6 s per arrival under audit
+    python -m bench.scale --T 10,100,1000    # about 3 hours: 8-11 s per arrival under audit
 
 One stream of small synthetic tasks is built under `audit` on minilm: task i is two labels of a
 catalog set (sms_spam, the vader sets, trec, bbc_news, rotten_tomatoes, by turns), 24 training
@@ -239,6 +239,26 @@ def parallel(pool: dict[str, Any], n: int, rounds: int) -> dict[str, Any]:
     }
 
 
+def checkpoint(
+    home: Path,
+    per_arrival: list[float],
+    pool: dict[str, Any],
+    scratch: Path,
+    repeats: int,
+    modes: tuple[str, ...] = MODES,
+) -> dict[str, Any]:
+    """The row of a checkpoint after the stream's `len(per_arrival)` arrivals."""
+    T = len(per_arrival)
+    return {
+        "T": T,
+        "stream_seconds": sum(per_arrival),
+        "audit_arrival_median_last_10_s": statistics.median(per_arrival[-10:]),
+        **size(home),
+        **routing(home, T),
+        "next_arrival": probe(home, T, pool, scratch, repeats, modes),
+    }
+
+
 def arrival_seconds(home: Path) -> list[float]:
     """Each arrival's own seconds (queue to done, in the worker), read back from its job."""
     from registry import Registry
@@ -261,15 +281,8 @@ def from_home(home: Path, into: Path, repeats: int, modes: tuple[str, ...]) -> i
     T = len(per_arrival)
     scratch = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     try:
-        row = {
-            "T": T,
-            "stream_seconds": sum(per_arrival),
-            "audit_arrival_median_last_10_s": statistics.median(per_arrival[-10:]),
-            **size(home),
-            **routing(home, T),
-            "next_arrival": probe(home, T, pool, scratch, repeats, modes),
-            "measured_after_a_stop": True,
-        }
+        row = checkpoint(home, per_arrival, pool, scratch, repeats, modes)
+        row["measured_after_a_stop"] = True
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     doc = json.loads(into.read_text())
@@ -335,15 +348,7 @@ def main(argv: list[str] | None = None) -> int:
                 recent = statistics.median(per_arrival[-50:])
                 print(f"  {i + 1} arrivals, last 50: median {recent:.2f} s", flush=True)
             if i + 1 in checkpoints:
-                T = i + 1
-                row = {
-                    "T": T,
-                    "stream_seconds": sum(per_arrival),
-                    "audit_arrival_median_last_10_s": statistics.median(per_arrival[-10:]),
-                    **size(home),
-                    **routing(home, T),
-                    "next_arrival": probe(home, T, pool, scratch, a.repeats),
-                }
+                row = checkpoint(home, per_arrival, pool, scratch, a.repeats)
                 rows.append(row)
                 print(json.dumps({k: v for k, v in row.items() if k != "next_arrival"}), flush=True)
                 partial = document(rows, per_arrival, None, began) | {"complete": False}
