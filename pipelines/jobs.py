@@ -27,8 +27,14 @@ def current_view(reg: Registry, task: str) -> TaskView:
 
 def task_prefix_from_registry(reg: Registry, task: str, backbone: Backbone) -> TrainedTask:
     """The current prefix of `task`, verified against its sha256 and the backbone's fingerprint."""
-    view = current_view(reg, task)
-    tensors, record = reg.load_prefix(task, backbone.fingerprint)
+    return trained_task(reg, current_view(reg, task), backbone)
+
+
+def trained_task(reg: Registry, view: TaskView, backbone: Backbone) -> TrainedTask:
+    """The view's current prefix (the record read with the view, so spec and tensors agree),
+    verified against its sha256 and the backbone's fingerprint."""
+    assert view.current is not None  # current_view refuses a task without one
+    tensors, record = reg.load_prefix(view.current.id, backbone.fingerprint)
     config = config_from_dict(record.kind or DEFAULT_KIND, record.config)
     limits = TextLimits(**record.config.get("limits", {}))
     return checkpoint.task_from_tensors(tensors, TaskSpec.from_dict(view.task.spec), config, limits)

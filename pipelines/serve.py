@@ -26,7 +26,7 @@ from continual.backbones import Backbone, load_backbone
 from continual.inference import EvalResult, TrainedTask, evaluate, predict, score
 from continual.routing import LOGISTIC, ROUTE_RIDGE_FROM, Router, route_features, route_method
 from continual.scoring import predictions_sha256
-from pipelines import ledger, tables
+from pipelines import ledger, prefix_cache, tables
 from pipelines.arrival.book import TaskBook
 from pipelines.jobs import backbone_for, stored_backbone, task_prefix_from_registry
 from pipelines.router_cache import cache_key, cached_router, keys_by_id, ridge_stats
@@ -97,9 +97,7 @@ class AutoPredictor:
     def prefix(self, i: int) -> TrainedTask:
         """The prefix of `router.tasks[i]`, loaded (and verified) on first use."""
         if i not in self._loaded:
-            self._loaded[i] = task_prefix_from_registry(
-                self.reg, self.router.tasks[i], self.backbone
-            )
+            self._loaded[i] = prefix_cache.load(self.reg, self.router.tasks[i], self.backbone)
         return self._loaded[i]
 
     @property
