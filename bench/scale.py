@@ -329,6 +329,13 @@ def main(argv: list[str] | None = None) -> int:
         help="measure a checkpoint of the stream in HOME (a stopped run's) and add it to --out",
     )
     ap.add_argument("--modes", default=",".join(MODES), help="probe modes (with --from-home)")
+    ap.add_argument(
+        "--full-until",
+        type=int,
+        default=10**9,
+        metavar="T",
+        help="probe `full` only at checkpoints up to T (it is linear in T: ~20 min a probe at 1,000)",
+    )
     a = ap.parse_args(argv)
     if a.from_home:
         into = a.out or Path(__file__).parent / "results" / "scale.json"
@@ -348,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
                 recent = statistics.median(per_arrival[-50:])
                 print(f"  {i + 1} arrivals, last 50: median {recent:.2f} s", flush=True)
             if i + 1 in checkpoints:
-                row = checkpoint(home, per_arrival, pool, scratch, a.repeats)
+                modes = MODES if i + 1 <= a.full_until else tuple(m for m in MODES if m != "full")
+                row = checkpoint(home, per_arrival, pool, scratch, a.repeats, modes)
                 rows.append(row)
                 print(json.dumps({k: v for k, v in row.items() if k != "next_arrival"}), flush=True)
                 partial = document(rows, per_arrival, None, began) | {"complete": False}
@@ -370,7 +378,12 @@ def main(argv: list[str] | None = None) -> int:
             [
                 [
                     r["T"],
-                    *(round(r["next_arrival"][m]["median_s"], 2) for m in MODES),
+                    *(
+                        round(r["next_arrival"][m]["median_s"], 2)
+                        if m in r["next_arrival"]
+                        else "–"
+                        for m in MODES
+                    ),
                     round(doc["ratios_vs_first"]["audit"][str(r["T"])], 2),
                     round(r["route_one_ms"], 1),
                     r["routing_accuracy"] and round(r["routing_accuracy"], 3),
