@@ -9,7 +9,8 @@ once on the eval split the search never saw. Catalog tasks (four classification 
 generation on smollm2, one small local-file task) are where the defaults were chosen; held-out
 tasks come from sources the catalog does not use and were kept out of every choice. Targets:
 tuned >= default on every task, mean gain >= 1 point, pruning saves >= 40% of the search's steps.
-Results: bench/results/tune.json.
+Results: bench/results/tune.json, written again after each task (`"complete": false` until the
+end; the suites are taken by turns), so a stopped run keeps what it measured.
 """
 
 from __future__ import annotations
@@ -90,22 +91,18 @@ def one(task: str, backbone: str, trials: int, steps: int, folder: Path) -> dict
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trials", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=200, help="training steps per trial")
-    ap.add_argument("--quick", action="store_true", help="two tasks, 2 trials of 6 steps")
-    ap.add_argument("--out", type=Path)
-    a = ap.parse_args(argv)
-    suites = {"catalog": CATALOG, "heldout": HELDOUT}
-    if a.quick:
-        suites, a.trials, a.steps = {"catalog": CATALOG[:1], "heldout": HELDOUT[:1]}, 2, 6
-    began = time.perf_counter()
-    rows: dict[str, list[dict[str, Any]]] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-tune-") as tmp:
+def interleaved(suites: dict[str, tuple[tuple[str, str], ...]]):
+    """(suite, task) taking the suites by turns, so a stopped run has tasks of each."""
+    longest = max((len(ts) for ts in suites.values()), default=0)
+    for k in range(longest):
         for suite, tasks in suites.items():
-            rows[suite] = [one(t, b, a.trials, a.steps, Path(tmp)) for t, b in tasks]
-    doc = {
+            if k < len(tasks):
+                yield suite, tasks[k]
+
+
+def document(a: argparse.Namespace, rows: dict[str, list[dict[str, Any]]], began: float) -> dict:
+    """The results so far (written after each task: a stopped run keeps what it measured)."""
+    return {
         "bench": "tune",
         "machine": machine(),
         "setup": {"trials": a.trials, "steps_per_trial": a.steps, "quick": a.quick},
@@ -118,9 +115,33 @@ def main(argv: list[str] | None = None) -> int:
                 "pruning_saved_mean": statistics.mean(r["pruning_saved"] for r in rs),
             }
             for suite, rs in rows.items()
+            if rs
         },
         "wall_seconds": time.perf_counter() - began,
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=200, help="training steps per trial")
+    ap.add_argument("--quick", action="store_true", help="two tasks, 2 trials of 6 steps")
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--tasks", help="only these tasks (comma-separated names as listed)")
+    a = ap.parse_args(argv)
+    suites = {"catalog": CATALOG, "heldout": HELDOUT}
+    if a.quick:
+        suites, a.trials, a.steps = {"catalog": CATALOG[:1], "heldout": HELDOUT[:1]}, 2, 6
+    if a.tasks:
+        wanted = set(a.tasks.split(","))
+        suites = {s: tuple(t for t in ts if t[0] in wanted) for s, ts in suites.items()}
+    began = time.perf_counter()
+    rows: dict[str, list[dict[str, Any]]] = {suite: [] for suite in suites}
+    with tempfile.TemporaryDirectory(prefix="bench-tune-") as tmp:
+        for suite, (task, backbone) in interleaved(suites):
+            rows[suite].append(one(task, backbone, a.trials, a.steps, Path(tmp)))
+            write("tune", document(a, rows, began) | {"complete": False}, a.out)
+    doc = document(a, rows, began) | {"complete": True}
     print(
         table(
             ["suite", "task", "default", "tuned", "gain pts", "P", "lr", "pruning saved"],

@@ -146,6 +146,7 @@ def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
         resume=bool(a.resume),
         progress=not getattr(a, "quiet", False),
         tune=tune_space(a),
+        training_state=not a.no_training_state,
     )
 
 

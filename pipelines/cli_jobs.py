@@ -40,6 +40,12 @@ def add_job_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--poll", type=float, default=2.0, help="seconds between looks at an empty queue"
     )
+    p.add_argument(
+        "--no-search-help",
+        action="store_true",
+        help="when idle, do not add trials to other workers' running `--tune` searches "
+        "(default: help; the study is shared, the arrival's worker keeps the winner)",
+    )
     r = p.add_argument_group("Ray (arrivals as Ray tasks: pipelines/arrival/ray_executor.py)")
     r.add_argument(
         "--ray",
@@ -95,6 +101,7 @@ def cmd_worker(a: argparse.Namespace) -> dict[str, Any]:
         lease_s=a.lease,
         poll_s=a.poll,
         migrate=False,  # migrations run once, by `continual registry upgrade`
+        help_searches=not a.no_search_help,
     )
     worker.stop_on_signals()
     worker.say(f"worker {worker.id} · lease {worker.lease_s:.0f} s")

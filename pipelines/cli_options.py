@@ -147,6 +147,12 @@ def add_training_options(t: argparse.ArgumentParser) -> None:
     )
     for flag, kind, what in TRAINING_FLAGS:
         h.add_argument(flag, type=kind, help=f"{what} (default {_default(flag)})")
+    h.add_argument(
+        "--no-training-state",
+        action="store_true",
+        help="do not keep the training state (reparameterization and optimizer moments, ~400x "
+        "the prefix on minilm): `train --resume` can then not continue this task",
+    )
     add_tune_options(t)
 
 

@@ -137,6 +137,7 @@ def _plan(a: argparse.Namespace, name: str):
         reeval=getattr(a, "reeval", None) or AUTO,
         audit_k=AUDIT_K if getattr(a, "audit_k", None) is None else a.audit_k,
         tune=tune_space(a),
+        training_state=not getattr(a, "no_training_state", False),
     )
 
 

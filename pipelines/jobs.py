@@ -90,12 +90,14 @@ def register_trained(
     stream: str | None = None,
     data_sha256: str | None = None,
     dataset: dict[str, Any] | None = None,
+    training_state: bool = True,
 ) -> PrefixRecord:
     """Register a trained prefix with its eval score (at `position` of `stream`, if any) and
     what reproduces the run; `run_extra` adds keys to the run's config; `embeddings` (task
     embedding, routing keys) are stored in the same unit of work; `data_sha256` names the
     stored data it was trained and evaluated on, or `dataset` (a `reg.data.stage` row) is that
-    data's row, committed with the prefix."""
+    data's row, committed with the prefix. `training_state` False stores no optimizer state
+    (the task cannot be resumed)."""
     return reg.register_prefix(
         task=data.spec,
         data_fingerprint=data.fingerprint,
@@ -138,7 +140,7 @@ def register_trained(
             "predictions_sha256": evaluation.predictions_sha256,
             "position": position,
         },
-        optimizer_state=flatten_state(result.state),
+        optimizer_state=flatten_state(result.state) if training_state else None,
         new_version=new_version,
         embeddings=embeddings,
         kind=prefix_config.kind,

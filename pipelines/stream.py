@@ -48,6 +48,7 @@ DATA_KEYS = (
 )
 PREFIX_KEYS = ("prefix_length", "positions", "init")
 REEVAL_KEYS = ("reeval", "audit_k")  # how earlier tasks are re-evaluated: pipelines.arrival.reeval
+STATE_KEYS = ("training_state",)  # keep the training state for --resume (default true)
 TRAIN_KEYS = (
     "steps",
     "batch_size",
@@ -63,7 +64,7 @@ TRAIN_KEYS = (
 TUNE_KEYS = (
     "tune",
 )  # a search per arrival: trials, or {trials, lengths, lr, ...} (pipelines.tune)
-OPTION_KEYS = DATA_KEYS + PREFIX_KEYS + REEVAL_KEYS + TRAIN_KEYS + TUNE_KEYS
+OPTION_KEYS = DATA_KEYS + PREFIX_KEYS + REEVAL_KEYS + TRAIN_KEYS + TUNE_KEYS + STATE_KEYS
 TOP_KEYS = ("name", "description", "backbone", "defaults", "baselines", "arrivals", "executor")
 EXECUTORS = ("local", "ray")  # where `stream run` runs the arrivals: here, or as Ray tasks
 
@@ -215,6 +216,7 @@ def arrival_plan(opts: dict[str, Any], *, base: Path | None = None, where: str =
         tune=None
         if opts.get("tune") is None
         else TuneSpace.from_dict(opts["tune"], f"{where}: tune"),
+        training_state=opts.get("training_state", True),
     )
 
 

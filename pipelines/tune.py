@@ -167,6 +167,7 @@ class TrialOutcome:
     state: str  # complete | pruned
     value: float | None  # the best validation value (higher is better)
     steps: int
+    worker: str | None = None  # the worker that ran it (a search may have several)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -233,6 +234,11 @@ def _pruner(name: str) -> Any:
     return optuna.pruners.NopPruner()
 
 
+class Surplus(Exception):
+    """A trial started when the study already had its trials (finished or running): it fails
+    at once and is not counted."""
+
+
 def search(
     space: TuneSpace,
     *,
@@ -242,13 +248,26 @@ def search(
     run_trial: Callable[[dict[str, Any], Callable[[int, float], bool]], Any],
     score_of: Callable[[Any], tuple[float, int]],
     say: Callable[[str], None] = lambda _: None,
-) -> SearchResult:
+    worker: str = "",
+    helper: bool = False,
+    wait_s: float = 1.0,
+) -> SearchResult | None:
     """Run the study's remaining trials (of `space.trials`) and return every trial's outcome.
 
     `run_trial(params, on_validation)` trains one trial (params: length, lr, width, start),
     calling `on_validation(step, value)` at each validation; it returns what it trained.
     `score_of(what)` is (best validation value, steps run). A pruned trial is stopped at once.
+
+    Several processes may take part in one study (the storage is shared): each runs trials
+    while the study has fewer than `space.trials` finished or running, one at a time; a trial
+    numbered past that many is surplus (it fails at once, uncounted). The arrival's own search
+    then waits for the others' running trials (a participant that died is failed by its
+    stopped heartbeat, and its trial run again) and returns; a `helper` returns at once, with
+    None. Each trial records the `worker` that ran it.
     """
+    import time
+    import warnings
+
     import optuna
     from optuna.trial import TrialState
 
@@ -264,7 +283,14 @@ def search(
     )
     kept: dict[int, Any] = {}
 
+    live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+
     def objective(trial: optuna.Trial) -> float:
+        before = study.get_trials(deepcopy=False, states=live)
+        if sum(t.number < trial.number for t in before) >= space.trials:
+            trial.set_user_attr("surplus", True)
+            raise Surplus
+        trial.set_user_attr("worker", worker)
         params = {
             "prefix_length": trial.suggest_categorical("prefix_length", list(lengths)),
             "lr": trial.suggest_float("lr", space.lr_min, space.lr_max, log=True),
@@ -292,10 +318,20 @@ def search(
         return value
 
     counted = (TrialState.COMPLETE, TrialState.PRUNED)  # a failed (killed) trial is redone
-    done = [t for t in study.get_trials(deepcopy=False) if t.state in counted]
-    left = space.trials - len(done)
-    if left > 0:
-        study.optimize(objective, n_trials=left, catch=())
+    while True:
+        trials = study.get_trials(deepcopy=False, states=live)
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        if len(trials) < space.trials:
+            study.optimize(objective, n_trials=1, catch=(Surplus,))
+        elif helper or running == 0:
+            break
+        else:  # another participant's trials are still running
+            with warnings.catch_warnings():  # "experimental" in Optuna 5
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+            time.sleep(wait_s)
+    if helper:
+        return None
     finished = [t for t in study.get_trials(deepcopy=False) if t.state in counted]
     states = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}
     outcomes = [
@@ -305,6 +341,7 @@ def search(
             state=states[t.state],
             value=t.value if t.state == TrialState.COMPLETE else None,
             steps=int(t.user_attrs.get("steps", 0)),
+            worker=t.user_attrs.get("worker"),
         )
         for t in finished
     ]

@@ -42,6 +42,9 @@ class ArrivalPlan:
     reeval: str = AUTO  # how the earlier tasks are re-evaluated (`reeval.MODES`)
     audit_k: int = AUDIT_K  # tasks re-scored per arrival under `audit`
     tune: TuneSpace | None = None  # a search of length, lr, width and start (`pipelines.tune`)
+    # keep the training state (reparameterization and optimizer moments, ~400x the prefix on
+    # minilm) for `train --resume`; a long stream that never resumes can drop it
+    training_state: bool = True
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -53,6 +56,11 @@ class ArrivalPlan:
             )
         if self.prefix_length < 1:
             raise ConfigError(f"arrival {self.name}: prefix_length must be at least 1")
+        if not isinstance(self.training_state, bool):
+            raise ConfigError(
+                f"arrival {self.name}: training_state must be true or false, "
+                f"not {self.training_state!r}"
+            )
         if self.positions not in (None, "explicit", "shifted"):
             raise ConfigError(
                 f"arrival {self.name}: positions must be explicit or shifted, not {self.positions!r}"
@@ -69,6 +77,7 @@ class ArrivalPlan:
             "reeval": self.reeval,
             "audit_k": self.audit_k,
             **({"tune": self.tune.to_dict()} if self.tune else {}),
+            **({} if self.training_state else {"training_state": False}),
         }
 
     @classmethod
@@ -83,6 +92,7 @@ class ArrivalPlan:
             reeval=d.get("reeval", AUTO),
             audit_k=d.get("audit_k", AUDIT_K),
             tune=TuneSpace.from_dict(d["tune"]) if d.get("tune") else None,
+            training_state=d.get("training_state", True),
         )
 
 

@@ -60,10 +60,12 @@ def train_task(
     bars: bool,
     with_starts: bool,
     observe: Callable[[int, int, float], None] | None = None,
+    worker: str = "",
 ) -> Trained:
     """Steps 2-3: plan the start, score it (for forward transfer, in a stream), train, evaluate."""
     if plan.tune is not None:
-        return _tuned(reg, backbone, data, plan, log=log, tag=tag, bars=bars, starts=with_starts)
+        kw = {"log": log, "tag": tag, "bars": bars, "starts": with_starts, "worker": worker}
+        return _tuned(reg, backbone, data, plan, **kw)
     config = plan.config
     pconfig = prefix_config_for(backbone, plan.prefix_length, plan.positions).with_(init=plan.init)
     with log.step(tag, f"prefix · embed, init ({plan.init})"):
@@ -95,7 +97,7 @@ def _tuned(reg: Registry, backbone: Backbone, data: TaskData, plan: ArrivalPlan,
     with log.step(tag, f"prefix · search ({plan.tune.trials} trials)"):
         t = train_tuned(
             reg, backbone, data, plan, say=log.say, bars=kw["bars"],
-            prefix_starts=prefix_starts if kw["starts"] else None,
+            prefix_starts=prefix_starts if kw["starts"] else None, worker=kw["worker"],
         )  # fmt: skip
     return Trained(
         result=t["result"], evaluation=t["evaluation"], pconfig=t["pconfig"],
@@ -238,6 +240,7 @@ class StreamArrival:
             bars=self.bars,
             with_starts=True,
             observe=self.observe,
+            worker=str(self.runtime.get("worker", "")),
         )
         self._check()
         with self.log.step(tag, "prefix · register"):
@@ -254,6 +257,7 @@ class StreamArrival:
                 position=position,
                 stream=self.stream,
                 data_sha256=self.job.data_sha256,
+                training_state=plan.training_state,
                 run_extra={
                     "stream": {
                         "name": self.stream,

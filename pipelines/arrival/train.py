@@ -37,6 +37,7 @@ def run_train(
     resume: bool = False,
     progress: bool = True,
     tune: Any = None,
+    training_state: bool = True,
 ) -> dict[str, Any]:
     """Train (or resume), evaluate on the eval split and register the prefix with its data;
     return a summary. The steps are the arrival's (`pipelines.arrival.steps`) without a stream.
@@ -101,7 +102,8 @@ def run_train(
             if flat is None:
                 raise ConfigError(
                     f"--resume {task}: its current prefix has no stored training "
-                    "state (imported prefixes cannot be resumed)"
+                    "state (an imported prefix, or one trained with --no-training-state or "
+                    "training_state: false); train a new version instead (--new-version)"
                 )
             pconfig, start = current.config, None
             resume_state = unflatten_state(flat)
@@ -126,6 +128,7 @@ def run_train(
             run_extra=run_extra,
             embeddings=vectors,
             dataset=stored,
+            training_state=training_state,
         )
     if out is not None:
         checkpoint.save(

@@ -2,7 +2,10 @@
 start (`pipelines.tune`), then evaluate the best trial's prefix, which alone is registered.
 
 The task embedding and routing keys are computed once per arrival, and the earlier tasks a
-similarity start draws on are read once, not per trial.
+similarity start draws on are read once, not per trial. Idle workers may help (`Search.help`,
+`continual worker` does by default): they add trials to the same study, kept in the shared
+storage, and the arrival's worker waits for them, then trains the winner again from its seed
+if another worker ran it.
 """
 
 from __future__ import annotations
@@ -34,6 +37,133 @@ def context_room(backbone: Backbone, positions: str | None, max_length: int) -> 
     return max(1, int(limit) - max_length)
 
 
+class Search:
+    """One arriving task's search: its study's name, how a trial trains and is scored, and
+    the two ways to take part (`run`: the arrival's own, which waits for every trial and
+    registers the winner; `help`: another worker's, which only adds trials)."""
+
+    def __init__(
+        self,
+        reg: Registry,
+        backbone: Backbone,
+        data: TaskData,
+        plan: Any,
+        *,
+        say: Callable[[str], None],
+        bars: bool,
+        worker: str = "",
+    ) -> None:
+        self.reg, self.backbone, self.data, self.plan = reg, backbone, data, plan
+        self.say, self.bars, self.worker = say, bars, worker
+        self.space, self.config = plan.tune, plan.config
+        self._vectors: dict[str, Any] | None = None
+        self._sources: list[Any] | None = None
+
+    @property
+    def vectors(self) -> dict[str, Any]:
+        """The task embedding and routing keys: computed once, when first needed."""
+        if self._vectors is None:
+            self._vectors = arrival_embeddings(self.backbone, self.data)
+        return self._vectors
+
+    @property
+    def name(self) -> str:
+        settings = json.dumps(
+            {
+                "config": self.config.to_dict(),
+                "positions": self.plan.positions,
+                "backbone": self.backbone.fingerprint,
+            },
+            sort_keys=True,
+        )
+        digest = hashlib.sha256(settings.encode()).hexdigest()
+        return study_name(self.data.spec.name, self.data.fingerprint, self.space, digest)
+
+    def start_for(self, pconfig: Any) -> Start:
+        """The trial's start; the earlier tasks a similarity start draws on are read once."""
+        if needs_sources(pconfig.init) and self._sources is None:
+            from pipelines.similar import sources_for
+
+            query = self.vectors[embedding_method(self.backbone)]
+            self._sources = sources_for(self.reg, self.backbone, query, exclude=self.data.spec.name)
+        ctx = InitContext(self.backbone, self.data.spec, pconfig, {"sources": self._sources or []})
+        return start_module(pconfig.init, ctx)
+
+    def run_trial(self, params: dict[str, Any], on_validation: Callable[[int, float], bool]) -> Any:
+        pconfig = prefix_config_for(self.backbone, params["prefix_length"], self.plan.positions)
+        pconfig = pconfig.with_(init=params["init"], reparam_hidden=params["reparam_hidden"])
+        planned = self.start_for(pconfig)
+        result = train(
+            self.backbone,
+            self.data,
+            pconfig,
+            self.config.with_(lr=params["lr"]),
+            init=planned.tensors,
+            progress=self.bars,
+            on_validation=on_validation,
+        )
+        return result, pconfig, planned
+
+    def score_of(self, what: Any) -> tuple[float, int]:
+        result = what[0]
+        values = dict(result.validations)
+        if not values:
+            from tasks.errors import ConfigError
+
+            raise ConfigError(
+                f"tune: task {self.data.spec.name} has no validation split to search on "
+                f"({len(self.data.train)} training examples); give more training data or drop "
+                "--tune"
+            )
+        return values.get(result.best_step, max(values.values())), result.steps
+
+    def _search(self, *, helper: bool) -> Any:
+        room = context_room(self.backbone, self.plan.positions, self.config.max_length)
+        url = self.reg.db.engine.url.render_as_string(hide_password=False)
+        return search(
+            self.space,
+            lengths=self.space.capped(room),
+            study_name=self.name,
+            storage=storage_for(url, self.reg.workspace),
+            run_trial=self.run_trial,
+            score_of=self.score_of,
+            say=self.say,
+            worker=self.worker,
+            helper=helper,
+        )
+
+    def help(self) -> None:
+        """Add trials to the study while it has fewer than it asks for (another worker's
+        arrival is running it); returns when none is left to start."""
+        self._search(helper=True)
+
+    def run(self, prefix_starts: Callable[..., Any] | None = None) -> dict[str, Any]:
+        """The search and its winner: `result`, `evaluation`, `pconfig`, `planned` (its start),
+        `embeddings`, `starts` (when `prefix_starts` is given), `summary` (for the run) and
+        `config` (the winner's training options)."""
+        found = self._search(helper=False)
+        # the winner's weights are in memory unless it ran in another process (before a
+        # restart, or on a worker that helped): then train it again here from the same seed
+        result, pconfig, planned = found.best_run or self.run_trial(
+            found.best.params, lambda s, v: True
+        )
+        config = self.config
+        ev = evaluate(self.backbone, result.task, self.data.eval, batch_size=config.eval_batch_size)
+        starts = None
+        if prefix_starts is not None:
+            starts = prefix_starts(self.backbone, self.data, pconfig, config, planned.tensors)
+        return {
+            "result": result,
+            "evaluation": ev,
+            "pconfig": pconfig,
+            "planned": planned,
+            "embeddings": self.vectors,
+            "starts": starts,
+            "summary": found.summary(),
+            "config": config.with_(lr=found.best.params["lr"]),
+        }
+
+
 def train_tuned(
     reg: Registry,
     backbone: Backbone,
@@ -43,82 +173,42 @@ def train_tuned(
     say: Callable[[str], None],
     bars: bool,
     prefix_starts: Callable[..., Any] | None = None,
+    worker: str = "",
 ) -> dict[str, Any]:
-    """The search and its winner: `result`, `evaluation`, `pconfig`, `planned` (its start),
-    `embeddings`, `starts` (when `prefix_starts` is given) and `summary` (for the run)."""
-    space = plan.tune
-    config = plan.config
-    vectors = arrival_embeddings(backbone, data)
-    sources: list[Any] | None = None
+    """The arrival's search and its winner (`Search.run`)."""
+    return Search(reg, backbone, data, plan, say=say, bars=bars, worker=worker).run(prefix_starts)
 
-    def start_for(pconfig: Any) -> Start:
-        nonlocal sources
-        if needs_sources(pconfig.init) and sources is None:
-            from pipelines.similar import sources_for
 
-            query = vectors[embedding_method(backbone)]
-            sources = sources_for(reg, backbone, query, exclude=data.spec.name)
-        ctx = InitContext(backbone, data.spec, pconfig, {"sources": sources or []})
-        return start_module(pconfig.init, ctx)
+def help_a_search(
+    reg: Registry,
+    running: list[Any],
+    helped: set[tuple[int, int]],
+    worker: str,
+    backbone_for: Callable[[str, str], Backbone],
+    say: Callable[[str], None],
+) -> bool:
+    """An idle worker's turn: add trials to the first search among `running` jobs (their
+    phase says they are searching) not helped before; True if one was. Best effort: a failure
+    here is said and left, the arrival's own worker runs whatever trials are left."""
+    from pipelines.arrival.plan import ArrivalJob
 
-    def run_trial(params: dict[str, Any], on_validation: Callable[[int, float], bool]) -> Any:
-        pconfig = prefix_config_for(backbone, params["prefix_length"], plan.positions).with_(
-            init=params["init"], reparam_hidden=params["reparam_hidden"]
-        )
-        planned = start_for(pconfig)
-        result = train(
-            backbone,
-            data,
-            pconfig,
-            config.with_(lr=params["lr"]),
-            init=planned.tensors,
-            progress=bars,
-            on_validation=on_validation,
-        )
-        return result, pconfig, planned
-
-    def score_of(what: Any) -> tuple[float, int]:
-        result = what[0]
-        values = dict(result.validations)
-        if not values:
-            from tasks.errors import ConfigError
-
-            raise ConfigError(
-                f"tune: task {data.spec.name} has no validation split to search on "
-                f"({len(data.train)} training examples); give more training data or drop --tune"
-            )
-        return values.get(result.best_step, max(values.values())), result.steps
-
-    settings = json.dumps(
-        {"config": config.to_dict(), "positions": plan.positions, "backbone": backbone.fingerprint},
-        sort_keys=True,
-    )
-    name = study_name(
-        data.spec.name, data.fingerprint, space, hashlib.sha256(settings.encode()).hexdigest()
-    )
-    found = search(
-        space,
-        lengths=space.capped(context_room(backbone, plan.positions, config.max_length)),
-        study_name=name,
-        storage=storage_for(reg.db.engine.url.render_as_string(hide_password=False), reg.workspace),
-        run_trial=run_trial,
-        score_of=score_of,
-        say=say,
-    )
-    # the winner's weights are in memory unless it ran before a restart: then train it again
-    # (seeded, the same weights)
-    result, pconfig, planned = found.best_run or run_trial(found.best.params, lambda s, v: True)
-    ev = evaluate(backbone, result.task, data.eval, batch_size=config.eval_batch_size)
-    starts = None
-    if prefix_starts is not None:
-        starts = prefix_starts(backbone, data, pconfig, config, planned.tensors)
-    return {
-        "result": result,
-        "evaluation": ev,
-        "pconfig": pconfig,
-        "planned": planned,
-        "embeddings": vectors,
-        "starts": starts,
-        "summary": found.summary(),
-        "config": config.with_(lr=found.best.params["lr"]),
-    }
+    for job in running:
+        key = (job.id, job.attempts)
+        phase = str((job.progress or {}).get("phase", ""))
+        if key in helped or "· search" not in phase:
+            continue
+        if job.payload.get("plan", {}).get("tune") is None:
+            continue
+        helped.add(key)
+        arrival = ArrivalJob.from_dict(job.payload)
+        if arrival.data_sha256 is None:
+            continue
+        say(f"worker {worker}: helping job {job.id}'s search ({job.task})")
+        try:
+            backbone = backbone_for(arrival.backbone, job.stream)
+            data = reg.data.get(arrival.data_sha256)
+            Search(reg, backbone, data, arrival.plan, say=say, bars=False, worker=worker).help()
+        except Exception as e:  # noqa: BLE001
+            say(f"worker {worker}: could not help job {job.id}'s search: {e!r}")
+        return True
+    return False

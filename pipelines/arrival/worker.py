@@ -122,6 +122,7 @@ class Worker:
         report: bool = True,
         name: str | None = None,
         migrate: bool = True,
+        help_searches: bool = False,
     ) -> None:
         self.registry = registry
         self.bars = progress
@@ -138,6 +139,9 @@ class Worker:
         self._books: dict[str, TaskBook] = {}
         self._route_cache: dict[str, Any] = {}
         self._stopping = threading.Event()
+        # idle, add trials to other workers' running searches (`continual worker` does)
+        self.help_searches = help_searches
+        self._helped: set[tuple[int, int]] = set()
 
     # ----------------------------------------------------------------------------- the loop
 
@@ -159,6 +163,8 @@ class Worker:
                     break
                 job = reg.queue.claim(self.id, lease_s=self.lease_s, streams=streams, dead=gone)
                 if job is None:
+                    if self.help_searches and self._help(reg, streams):
+                        continue
                     if until_empty and reg.queue.runnable(streams) == 0:
                         break
                     if until_jobs and self._blocked(reg, until_jobs):
@@ -311,6 +317,18 @@ class Worker:
             )
             for method, options in wanted(reg, home, baselines, stream).items():
                 runner.catch_up(reg, method, options, f"[{stream}] catch-up")
+
+    def _help(self, reg: Registry, streams: list[str] | None) -> bool:
+        """Add trials to a search another worker's arrival is running; True if one was."""
+        from pipelines.arrival.tuned import help_a_search
+
+        def backbone_for(name: str, stream: str) -> Backbone:
+            pick_threads(busy=bool(self._backbones))
+            return self._backbone(reg, name, stream)
+
+        running = reg.queue.list(state="running", limit=50)
+        mine = [j for j in running if not streams or j.stream in streams]
+        return help_a_search(reg, mine, self._helped, self.id, backbone_for, self.say)
 
     # ------------------------------------------------------------------------------ plumbing
 

@@ -142,6 +142,7 @@ def queue_arrival(service: Service, stream: str, body: ArrivalRequest) -> Any:
     from pipelines.stream import (
         PREFIX_KEYS,
         REEVAL_KEYS,
+        STATE_KEYS,
         TRAIN_KEYS,
         TUNE_KEYS,
         arrival_plan,
@@ -153,7 +154,8 @@ def queue_arrival(service: Service, stream: str, body: ArrivalRequest) -> Any:
         raise ConfigError(
             "give the data as 'dataset' (an uploaded id) or 'catalog' (a name), one of them"
         )
-    allowed = PREFIX_KEYS + REEVAL_KEYS + TRAIN_KEYS + TUNE_KEYS + ("max_train", "max_eval")
+    allowed = PREFIX_KEYS + REEVAL_KEYS + TRAIN_KEYS + TUNE_KEYS + STATE_KEYS
+    allowed += ("max_train", "max_eval")
     opts = check_options(body.options, "options", allow_name=False, allowed=allowed)
     data = None
     if body.dataset is not None:

@@ -65,6 +65,37 @@ def test_an_upload_is_validated_stored_and_learnt(home: Path, client_for, sentim
     assert answered["predictions"][0]["prediction"] in ("positive", "negative")
 
 
+def test_an_arrival_with_a_search_runs_it_and_registers_the_winner(
+    home: Path, client_for, sentiment
+) -> None:
+    """`options.tune` over HTTP travels in the job to the worker, which runs the search."""
+    client = client_for(home)
+    rows = [{"text": r["text"], "label": r["label"]} for r in sentiment(48, seed=5)]
+    up = client.post("/v1/datasets", files={"train": ("s.jsonl", _jsonl(rows))}).json()
+    search = {"trials": 2, "lengths": [2, 4], "widths": [16], "starts": ["random"], "seed": 3}
+    job = client.post(
+        "/v1/streams/s/arrivals",
+        json={"name": "t4", "dataset": up["id"], "options": {"steps": 6, "tune": search}},
+    )
+    assert job.status_code == 202, job.text
+    queued = job.json()["job"]
+    assert queued["payload"]["plan"]["tune"]["trials"] == 2
+
+    from pipelines.arrival.worker import Worker
+    from pipelines.settings import RegistryArgs
+
+    Worker(registry=RegistryArgs(home=home, tracking_uri="none"), progress=False, say=print).serve(
+        until_empty=True
+    )
+    done = client.get(f"/v1/jobs/{queued['id']}").json()["job"]
+    assert done["state"] == "done", done["error"]
+    with Registry.open(home, tracking_uri="none") as reg:
+        (only,) = reg.prefixes(task="t4")
+        found = reg.run(only.run_id).config["tune"]
+    assert len(found["trials"]) == 2
+    assert only.config["length"] == found["best"]["params"]["prefix_length"] in (2, 4)
+
+
 @pytest.mark.parametrize(
     "files,data,status,words,field,row",
     [
@@ -111,6 +142,13 @@ def test_a_bad_upload_is_one_line_and_leaves_nothing(
         ({"name": "t1", "catalog": "trec"}, 422, "already arrived"),
         ({"catalog": "trec", "baselines": ["nope"]}, 422, "unknown baseline 'nope'"),
         ({"catalog": "trec", "surprise": 1}, 422, "surprise"),
+        ({"catalog": "trec", "options": {"tune": {"trials": 0}}}, 422, "trials"),
+        (
+            {"catalog": "trec", "options": {"tune": {"trials": 2, "lr": [1e-2, 1e-4]}}},
+            422,
+            "bounds",
+        ),
+        ({"catalog": "trec", "options": {"tune": {"trials": 2, "lengths": []}}}, 422, "lengths"),
     ],
 )
 def test_a_bad_arrival_is_refused_before_anything_is_queued(
