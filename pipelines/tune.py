@@ -26,7 +26,10 @@ of the registry's PostgreSQL database otherwise (Optuna keeps its own alembic ve
 which would collide with the registry's in one schema). A study is named by the task, its data
 and the space, so a search that was killed resumes: trials finished before are kept, the
 remaining ones run, and a trial that was running when its process died is marked failed after
-its heartbeat stops.
+its heartbeat stops. Other workers may add trials to a running search (`search(helper=True)`,
+`pipelines.arrival.tuned.help_a_search`). A resumed search, or a helper, seeds its sampler
+afresh (the seed plus the number of trials already there, and a helper's worker id), so it does
+not draw the options of the trials before it again.
 """
 
 from __future__ import annotations
@@ -267,6 +270,7 @@ def search(
     """
     import time
     import warnings
+    import zlib
 
     import optuna
     from optuna.trial import TrialState
@@ -281,6 +285,12 @@ def search(
         pruner=_pruner(space.pruner),
         load_if_exists=True,
     )
+    # the sampler's random draws are seeded; a search joining trials run before (a resumed
+    # one, or another worker's helper) draws from another seed, not the same sequence again
+    already = len(study.get_trials(deepcopy=False))
+    if already or helper:
+        salt = zlib.crc32(worker.encode()) % 1_000_003 if helper else 0
+        study.sampler = optuna.samplers.TPESampler(seed=space.seed + already + salt)
     kept: dict[int, Any] = {}
 
     live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)

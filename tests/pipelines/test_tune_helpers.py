@@ -48,6 +48,13 @@ def test_a_helper_runs_trials_the_arrival_then_counts_and_waits_for(tmp_path: Pa
     # the winner's weights are in memory only if this process ran it
     assert (found.best_run is None) == (found.best.worker == "helper")
     assert json.dumps(found.summary())
+    solo = tune.search(
+        SPACE, lengths=SPACE.lengths, study_name="solo", storage=storage,
+        run_trial=fake_trial([], "solo"), score_of=lambda w: w,
+    )  # fmt: skip
+    # the same seed, but a helper (and a resumed search) draws afresh: no repeated options
+    lrs = [t.params["lr"] for t in found.trials]
+    assert lrs[0] != solo.trials[0].params["lr"] and len(set(lrs)) == 4
 
     # another participant's trial still running: the arrival waits for it, runs none itself
     import optuna
@@ -164,3 +171,51 @@ def test_an_idle_worker_helps_a_running_search_and_the_arrival_keeps_the_winner(
     assert not any("tune: trial" in line and "host-a" in line for line in said)
     with Registry.open(home, tracking_uri="none") as reg:
         assert reg.count_prefixes() == 1
+
+
+@pytest.mark.slow
+def test_two_worker_processes_share_one_search(
+    tiny_encoder_dir, write_jsonl, sentiment, tmp_path
+) -> None:
+    """Real `continual worker` processes: A takes the tuned arrival; B, started once A is
+    searching, finds nothing to claim and adds trials to A's study. The study ends with
+    exactly the trials asked for, run by both, and one prefix is registered."""
+    import subprocess
+    import sys
+
+    from tests.pipelines.test_workers import _env, cli
+
+    home = tmp_path / "home"
+    data = write_jsonl("h.jsonl", sentiment(64, seed=4))
+    queued = cli(
+        home, None, "learn", "--queue", "--backbone", tiny_encoder_dir, "--stream", "s",
+        "--name", "h", "--train", data, "--steps", "150", "--eval-every", "25",
+        "--batch-size", "8", "--patience", "0", "--tune", "6", "--tune-lengths", "2,4",
+        "--tune-widths", "16", "--tune-starts", "random", "--tune-pruner", "none",
+    )  # fmt: skip
+
+    def worker(name: str) -> subprocess.Popen:
+        args = [sys.executable, "-m", "pipelines.cli", "worker", "--until-empty", "--poll", "0.2"]
+        args += ["--home", str(home), "--tracking-uri", "none", "--json", "--quiet"]
+        env = _env(CONTINUAL_WORKER_NAME=name, CONTINUAL_THREADS="1")
+        return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    a = worker("node-a")
+    deadline = time.monotonic() + 300
+    phase = ""
+    while "search" not in phase and time.monotonic() < deadline:
+        time.sleep(0.2)
+        with Registry.open(home, tracking_uri="none") as reg:
+            phase = str((reg.queue.get(queued["job"]).progress or {}).get("phase", ""))
+    assert "search" in phase, phase
+    b = worker("node-b")
+    for p in (a, b):
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err.decode()[-3000:]
+    with Registry.open(home, tracking_uri="none") as reg:
+        assert reg.queue.get(queued["job"]).state == "done"
+        (only,) = reg.prefixes(task="h")
+        found = reg.run(only.run_id).config["tune"]
+    by = [t["worker"].split(":")[0] for t in found["trials"]]
+    assert len(by) == 6 and set(by) == {"node-a", "node-b"}, by
+    assert only.config["length"] == found["best"]["params"]["prefix_length"]
