@@ -40,7 +40,7 @@ def context_room(backbone: Backbone, positions: str | None, max_length: int) -> 
 class Search:
     """One arriving task's search: its study's name, how a trial trains and is scored, and
     the two ways to take part (`run`: the arrival's own, which waits for every trial and
-    registers the winner; `help`: another worker's, which only adds trials)."""
+    returns the winner to register; `help`: another worker's, which only adds trials)."""
 
     def __init__(
         self,
