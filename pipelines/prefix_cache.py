@@ -26,6 +26,7 @@ from continual.backbones import Backbone
 from continual.inference import TrainedTask
 from pipelines.jobs import current_view, trained_task
 from registry import PrefixRecord, Registry
+from tasks.errors import ConfigError
 
 LIMIT_BYTES = 512 * 2**20
 _KEPT: OrderedDict[tuple[Any, ...], tuple[TrainedTask, int]] = OrderedDict()
@@ -48,8 +49,15 @@ def size_of(task: TrainedTask) -> int:
 def load(reg: Registry, task: str, backbone: Backbone) -> TrainedTask:
     """`task`'s current prefix on `backbone`, for inference: from memory when this process has
     loaded that record before, else from the registry (verified) and kept."""
-    record = reg.prefix(task)
-    if record.status == "ok" and record.backbone_fingerprint == backbone.fingerprint:
+    try:
+        record: PrefixRecord | None = reg.prefix(task)
+    except ConfigError:  # no current prefix: the full path below says so in its own words
+        record = None
+    if (
+        record is not None
+        and record.status == "ok"
+        and record.backbone_fingerprint == backbone.fingerprint
+    ):
         key = _key(reg, record, backbone.fingerprint)
         with _LOCK:
             hit = _KEPT.get(key)
