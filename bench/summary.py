@@ -278,6 +278,8 @@ def scale(doc: dict[str, Any]) -> str:
         "Routing accuracy is over the last arrival's sampled tasks; tasks drawn from the same "
         "catalog set share their inputs' distribution, so routing cannot tell them apart."
     )
+    if any("full" not in r["next_arrival"] for r in doc["checkpoints"]):
+        text += " –: `full` not probed there (`--full-until`; it grows linearly with T)."
     if setup.get("stopped_at"):
         text += f" The run {setup['stopped_at']} (– : not probed)."
     parts = ["### Cost of an arrival against the stream's length", _machine(doc)]
