@@ -91,14 +91,14 @@ def train_task(
 
 
 def _tuned(reg: Registry, backbone: Backbone, data: TaskData, plan: ArrivalPlan, **kw: Any):
-    from pipelines.arrival.tuned import train_tuned
+    from pipelines.arrival.tuned import Search
 
     log, tag = kw["log"], kw["tag"]
     with log.step(tag, f"prefix · search ({plan.tune.trials} trials)"):
-        t = train_tuned(
-            reg, backbone, data, plan, say=log.say, bars=kw["bars"],
-            prefix_starts=prefix_starts if kw["starts"] else None, worker=kw["worker"],
-        )  # fmt: skip
+        search = Search(
+            reg, backbone, data, plan, say=log.say, bars=kw["bars"], worker=kw["worker"]
+        )
+        t = search.run(prefix_starts if kw["starts"] else None)
     return Trained(
         result=t["result"], evaluation=t["evaluation"], pconfig=t["pconfig"],
         lineage=t["planned"].lineage(),

@@ -164,21 +164,6 @@ class Search:
         }
 
 
-def train_tuned(
-    reg: Registry,
-    backbone: Backbone,
-    data: TaskData,
-    plan: Any,
-    *,
-    say: Callable[[str], None],
-    bars: bool,
-    prefix_starts: Callable[..., Any] | None = None,
-    worker: str = "",
-) -> dict[str, Any]:
-    """The arrival's search and its winner (`Search.run`)."""
-    return Search(reg, backbone, data, plan, say=say, bars=bars, worker=worker).run(prefix_starts)
-
-
 def help_a_search(
     reg: Registry,
     running: list[Any],
