@@ -1,16 +1,18 @@
 """Does the per-task search pay? `--tune N` against the fixed defaults at equal training steps.
 
     python -m bench.tune                  # six catalog tasks and three held-out ones (hours)
-    python -m bench.tune --quick          # a smoke run: two tasks, 2 trials of 6 steps
+    python -m bench.tune --quick          # a smoke run: two tasks, 2 trials of 3 steps
 
-Per task: the search (N trials of S steps each, pruning on) against the fixed defaults trained
-for N x S steps (the steps the whole search was allowed), both from a random start, both scored
-once on the eval split the search never saw. Catalog tasks (four classification on minilm, one
-generation on smollm2, one small local-file task) are where the defaults were chosen; held-out
-tasks come from sources the catalog does not use and were kept out of every choice. Targets:
-tuned >= default on every task, mean gain >= 1 point, pruning saves >= 40% of the search's steps.
-Results: bench/results/tune.json, written again after each task (`"complete": false` until the
-end; the suites are taken by turns), so a stopped run keeps what it measured.
+Per task: the search (N trials of T steps each, pruning on, then the winner's options trained
+again for F steps: `--tune-trial-steps T --steps F`) against the fixed defaults trained for as
+many steps as the whole search used (its trials' steps after pruning, plus the refit's), both
+from a random start, both scored once on the eval split the search never saw. Catalog tasks
+(four classification on minilm, one generation on smollm2, one small local-file task) are where
+the defaults were chosen; held-out tasks come from sources the catalog does not use and were
+kept out of every choice. Targets: tuned >= default on every task, mean gain >= 1 point,
+pruning saves >= 40% of the search's trial steps. Results: bench/results/tune.json, written
+again after each task (`"complete": false` until the end; the suites are taken by turns), so a
+stopped run keeps what it measured.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def local_file(name: str, folder: Path) -> dict[str, str]:
     return out
 
 
-def one(task: str, backbone: str, trials: int, steps: int, folder: Path) -> dict[str, Any]:
+def one(task: str, backbone: str, a: argparse.Namespace, folder: Path) -> dict[str, Any]:
     from continual.train import TrainConfig
     from pipelines.arrival.train import run_train
     from pipelines.settings import RegistryArgs
@@ -63,30 +65,34 @@ def one(task: str, backbone: str, trials: int, steps: int, folder: Path) -> dict
                         target_field="label")  # fmt: skip
     else:
         data = DataArgs(dataset=name, max_train=MAX_TRAIN, max_eval=MAX_EVAL, seed=0)
-    base = TrainConfig(steps=steps, eval_every=max(1, steps // 4))
     out: dict[str, Any] = {"task": task, "backbone": backbone}
+    budget = 0
     for how_ in ("tuned", "default"):
         home = Path(tempfile.mkdtemp(prefix=f"bench-tune-{how_}-", dir=folder))
         reg = RegistryArgs(home=home, url=None, tracking_uri="none")
+        steps = a.steps if how_ == "tuned" else budget  # the default: what the search used
+        space = TuneSpace(trials=a.trials, starts=("random",), trial_steps=a.trial_steps)
         began = time.perf_counter()
         summary = run_train(
             backbone_name=backbone, data_args=data, name=f"{name}-{how_}", prefix_length=None,
-            positions=None, config=base if how_ == "tuned" else base.with_(
-                steps=steps * trials, eval_every=max(1, steps * trials // 4)),
+            positions=None, config=TrainConfig(steps=steps, eval_every=max(1, steps // 4)),
             registry=reg, init="random", progress=False,
-            tune=TuneSpace(trials=trials, starts=("random",)) if how_ == "tuned" else None,
+            tune=space if how_ == "tuned" else None,
         )  # fmt: skip
+        if how_ == "tuned":
+            found = summary["tune"]
+            budget = found["steps"] + found.get("refit_steps", 0)
         out[how_] = {
             "score": summary["score"],
             "metric": summary["metric"],
-            "steps": summary["tune"]["steps"] if how_ == "tuned" else summary["steps"],
+            "steps": budget if how_ == "tuned" else summary["steps"],
             "seconds": time.perf_counter() - began,
             **({"search": summary["tune"]} if how_ == "tuned" else {}),
         }
-        print(f"  {task} {how_}: {summary['score']:.4f}", flush=True)
+        print(f"  {task} {how_}: {summary['score']:.4f} ({out[how_]['steps']} steps)", flush=True)
     search = out["tuned"]["search"]
     out["gain_points"] = 100 * (out["tuned"]["score"] - out["default"]["score"])
-    out["pruning_saved"] = 1 - search["steps"] / (trials * steps)
+    out["pruning_saved"] = 1 - search["steps"] / (a.trials * a.trial_steps)
     out["chosen"] = search["best"]["params"]
     return out
 
@@ -105,7 +111,12 @@ def document(a: argparse.Namespace, rows: dict[str, list[dict[str, Any]]], began
     return {
         "bench": "tune",
         "machine": machine(),
-        "setup": {"trials": a.trials, "steps_per_trial": a.steps, "quick": a.quick},
+        "setup": {
+            "trials": a.trials,
+            "steps_per_trial": a.trial_steps,
+            "refit_steps": a.steps,
+            "quick": a.quick,
+        },
         "suites": rows,
         "summary": {
             suite: {
@@ -124,14 +135,16 @@ def document(a: argparse.Namespace, rows: dict[str, list[dict[str, Any]]], began
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=200, help="training steps per trial")
-    ap.add_argument("--quick", action="store_true", help="two tasks, 2 trials of 6 steps")
+    ap.add_argument("--trial-steps", type=int, default=100, help="training steps per trial")
+    ap.add_argument("--steps", type=int, default=600, help="the winner's refit steps")
+    ap.add_argument("--quick", action="store_true", help="two tasks, 2 trials of 3 + 6 steps")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--tasks", help="only these tasks (comma-separated names as listed)")
     a = ap.parse_args(argv)
     suites = {"catalog": CATALOG, "heldout": HELDOUT}
     if a.quick:
-        suites, a.trials, a.steps = {"catalog": CATALOG[:1], "heldout": HELDOUT[:1]}, 2, 6
+        suites = {"catalog": CATALOG[:1], "heldout": HELDOUT[:1]}
+        a.trials, a.trial_steps, a.steps = 2, 3, 6
     if a.tasks:
         wanted = set(a.tasks.split(","))
         suites = {s: tuple(t for t in ts if t[0] in wanted) for s, ts in suites.items()}
@@ -139,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, list[dict[str, Any]]] = {suite: [] for suite in suites}
     with tempfile.TemporaryDirectory(prefix="bench-tune-") as tmp:
         for suite, (task, backbone) in interleaved(suites):
-            rows[suite].append(one(task, backbone, a.trials, a.steps, Path(tmp)))
+            rows[suite].append(one(task, backbone, a, Path(tmp)))
             write("tune", document(a, rows, began) | {"complete": False}, a.out)
     doc = document(a, rows, began) | {"complete": True}
     print(

@@ -178,6 +178,13 @@ def add_tune_options(t: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--tune-pruner", choices=tune.PRUNERS, help="stop weak trials early (default median)"
     )
+    g.add_argument(
+        "--tune-trial-steps",
+        type=int,
+        metavar="S",
+        help="train each trial S steps, then the winner's options for the full --steps "
+        "(default: each trial trains --steps and the winner is kept as trained)",
+    )
 
 
 def _csv(values: Any) -> str:
@@ -194,6 +201,7 @@ def tune_space(a: argparse.Namespace):
         "--tune-widths": a.tune_widths,
         "--tune-starts": a.tune_starts,
         "--tune-pruner": a.tune_pruner,
+        "--tune-trial-steps": a.tune_trial_steps,
     }
     if a.tune is None:
         extra = [k for k, v in given.items() if v is not None]
@@ -218,6 +226,8 @@ def tune_space(a: argparse.Namespace):
             raise ConfigError(f"--tune-lr must be MIN:MAX (e.g. 1e-4:1e-2), got {a.tune_lr!r}")
     if a.tune_pruner is not None:
         d["pruner"] = a.tune_pruner
+    if a.tune_trial_steps is not None:
+        d["trial_steps"] = a.tune_trial_steps
     return TuneSpace.from_dict(d, "--tune")
 
 

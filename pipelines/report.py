@@ -203,6 +203,7 @@ def _search(found: dict[str, Any] | None) -> dict[str, Any] | None:
         "trials": len(found["trials"]),
         "pruned": found.get("pruned", 0),
         "steps": found["steps"],
+        "refit_steps": found.get("refit_steps", 0),
         "best": found["best"]["params"],
         "validation": found["best"]["value"],
     }

@@ -167,7 +167,8 @@ def tune_rows(doc: dict[str, Any]) -> list[list[str]]:
                 best["init"],
                 f"{found['validation']:.4f}",
                 f"{found['trials']} ({found['pruned']})",
-                f"{found['steps']:,}",
+                f"{found['steps']:,}"
+                + (f" + {found['refit_steps']:,} refit" if found.get("refit_steps") else ""),
             ]
         )
     return out

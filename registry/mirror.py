@@ -79,6 +79,8 @@ def log_prefix(reg: RegistryCore, prefix_id: int) -> str | None:
     if found:  # a searched prefix: the best trial's options and what the search cost
         params |= {f"tune.best.{k}": str(v) for k, v in found["best"]["params"].items()}
         metrics.append(("search_steps", float(found["steps"]), 0))
+        if found.get("refit_steps"):
+            metrics.append(("search_refit_steps", float(found["refit_steps"]), 0))
     log = TrainingLog(
         task=p.task,
         version=p.version,

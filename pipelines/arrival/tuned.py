@@ -5,7 +5,8 @@ The task embedding and routing keys are computed once per arrival, and the earli
 similarity start draws on are read once, not per trial. Idle workers may help (`Search.help`,
 `continual worker` does by default): they add trials to the same study, kept in the shared
 storage, and the arrival's worker waits for them, then trains the winner again from its seed
-if another worker ran it.
+if another worker ran it. With short trials (`trial_steps`) the winner's options are always
+trained again, for the arrival's steps (`refit_steps` in the summary).
 """
 
 from __future__ import annotations
@@ -89,7 +90,28 @@ class Search:
         ctx = InitContext(self.backbone, self.data.spec, pconfig, {"sources": self._sources or []})
         return start_module(pconfig.init, ctx)
 
-    def run_trial(self, params: dict[str, Any], on_validation: Callable[[int, float], bool]) -> Any:
+    @property
+    def refits(self) -> bool:
+        """Whether trials are shorter than the arrival's steps (the winner is trained again)."""
+        short = self.space.trial_steps
+        return short is not None and short < self.config.steps
+
+    def trial_config(self, lr: float) -> Any:
+        """A trial's training options: the arrival's, with the trial's learning rate and, for
+        short trials, their steps and at least four validations for the pruner."""
+        config = self.config.with_(lr=lr)
+        if not self.refits:
+            return config
+        short = int(self.space.trial_steps)
+        return config.with_(steps=short, eval_every=min(config.eval_every, max(1, short // 4)))
+
+    def run_trial(
+        self,
+        params: dict[str, Any],
+        on_validation: Callable[[int, float], bool],
+        *,
+        refit: bool = False,
+    ) -> Any:
         pconfig = prefix_config_for(self.backbone, params["prefix_length"], self.plan.positions)
         pconfig = pconfig.with_(init=params["init"], reparam_hidden=params["reparam_hidden"])
         planned = self.start_for(pconfig)
@@ -97,7 +119,7 @@ class Search:
             self.backbone,
             self.data,
             pconfig,
-            self.config.with_(lr=params["lr"]),
+            self.config.with_(lr=params["lr"]) if refit else self.trial_config(params["lr"]),
             init=planned.tensors,
             progress=self.bars,
             on_validation=on_validation,
@@ -142,11 +164,19 @@ class Search:
         `embeddings`, `starts` (when `prefix_starts` is given), `summary` (for the run) and
         `config` (the winner's training options)."""
         found = self._search(helper=False)
-        # the winner's weights are in memory unless it ran in another process (before a
-        # restart, or on a worker that helped): then train it again here from the same seed
-        result, pconfig, planned = found.best_run or self.run_trial(
-            found.best.params, lambda s, v: True
-        )
+        summary = found.summary()
+        if self.refits:  # short trials: the winner's options trained for the arrival's steps
+            self.say(f"tune: training the winner {found.best.params} for {self.config.steps} steps")
+            result, pconfig, planned = self.run_trial(
+                found.best.params, lambda s, v: True, refit=True
+            )
+            summary["refit_steps"] = result.steps
+        else:
+            # the winner's weights are in memory unless it ran in another process (before a
+            # restart, or on a worker that helped): then train it again here from its seed
+            result, pconfig, planned = found.best_run or self.run_trial(
+                found.best.params, lambda s, v: True
+            )
         config = self.config
         ev = evaluate(self.backbone, result.task, self.data.eval, batch_size=config.eval_batch_size)
         starts = None
@@ -159,7 +189,7 @@ class Search:
             "planned": planned,
             "embeddings": self.vectors,
             "starts": starts,
-            "summary": found.summary(),
+            "summary": summary,
             "config": config.with_(lr=found.best.params["lr"]),
         }
 

@@ -28,6 +28,7 @@ SPACE = ["--tune-lengths", "2,4", "--tune-widths", "16,32", "--tune-starts", "ra
         (["--tune", "2", "--tune-lr", "fast"], "MIN:MAX"),
         (["--tune", "2", "--tune-starts", "nearest"], "unknown start"),
         (["--tune-lengths", "4,8"], "add --tune N"),
+        (["--tune", "2", "--tune-trial-steps", "0"], "trial_steps must be"),
     ],
 )
 def test_bad_search_settings_are_one_line_before_anything_is_written(
@@ -93,6 +94,31 @@ def test_a_search_registers_only_its_best_trial_and_never_sees_the_eval_split(
     assert code == 0, other
     assert other["tune"]["trials"] == found["trials"]
     assert other["score"] != doc["score"] or doc["score"] == 0.5
+
+
+def test_short_trials_refit_the_winners_options_for_the_arrivals_steps(
+    tiny_encoder_dir, write_jsonl, sentiment, tmp_path
+) -> None:
+    """`--tune-trial-steps 4` of `--steps 8`: each trial trains 4 steps, then the winner's
+    options are trained again for 8, and that prefix is the one registered."""
+    train = write_jsonl("train.jsonl", sentiment(48, seed=1))
+    ev = write_jsonl("eval.jsonl", sentiment(24, seed=2))
+    code, doc = _train(tiny_encoder_dir, train, ev, tmp_path / "a", "--tune-trial-steps", "4")
+    assert code == 0, doc
+    found = doc["tune"]
+    assert all(0 < t["steps"] <= 4 for t in found["trials"]), found["trials"]
+    assert found["refit_steps"] == 8 and doc["steps"] == 8
+    assert doc["prefix_length"] == found["best"]["params"]["prefix_length"]
+    with Registry.open(tmp_path / "a", tracker=NullTracker()) as reg:
+        (only,) = reg.prefixes(task="t")
+        run = reg.run(only.run_id).config
+        assert run["train"]["steps"] == 8 and run["tune"]["refit_steps"] == 8
+        assert run["train"]["lr"] == pytest.approx(found["best"]["params"]["lr"])
+    # trials as long as the arrival: no refit, the summary says none
+    code, same = _train(tiny_encoder_dir, train, ev, tmp_path / "b", "--tune-trial-steps", "8")
+    assert code == 0 and "refit_steps" not in same["tune"], same
+    assert TuneSpace(trials=2).digest() != TuneSpace(trials=2, trial_steps=4).digest()
+    assert TuneSpace.from_dict({"trials": 2, "trial_steps": 4}).trial_steps == 4
 
 
 def test_a_killed_search_runs_only_its_remaining_trials(tmp_path: Path) -> None:
