@@ -22,6 +22,7 @@ from pipelines.cli_options import (
     common_options,
     data_args,
     data_options,
+    module_choice,
     registry_args,
     train_config,
     tune_space,
@@ -130,6 +131,7 @@ def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
     if not a.backbone:
         raise ConfigError("--backbone is required (minilm, smollm2, a model folder or hub id)")
     config = train_config(a)
+    module, module_options = module_choice(a)
     if a.resume and a.name and a.name != a.resume:
         raise ConfigError(f"--resume {a.resume} and --name {a.name} name different tasks")
     return run_train(
@@ -147,6 +149,8 @@ def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
         progress=not getattr(a, "quiet", False),
         tune=tune_space(a),
         training_state=not a.no_training_state,
+        module=module,
+        module_options=module_options,
     )
 
 

@@ -130,6 +130,18 @@ def add_training_options(t: argparse.ArgumentParser) -> None:
     h = t.add_argument_group("training")
     from pipelines.arrival.plan import INIT, PREFIX_LENGTH
 
+    h.add_argument(
+        "--module",
+        choices=("prefix", "lora"),
+        help="the per-task module trained on the frozen backbone (default prefix)",
+    )
+    h.add_argument("--lora-rank", type=int, help="LoRA rank r (default 8)")
+    h.add_argument("--lora-alpha", type=float, help="LoRA alpha; updates scale by alpha/r (16)")
+    h.add_argument(
+        "--lora-targets",
+        help="linear layers LoRA changes, by the last part of their names (default: the query "
+        "and value projections, e.g. query,value or q_proj,v_proj)",
+    )
     h.add_argument("--prefix-length", type=int, help=f"prefix length P (default {PREFIX_LENGTH})")
     h.add_argument(
         "--positions",
@@ -185,6 +197,28 @@ def add_tune_options(t: argparse.ArgumentParser) -> None:
         help="train each trial S steps, then the winner's options for the full --steps "
         "(default: each trial trains --steps and the winner is kept as trained)",
     )
+
+
+def module_choice(a: argparse.Namespace) -> tuple[str | None, dict[str, Any]]:
+    """(`--module`, its options from `--lora-*`), checked by the module's plugin; a LoRA
+    option without `--module lora` is one line."""
+    from continual.modules import module_kind
+
+    given = {
+        "rank": getattr(a, "lora_rank", None),
+        "alpha": getattr(a, "lora_alpha", None),
+        "targets": getattr(a, "lora_targets", None),
+    }
+    options = {k: v for k, v in given.items() if v is not None}
+    module = getattr(a, "module", None)
+    if options and module != "lora":
+        flags = ", ".join(f"--lora-{k}" for k in options)
+        raise ConfigError(f"{flags} set a LoRA module; add --module lora")
+    if module is None:
+        return None, {}
+    if module != "prefix" and getattr(a, "prefix_length", None) is not None:
+        raise ConfigError(f"--prefix-length sets a prefix; drop it with --module {module}")
+    return module, module_kind(module).check_options(options, f"--module {module}")
 
 
 def _csv(values: Any) -> str:

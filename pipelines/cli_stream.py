@@ -25,6 +25,7 @@ from pipelines.cli_jobs import add_job_commands
 from pipelines.cli_options import (
     add_training_options,
     data_args,
+    module_choice,
     registry_args,
     train_config,
     tune_space,
@@ -123,6 +124,7 @@ def _plan(a: argparse.Namespace, name: str):
     from pipelines.arrival.reeval import AUDIT_K, AUTO
     from pipelines.stream import resolve_path
 
+    module, module_options = module_choice(a)
     data = data_args(a)
     data = replace(
         data, train=resolve_path(data.train, Path.cwd()), eval=resolve_path(data.eval, Path.cwd())
@@ -138,6 +140,8 @@ def _plan(a: argparse.Namespace, name: str):
         audit_k=AUDIT_K if getattr(a, "audit_k", None) is None else a.audit_k,
         tune=tune_space(a),
         training_state=not getattr(a, "no_training_state", False),
+        module=module or "prefix",
+        module_options=module_options,
     )
 
 

@@ -64,7 +64,11 @@ TRAIN_KEYS = (
 TUNE_KEYS = (
     "tune",
 )  # a search per arrival: trials, or {trials, lengths, lr, ...} (pipelines.tune)
-OPTION_KEYS = DATA_KEYS + PREFIX_KEYS + REEVAL_KEYS + TRAIN_KEYS + TUNE_KEYS + STATE_KEYS
+#: the per-task module: `module: lora`, or `module: {kind: lora, rank: 4, ...}` (its options)
+MODULE_KEYS = ("module",)
+OPTION_KEYS = (
+    DATA_KEYS + PREFIX_KEYS + REEVAL_KEYS + TRAIN_KEYS + TUNE_KEYS + STATE_KEYS + MODULE_KEYS
+)
 TOP_KEYS = ("name", "description", "backbone", "defaults", "baselines", "arrivals", "executor")
 EXECUTORS = ("local", "ray")  # where `stream run` runs the arrivals: here, or as Ray tasks
 
@@ -217,6 +221,25 @@ def arrival_plan(opts: dict[str, Any], *, base: Path | None = None, where: str =
         if opts.get("tune") is None
         else TuneSpace.from_dict(opts["tune"], f"{where}: tune"),
         training_state=opts.get("training_state", True),
+        **module_of(opts.get("module"), where),
+    )
+
+
+def module_of(raw: Any, where: str) -> dict[str, Any]:
+    """`module` and `module_options` of an `ArrivalPlan` from an entry's `module:` (a kind's
+    name, or a mapping of `kind` and the kind's options)."""
+    if raw is None:
+        return {}
+    if isinstance(raw, str):
+        return {"module": raw}
+    if isinstance(raw, dict) and isinstance(raw.get("kind"), str):
+        return {
+            "module": raw["kind"],
+            "module_options": {k: v for k, v in raw.items() if k != "kind"},
+        }
+    raise ConfigError(
+        f"{where}: module must be a kind's name (e.g. lora) or a mapping with kind: NAME and "
+        f"its options, got {raw!r}"
     )
 
 

@@ -100,6 +100,20 @@ def prefix_config(config: Any, t: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     return config
 
 
+def module_config(kind: str, config: Any, t: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The JSON copy of a module's config. A prefix's is checked against its tensor here
+    (`prefix_config`); another kind's shapes are its plugin's to check (`continual.modules`,
+    which the registry does not import), so here only that it names some tensors besides the
+    head's and is plain JSON."""
+    if kind == PREFIX_KEY:
+        return prefix_config(config, t)
+    if not isinstance(config, Mapping) or not config:
+        raise ConfigError(f"the {kind} module's config must be a non-empty dict")
+    if not any(not name.startswith("head.") for name in t):
+        raise ConfigError(f"tensors lack the {kind} module's own tensors (only a head)")
+    return jsonable(config, f"{kind} config")
+
+
 def train_summary(d: Any, n_stored: int) -> tuple[TrainSummary, list[float | None]]:
     d = _keys(d, ("steps", "seconds", "final_loss", "losses"), "train_summary")
     seconds, final_loss, losses = d["seconds"], d["final_loss"], d["losses"]

@@ -50,17 +50,17 @@ def store(
         raise ConfigError(f"task must be a TaskSpec, got {type(task).__name__}")
     if not isinstance(data_fingerprint, str) or not data_fingerprint:
         raise ConfigError(f"task {task.name}: data_fingerprint must be a non-empty string")
+    if not isinstance(kind, str) or not kind:
+        raise ConfigError(f"task {task.name}: the module kind must be a non-empty string")
     bb = inputs.backbone(backbone)
     plain = inputs.tensors(tensors)
-    config = inputs.prefix_config(prefix_config, plain)
+    config = inputs.module_config(kind, prefix_config, plain)
     n_stored = sum(t.numel() for t in plain.values())
     summary, losses = inputs.train_summary(train_summary, n_stored)
     run_info = inputs.run(run, bb.fingerprint)
     edges = inputs.lineage(lineage)
     ev = inputs.evaluation(evaluation)
     vectors = inputs.embeddings(embeddings)
-    if not isinstance(kind, str) or not kind:
-        raise ConfigError(f"task {task.name}: the module kind must be a non-empty string")
     position = ev.get("position") if ev is not None else None
     if position is not None:
         stream = check_stream(stream or DEFAULT_STREAM)

@@ -23,6 +23,7 @@ from continual.modules.base import (
 )
 
 from continual.modules import prefix as prefix  # registers "prefix"  # isort: skip
+from continual.modules import lora as lora  # registers "lora"  # isort: skip
 
 __all__ = [
     "DEFAULT_KIND",

@@ -118,6 +118,11 @@ class TaskModule(Protocol):
 
     kind: str
 
+    def check_options(self, options: Mapping[str, Any], where: str) -> dict[str, Any]:
+        """`options` (of `config_for`, from a command line, stream entry or HTTP arrival)
+        checked without a backbone; a ConfigError starting with `where` otherwise."""
+        ...
+
     def config_for(self, backbone: Backbone, **options: Any) -> ModuleConfig:
         """The config for `backbone`'s geometry with `options` (each kind names its own)."""
         ...

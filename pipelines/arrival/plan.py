@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from continual.init import strategies
+from continual.modules import DEFAULT_KIND, module_kind
+from continual.modules.prefix import prefix_config_for
 from continual.train import TrainConfig
 from pipelines.arrival.reeval import AUDIT_K, AUTO, check_reeval
 from pipelines.tune import TuneSpace
@@ -45,9 +47,26 @@ class ArrivalPlan:
     # keep the training state (reparameterization and optimizer moments, ~400x the prefix on
     # minilm) for `train --resume`; a long stream that never resumes can drop it
     training_state: bool = True
+    # the kind of per-task module (`continual.modules`) and its options (the prefix takes
+    # prefix_length and positions above)
+    module: str = DEFAULT_KIND
+    module_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_name(self.name)
+        where = f"arrival {self.name}"
+        try:
+            kind = module_kind(str(self.module))
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        object.__setattr__(self, "module_options", kind.check_options(self.module_options, where))
+        if self.module != DEFAULT_KIND:
+            if self.tune is not None:
+                raise ConfigError(
+                    f"{where}: tune searches a prefix's options; drop it with module {self.module}"
+                )
+            if self.positions is not None:
+                raise ConfigError(f"{where}: positions is a prefix option, not {self.module}'s")
         check_reeval(self.reeval, self.audit_k, f"arrival {self.name}")
         if self.init not in strategies():
             raise ConfigError(
@@ -78,6 +97,11 @@ class ArrivalPlan:
             "audit_k": self.audit_k,
             **({"tune": self.tune.to_dict()} if self.tune else {}),
             **({} if self.training_state else {"training_state": False}),
+            **(
+                {"module": self.module, "module_options": _plain(self.module_options)}
+                if self.module != DEFAULT_KIND
+                else {}
+            ),
         }
 
     @classmethod
@@ -93,7 +117,21 @@ class ArrivalPlan:
             audit_k=d.get("audit_k", AUDIT_K),
             tune=TuneSpace.from_dict(d["tune"]) if d.get("tune") else None,
             training_state=d.get("training_state", True),
+            module=d.get("module", DEFAULT_KIND),
+            module_options=dict(d.get("module_options") or {}),
         )
+
+
+def _plain(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
+
+
+def module_config(backbone: Any, plan: ArrivalPlan) -> Any:
+    """The arrival's module config for `backbone` (a `ModuleConfig` of `plan.module`)."""
+    if plan.module == DEFAULT_KIND:
+        return prefix_config_for(backbone, plan.prefix_length, plan.positions).with_(init=plan.init)
+    config = module_kind(plan.module).config_for(backbone, **plan.module_options)
+    return config.with_(init=plan.init)
 
 
 @dataclass(frozen=True)

@@ -26,12 +26,11 @@ from continual.backbones import Backbone
 from continual.finetune import fresh_head
 from continual.inference import EvalResult, TrainedTask, evaluate
 from continual.modules import ModuleConfig, build
-from continual.modules.prefix import prefix_config_for
 from continual.train import TrainConfig, train
 from pipelines import ledger
 from pipelines.arrival import reeval
 from pipelines.arrival.book import TaskBook
-from pipelines.arrival.plan import ArrivalJob, ArrivalPlan
+from pipelines.arrival.plan import ArrivalJob, ArrivalPlan, module_config
 from pipelines.arrival.trained import Trained
 from pipelines.jobs import register_trained, task_prefix_from_registry
 from pipelines.progress import Progress
@@ -67,7 +66,7 @@ def train_task(
         kw = {"log": log, "tag": tag, "bars": bars, "starts": with_starts, "worker": worker}
         return _tuned(reg, backbone, data, plan, **kw)
     config = plan.config
-    pconfig = prefix_config_for(backbone, plan.prefix_length, plan.positions).with_(init=plan.init)
+    pconfig = module_config(backbone, plan)
     with log.step(tag, f"prefix · embed, init ({plan.init})"):
         planned, vectors = plan_start(reg, backbone, data, pconfig)
     starts = None

@@ -11,6 +11,7 @@ from typing import Any
 from continual import checkpoint
 from continual.backbones import load_backbone
 from continual.inference import evaluate
+from continual.modules import DEFAULT_KIND
 from continual.modules.prefix import prefix_config_for
 from continual.train import TrainConfig, train, unflatten_state
 from pipelines.arrival.plan import INIT, PREFIX_LENGTH, ArrivalPlan
@@ -38,6 +39,8 @@ def run_train(
     progress: bool = True,
     tune: Any = None,
     training_state: bool = True,
+    module: str | None = None,
+    module_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train (or resume), evaluate on the eval split and register the prefix with its data;
     return a summary. The steps are the arrival's (`pipelines.arrival.steps`) without a stream.
@@ -66,6 +69,11 @@ def run_train(
                 f"--resume {task} keeps the stored prefix's length, positions and init; drop "
                 "--prefix-length, --positions and --init (or train --new-version instead)"
             )
+        if resume and (module is not None or module_options):
+            raise ConfigError(
+                f"--resume {task} keeps the stored module and its options; drop --module and "
+                "its options (or train --new-version instead)"
+            )
         resume_state, lineage, vectors, start = None, [], None, None
         init = init or INIT
         length = prefix_length or PREFIX_LENGTH
@@ -85,6 +93,8 @@ def run_train(
                 positions=positions,
                 init=init,
                 tune=tune,
+                module=module or DEFAULT_KIND,
+                module_options=module_options or {},
             )
             trained = train_task(
                 reg, backbone, data, plan, log=Progress(lambda _: None), tag=task,
@@ -145,6 +155,7 @@ def run_train(
     return {
         "task": task,
         "kind": data.spec.kind,
+        "module": pconfig.kind,
         "version": record.version,
         "backbone": backbone.name,
         "backbone_fingerprint": backbone.fingerprint,

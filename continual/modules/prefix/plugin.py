@@ -13,6 +13,7 @@ from continual.modules.prefix.config import KIND, NAME, PrefixConfig
 from continual.modules.prefix.module import TrainablePrefix
 from continual.modules.prefix.rows import RowPrefix, single, stack_rows
 from continual.modules.prefix.words import word_activations
+from tasks.errors import ConfigError
 
 #: Position convention per backbone kind when none is given. Encoders: "explicit" (measured
 #: better, see README); decoders keep the "shifted" positions transformers and PEFT use with a
@@ -24,6 +25,15 @@ class PrefixModule:
     """The "prefix" kind: one tensor, `{"prefix": [P, layers * 2 * kv_heads * head_dim]}`."""
 
     kind = KIND
+
+    def check_options(self, options: Mapping[str, Any], where: str = "prefix") -> dict[str, Any]:
+        """A prefix takes its options from `prefix_length` and `positions`, not from here."""
+        if options:
+            raise ConfigError(
+                f"{where}: a prefix takes no module options ({sorted(options)}); set "
+                "prefix_length and positions instead"
+            )
+        return {}
 
     def config_for(
         self,

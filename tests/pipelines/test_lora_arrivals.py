@@ -1,0 +1,119 @@
+"""`--module lora` and `module:` in stream entries: a LoRA task arrives, is registered with its
+kind, is predicted and re-evaluated like a prefix, and a stream mixing prefixes and LoRA
+modules forgets nothing (every column constant after its arrival)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.arrival.plan import ArrivalPlan
+from pipelines.stream import arrival_plan
+from registry import Registry
+from tasks.errors import ConfigError
+from tests.pipelines.test_arrival_defects import cli
+from tests.pipelines.test_stream_run import TASKS, report, run, write_tasks
+
+FAST = ["--steps", "8", "--lr", "1e-2", "--eval-every", "4", "--batch-size", "8"]
+
+
+def test_train_with_module_lora_registers_a_lora_and_predicts_with_it(
+    tiny_encoder_dir, write_jsonl, sentiment, tmp_path
+) -> None:
+    home = tmp_path / "home"
+    train = write_jsonl("t.jsonl", sentiment(48, seed=1))
+    ev = write_jsonl("e.jsonl", sentiment(24, seed=2))
+    code, doc = cli(
+        "train", "--backbone", tiny_encoder_dir, "--train", train, "--eval", ev, "--name", "t",
+        "--home", home, *FAST, "--module", "lora", "--lora-rank", "2", "--lora-alpha", "4",
+    )  # fmt: skip
+    assert code == 0, doc
+    assert doc["module"] == "lora" and doc["stored_params"] > 0
+    with Registry.open(home, tracking_uri="none") as reg:
+        record = reg.prefix("t")
+        assert record.kind == "lora" and record.config["rank"] == 2
+    code, again = cli("evaluate", "--task", "t", "--eval", ev, "--home", home)
+    assert code == 0, again
+    assert again["predictions_sha256"] == doc["predictions_sha256"]
+    code, said = cli("predict", "--task", "t", "a good film", "--home", home)
+    assert code == 0 and said["predictions"][0]["prediction"] in ("positive", "negative"), said
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--lora-rank", "4"], "add --module lora"),
+        (["--module", "lora", "--lora-rank", "0"], "rank must be"),
+        (["--module", "lora", "--prefix-length", "4"], "--prefix-length sets a prefix"),
+        (["--module", "lora", "--lora-targets", "nope"], "matches no layer"),
+    ],
+)
+def test_bad_module_options_are_one_line_and_register_nothing(
+    flags, says, tiny_encoder_dir, write_jsonl, sentiment, tmp_path
+) -> None:
+    home = tmp_path / "home"
+    train = write_jsonl("t.jsonl", sentiment(40))
+    code, doc = cli(
+        "train", "--backbone", tiny_encoder_dir, "--train", train, "--name", "t",
+        "--home", home, *FAST, *flags,
+    )  # fmt: skip
+    assert code == 2 and says in doc["error"] and "\n" not in doc["error"], doc
+    if (home / "registry.db").exists():
+        with Registry.open(home, tracking_uri="none") as reg:
+            assert not reg.tasks()
+
+
+def test_a_stream_entry_names_its_module_and_it_travels_in_the_job() -> None:
+    plan = arrival_plan(
+        {"name": "a", "dataset": "trec", "module": {"kind": "lora", "rank": 4}}, where="e"
+    )
+    assert (plan.module, plan.module_options) == ("lora", {"rank": 4})
+    assert ArrivalPlan.from_dict(plan.to_dict()) == plan
+    short = arrival_plan({"name": "b", "dataset": "trec", "module": "lora"}, where="e")
+    assert short.module == "lora" and short.module_options == {}
+    plain = arrival_plan({"name": "c", "dataset": "trec"}, where="e")
+    assert plain.module == "prefix" and "module" not in plain.to_dict()
+    for entry, says in (
+        ({"module": "adapter"}, "unknown task module kind"),
+        ({"module": {"rank": 4}}, "module must be a kind's name"),
+        ({"module": {"kind": "lora", "rnak": 4}}, "unknown lora option"),
+        ({"module": "lora", "tune": 4}, "tune searches a prefix's options"),
+        ({"module": {"kind": "prefix", "rank": 4}}, "a prefix takes no module options"),
+    ):
+        with pytest.raises(ConfigError, match=says):
+            arrival_plan({"name": "d", "dataset": "trec", **entry}, where="e")
+
+
+def test_a_stream_of_prefixes_and_lora_modules_forgets_nothing(
+    tmp_path, tiny_encoder_dir, sentiment
+) -> None:
+    folder = tmp_path / "data"
+    write_tasks(folder, sentiment)
+    modules = {
+        "sentiment": "",
+        "opinion": ", module: lora",
+        "mood": ", module: {kind: lora, rank: 2}",
+    }
+    arrivals = "\n".join(
+        f"  - {{name: {t}, train: {t}-train.jsonl, eval: {t}-eval.jsonl{modules[t]}}}"
+        for t, _, _ in TASKS
+    )
+    path = folder / "stream.yaml"
+    path.write_text(
+        f"backbone: {tiny_encoder_dir}\n"
+        "defaults: {steps: 16, lr: 1.0e-2, eval_every: 8, batch_size: 8}\n"
+        f"arrivals:\n{arrivals}\n",
+        encoding="utf-8",
+    )
+    home = tmp_path / "home"
+    code, out, err = run("stream", "run", path, "--home", home)
+    assert code == 0, err
+    with Registry.open(home, tracking_uri="none") as reg:
+        kinds = {name: reg.prefix(name).kind for name, _, _ in TASKS}
+    assert kinds == {"sentiment": "prefix", "opinion": "lora", "mood": "lora"}
+    doc = report(home)
+    m = doc["methods"]["prefix"]
+    R = m["R"]
+    for j in range(3):
+        assert len({R[i][j] for i in range(j, 3)}) == 1, R
+    assert m["bwt"] == 0.0 and m["forgetting_max"] == 0.0
+    assert doc["evidence"]["ok"]
