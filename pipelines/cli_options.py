@@ -132,8 +132,10 @@ def add_training_options(t: argparse.ArgumentParser) -> None:
 
     h.add_argument(
         "--module",
-        choices=("prefix", "lora"),
-        help="the per-task module trained on the frozen backbone (default prefix)",
+        choices=("prefix", "lora", "ptuning", "ia3", "bitfit"),
+        help="the per-task module trained on the frozen backbone (default prefix): lora, "
+        "ptuning (P-tuning v2: deep prompts without the prefix's MLP), ia3 ((IA)3 scale "
+        "vectors) or bitfit (the backbone's biases, stored as changes)",
     )
     h.add_argument("--lora-rank", type=int, help="LoRA rank r (default 8)")
     h.add_argument("--lora-alpha", type=float, help="LoRA alpha; updates scale by alpha/r (16)")
@@ -216,7 +218,7 @@ def module_choice(a: argparse.Namespace) -> tuple[str | None, dict[str, Any]]:
         raise ConfigError(f"{flags} set a LoRA module; add --module lora")
     if module is None:
         return None, {}
-    if module != "prefix" and getattr(a, "prefix_length", None) is not None:
+    if module not in ("prefix", "ptuning") and getattr(a, "prefix_length", None) is not None:
         raise ConfigError(f"--prefix-length sets a prefix; drop it with --module {module}")
     return module, module_kind(module).check_options(options, f"--module {module}")
 

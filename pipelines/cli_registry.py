@@ -142,12 +142,12 @@ def cmd_prefixes(a: argparse.Namespace) -> dict[str, Any]:
         total = reg.count_prefixes(a.task)
     prefixes = [r.to_dict() for r in rows]
     text = tables.table(
-        ("id", "task", "version", "current", "status", "backbone", "steps", "final loss",
-         "bytes", "created"),
+        ("id", "task", "version", "current", "status", "module", "backbone", "steps",
+         "final loss", "bytes", "created"),
         (
             (p["id"], p["task"], p["version"], "*" if p["is_current"] else "", p["status"],
-             p["backbone_name"], p["train"]["steps"], p["train"]["final_loss"], p["n_bytes"],
-             p["created_at"])
+             p.get("kind") or "prefix", p["backbone_name"], p["train"]["steps"],
+             p["train"]["final_loss"], p["n_bytes"], p["created_at"])
             for p in prefixes
         ),
     )  # fmt: skip
@@ -181,6 +181,7 @@ def cmd_show(a: argparse.Namespace) -> dict[str, Any]:
     else:
         about += [
             ("current", f"v{p['version']} (prefix id {p['id']}, {p['status']})"),
+            ("module", p.get("kind") or "prefix"),
             ("backbone", f"{p['backbone_name']} ({p['backbone_fingerprint'][:12]}…)"),
             ("trained", f"{p['train']['steps']} steps, {p['train']['seconds']:.1f} s"),
             ("artifact", p["artifact_path"]),

@@ -167,6 +167,7 @@ class _Batch:
             "arrived_at": (
                 arrival.finished_at.isoformat() if arrival and arrival.finished_at else None
             ),
+            "module": (record.kind or "prefix") if record else None,
             "prefix_id": record.id if record else None,
             "prefix_version": record.version if record else None,
             "prefix_sha256": record.sha256 if record else None,

@@ -24,6 +24,9 @@ from continual.modules.base import (
 
 from continual.modules import prefix as prefix  # registers "prefix"  # isort: skip
 from continual.modules import lora as lora  # registers "lora"  # isort: skip
+from continual.modules import ptuning as ptuning  # registers "ptuning"  # isort: skip
+from continual.modules import ia3 as ia3  # registers "ia3"  # isort: skip
+from continual.modules import bitfit as bitfit  # registers "bitfit"  # isort: skip
 
 __all__ = [
     "DEFAULT_KIND",

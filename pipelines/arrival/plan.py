@@ -29,6 +29,9 @@ PREFIX_LENGTH = 16
 #: similar enough, else from a random prefix (bench.similar_init measured random above the
 #: backbone's word init on 5 of 6 targets, so random is the fallback).
 INIT = "auto"
+#: kinds laid out as a prefix (keys and values per layer and position): they take
+#: `prefix_length` and `positions`
+PREFIX_LIKE = ("prefix", "ptuning")
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ class ArrivalPlan:
                 raise ConfigError(
                     f"{where}: tune searches a prefix's options; drop it with module {self.module}"
                 )
-            if self.positions is not None:
+            if self.positions is not None and self.module not in PREFIX_LIKE:
                 raise ConfigError(f"{where}: positions is a prefix option, not {self.module}'s")
         check_reeval(self.reeval, self.audit_k, f"arrival {self.name}")
         if self.init not in strategies():
@@ -130,7 +133,10 @@ def module_config(backbone: Any, plan: ArrivalPlan) -> Any:
     """The arrival's module config for `backbone` (a `ModuleConfig` of `plan.module`)."""
     if plan.module == DEFAULT_KIND:
         return prefix_config_for(backbone, plan.prefix_length, plan.positions).with_(init=plan.init)
-    config = module_kind(plan.module).config_for(backbone, **plan.module_options)
+    options = dict(plan.module_options)
+    if plan.module in PREFIX_LIKE:  # deep prompts take the prefix's length and positions
+        options = {"length": plan.prefix_length, "positions": plan.positions} | options
+    config = module_kind(plan.module).config_for(backbone, **options)
     return config.with_(init=plan.init)
 
 

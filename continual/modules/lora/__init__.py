@@ -6,8 +6,8 @@ from __future__ import annotations
 from continual.modules.base import register_module
 from continual.modules.lora.config import LoraConfig
 from continual.modules.lora.module import TrainableLora
-from continual.modules.lora.plugin import TARGETS, LoraModule, resolve_targets
-from continual.modules.lora.rows import RowLora, single, stack_rows
+from continual.modules.lora.plugin import TARGETS, LoraModule
+from continual.modules.lora.rows import single, stack_rows
 
 LORA = register_module(LoraModule())
 
@@ -16,9 +16,7 @@ __all__ = [
     "TARGETS",
     "LoraConfig",
     "LoraModule",
-    "RowLora",
     "TrainableLora",
-    "resolve_targets",
     "single",
     "stack_rows",
 ]

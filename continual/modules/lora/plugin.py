@@ -1,5 +1,5 @@
 """LoRA as a `TaskModule` (Hu et al. 2021): a trainable low-rank update of chosen linear layers
-of the frozen backbone, applied per row while a pass runs (`RowLora.hooks`)."""
+of the frozen backbone, applied per row while a pass runs (`continual.modules.hooked.RowHooks`)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import nn
 
 from continual.backbones import Backbone
+from continual.modules.hooked import RowHooks, resolve_targets
 from continual.modules.lora.config import ALPHA, KIND, RANK, LoraConfig
 from continual.modules.lora.module import TrainableLora
-from continual.modules.lora.rows import RowLora, single, stack_rows
+from continual.modules.lora.rows import single, stack_rows
 from tasks.errors import ConfigError
 
 #: The layers LoRA targets by default, per model type (the query and value projections, as
@@ -30,27 +30,6 @@ TARGETS = {
     "phi3": ("qkv_proj",),
 }
 OPTIONS = ("rank", "alpha", "targets")
-
-
-def resolve_targets(model: nn.Module, wanted: Sequence[str]) -> list[tuple[str, nn.Linear]]:
-    """The linear layers whose name is one of `wanted` or ends with `.`+one of them, in the
-    model's order; a name matching none, or a match that is not linear, is one clear error."""
-    found: list[tuple[str, nn.Linear]] = []
-    for w in wanted:
-        hits = [
-            (name, m) for name, m in model.named_modules() if name == w or name.endswith(f".{w}")
-        ]
-        if not hits:
-            raise ConfigError(
-                f"lora target {w!r} matches no layer of this backbone; name linear layers "
-                "by their last part (e.g. query, value or q_proj, v_proj)"
-            )
-        bad = [name for name, m in hits if not isinstance(m, nn.Linear)]
-        if bad:
-            raise ConfigError(f"lora target {w!r} matches {bad[0]}, which is not a linear layer")
-        found += hits
-    order = {name: k for k, (name, _) in enumerate(model.named_modules())}
-    return sorted(dict(found).items(), key=lambda nm: order[nm[0]])
 
 
 class LoraModule:
@@ -98,7 +77,7 @@ class LoraModule:
                 f"lora: no default targets for {model_type or 'this'} backbone; give "
                 "--lora-targets (the last part of linear layer names, e.g. q_proj,v_proj)"
             )
-        layers = resolve_targets(backbone.model, wanted)
+        layers = resolve_targets(backbone.model, wanted, KIND)
         return LoraConfig(
             targets=tuple(name for name, _ in layers),
             dims=tuple((m.in_features, m.out_features) for _, m in layers),
@@ -119,12 +98,12 @@ class LoraModule:
 
     def rows(
         self, parts: Sequence[tuple[dict[str, torch.Tensor], LoraConfig]], row_task: torch.Tensor
-    ) -> RowLora:
+    ) -> RowHooks:
         return stack_rows(parts, row_task)
 
     def single(
         self, tensors: dict[str, torch.Tensor], config: LoraConfig, batch_size: int
-    ) -> RowLora:
+    ) -> RowHooks:
         return single(tensors, config, batch_size)
 
     def start_from_text(self, backbone: Backbone, config: LoraConfig, text: str) -> dict:

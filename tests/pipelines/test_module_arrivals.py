@@ -1,6 +1,6 @@
-"""`--module lora` and `module:` in stream entries: a LoRA task arrives, is registered with its
-kind, is predicted and re-evaluated like a prefix, and a stream mixing prefixes and LoRA
-modules forgets nothing (every column constant after its arrival)."""
+"""`--module KIND` and `module:` in stream entries: a LoRA (or P-tuning, (IA)³, BitFit) task
+arrives, is registered with its kind, is predicted and re-evaluated like a prefix, and a stream
+mixing three kinds forgets nothing (every column constant after its arrival)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,22 @@ def test_train_with_module_lora_registers_a_lora_and_predicts_with_it(
     assert again["predictions_sha256"] == doc["predictions_sha256"]
     code, said = cli("predict", "--task", "t", "a good film", "--home", home)
     assert code == 0 and said["predictions"][0]["prediction"] in ("positive", "negative"), said
+
+
+@pytest.mark.parametrize("kind", ["ptuning", "ia3", "bitfit"])
+def test_every_kind_arrives_through_train_and_evaluates_the_same_again(
+    kind, tiny_encoder_dir, write_jsonl, sentiment, tmp_path
+) -> None:
+    home = tmp_path / "home"
+    train = write_jsonl("t.jsonl", sentiment(48, seed=1))
+    ev = write_jsonl("e.jsonl", sentiment(24, seed=2))
+    code, doc = cli(
+        "train", "--backbone", tiny_encoder_dir, "--train", train, "--eval", ev, "--name", "t",
+        "--home", home, *FAST, "--module", kind,
+    )  # fmt: skip
+    assert code == 0 and doc["module"] == kind, doc
+    code, again = cli("evaluate", "--task", "t", "--eval", ev, "--home", home)
+    assert code == 0 and again["predictions_sha256"] == doc["predictions_sha256"], again
 
 
 @pytest.mark.parametrize(
@@ -83,15 +99,15 @@ def test_a_stream_entry_names_its_module_and_it_travels_in_the_job() -> None:
             arrival_plan({"name": "d", "dataset": "trec", **entry}, where="e")
 
 
-def test_a_stream_of_prefixes_and_lora_modules_forgets_nothing(
+def test_a_stream_of_three_module_kinds_forgets_nothing(
     tmp_path, tiny_encoder_dir, sentiment
 ) -> None:
     folder = tmp_path / "data"
     write_tasks(folder, sentiment)
     modules = {
         "sentiment": "",
-        "opinion": ", module: lora",
-        "mood": ", module: {kind: lora, rank: 2}",
+        "opinion": ", module: {kind: lora, rank: 2}",
+        "mood": ", module: ia3",
     }
     arrivals = "\n".join(
         f"  - {{name: {t}, train: {t}-train.jsonl, eval: {t}-eval.jsonl{modules[t]}}}"
@@ -109,7 +125,7 @@ def test_a_stream_of_prefixes_and_lora_modules_forgets_nothing(
     assert code == 0, err
     with Registry.open(home, tracking_uri="none") as reg:
         kinds = {name: reg.prefix(name).kind for name, _, _ in TASKS}
-    assert kinds == {"sentiment": "prefix", "opinion": "lora", "mood": "lora"}
+    assert kinds == {"sentiment": "prefix", "opinion": "lora", "mood": "ia3"}
     doc = report(home)
     m = doc["methods"]["prefix"]
     R = m["R"]

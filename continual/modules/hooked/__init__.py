@@ -1,0 +1,7 @@
+"""What the kinds that change layer outputs while a pass runs (LoRA, (IA)³, BitFit) share: the
+linear layers they target (`targets`), and their per-row application (`RowHooks`)."""
+
+from continual.modules.hooked.rows import Change, RowHooks, stack
+from continual.modules.hooked.targets import linear_layers, resolve_targets
+
+__all__ = ["Change", "RowHooks", "linear_layers", "resolve_targets", "stack"]
