@@ -62,14 +62,21 @@ def export(
     record = reg.prefix(task, version)
     tensors, record = reg.load_prefix(record.id, record.backbone_fingerprint)
     data = reg.artifacts.read_verified(record.artifact_path, record.sha256)
+    if fmt == "peft" and (record.kind or PREFIX_KEY) not in ("prefix", "ptuning", "lora", "ia3"):
+        raise ConfigError(
+            f"PEFT has no adapter format for a {record.kind} module; export it with "
+            "--format safetensors"
+        )
     about = _about(reg, record)
     out.mkdir(parents=True, exist_ok=True)
     if fmt == "safetensors":
         _write(out / OURS_TENSORS, data)
         _write(out / OURS_JSON, _json(about))
         files = [OURS_TENSORS, OURS_JSON]
-    else:
+    elif record.kind in ("prefix", "ptuning"):
         files = _export_peft(out, record, tensors, about)
+    else:
+        files = _export_adapter(out, record, tensors, about)
     return ExportRecord(
         task=record.task,
         version=record.version,
@@ -97,6 +104,7 @@ def _about(reg: RegistryCore, record: PrefixRecord) -> dict[str, Any]:
                 "config": b.config,
             },
             "prefix_config": record.config,
+            "module_kind": record.kind or PREFIX_KEY,
             **({"limits": record.config["limits"]} if record.config.get("limits") else {}),
             "version": record.version,
             "sha256": record.sha256,
@@ -166,6 +174,29 @@ def _export_peft(
     return files
 
 
+def _export_adapter(
+    out: Path, record: PrefixRecord, tensors: dict[str, Any], about: dict[str, Any]
+) -> list[str]:
+    """A LoRA or (IA)³ module as a PEFT adapter folder (`registry.exchange_peft`)."""
+    from registry.exchange_peft import adapter_for
+
+    base = record.config.get("backbone") or record.backbone_name
+    adapter, weights = adapter_for(
+        record.kind, record.config, tensors, about["task"].get("kind", ""), base
+    )
+    heads = {k: v for k, v in tensors.items() if k.startswith("head.")}
+    sidecar = dict(about)
+    files = [PEFT_CONFIG, PEFT_WEIGHTS, SIDECAR]
+    _write(out / PEFT_WEIGHTS, tensors_to_bytes(weights, {"format": "pt"}))
+    if heads:
+        sidecar["head_file"] = HEAD_FILE
+        _write(out / HEAD_FILE, tensors_to_bytes(heads, {"format": "pt"}))
+        files.append(HEAD_FILE)
+    _write(out / PEFT_CONFIG, _json(adapter))
+    _write(out / SIDECAR, _json(sidecar))
+    return files
+
+
 def import_(
     reg: RegistryCore,
     path: Path,
@@ -216,15 +247,18 @@ def import_(
         evaluation=None,
         optimizer_state=None,
         new_version=new_version,
+        kind=about.get("module_kind") or PREFIX_KEY,
     )
 
 
 def _read_peft(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     adapter = _read_json(path / PEFT_CONFIG)
+    if adapter.get("peft_type") in ("LORA", "IA3"):
+        return _read_adapter(path, adapter)
     if adapter.get("peft_type") != "PREFIX_TUNING":
         raise ConfigError(
-            f"{path / PEFT_CONFIG}: peft_type is {adapter.get('peft_type')!r}, "
-            "only PREFIX_TUNING adapters can be imported"
+            f"{path / PEFT_CONFIG}: peft_type is {adapter.get('peft_type')!r}; "
+            "PREFIX_TUNING, LORA and IA3 adapters can be imported"
         )
     if adapter.get("prefix_projection") or adapter.get("num_transformer_submodules", 1) != 1:
         raise ConfigError(
@@ -258,6 +292,27 @@ def _read_peft(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     about = {
         **about,
         "prefix_config": config,
+        "backbone": about.get("backbone")
+        or {"name": name, "source": "peft", "n_params": 0, "config": {}},
+    }
+    return about, tensors
+
+
+def _read_adapter(path: Path, adapter: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    from registry.exchange_peft import module_from_adapter
+
+    weights = _load_tensors(_read(path / PEFT_WEIGHTS))
+    kind, config, tensors = module_from_adapter(path / PEFT_CONFIG, adapter, weights)
+    about = _read_json(path / SIDECAR) if (path / SIDECAR).is_file() else {}
+    if about.get("head_file"):
+        tensors |= _load_tensors(_read(path / about["head_file"]))
+    stored = about.get("prefix_config") or {}
+    config = {**stored, **config} if stored else config
+    name = adapter.get("base_model_name_or_path") or "unknown"
+    about = {
+        **about,
+        "prefix_config": config,
+        "module_kind": kind,
         "backbone": about.get("backbone")
         or {"name": name, "source": "peft", "n_params": 0, "config": {}},
     }
