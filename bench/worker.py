@@ -77,7 +77,7 @@ def interleaved(spec: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("role", choices=["step", "interleaved", "tta"])
+    ap.add_argument("role", choices=["step", "interleaved", "tta", "method_memory"])
     ap.add_argument("--spec", required=True)
     a = ap.parse_args(argv)
     spec = json.loads(a.spec)
@@ -85,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         out = step(spec)
     elif a.role == "interleaved":
         out = interleaved(spec)
+    elif a.role == "method_memory":
+        from bench.methods_run import memory
+
+        out = memory(spec)
     else:
         from bench.time_to_accuracy import measure
 

@@ -111,3 +111,22 @@ def test_ablation_quick(tmp_path: Path) -> None:
     s = doc["setups"]["minilm-trec-64"]
     assert set(s["median_step_seconds"]) >= {"all", "padded", "before", "torch-dropout"}
     assert s["ratio_to_all"]["all"] == 1.0
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_methods_quick(tmp_path: Path) -> None:
+    """bench.methods --quick: full fine-tuning and LoRA on two minilm tasks, with what the
+    full run reports (the sweep, parameters, stored bytes, step time, memory, serving)."""
+    doc, out = run_bench("methods", tmp_path / "m.json")
+    r = doc["backbones"]["minilm"]
+    assert doc["complete"] and set(r["tasks"]) == {"trec", "sms_spam"}
+    for task in r["tasks"].values():
+        full, lora = task["methods"]["full"], task["methods"]["lora"]
+        assert 0 <= lora["eval"] <= 1 and lora["sweep"][0]["lr"] == lora["lr"]
+        assert lora["trainable_params"] < full["trainable_params"] / 100
+        assert lora["stored_bytes"] < full["stored_bytes"] / 100
+    eff = r["efficiency"]
+    assert set(eff["step_seconds"]) == {"full", "lora"} and eff["serving_items_per_second"]
+    assert all(m["peak_rss_mb"] >= m["rss_loaded_mb"] > 0 for m in eff["memory"].values())
+    assert "trainable %" in out

@@ -1,0 +1,174 @@
+"""Every per-task module beside full fine-tuning on our tasks: the survey's comparison.
+
+    python -m bench.methods                      # minilm and smollm2 suites (hours)
+    python -m bench.methods --backbones minilm   # the minilm suites only
+    python -m bench.methods --quick              # one task, two methods, a few steps
+
+For each backbone and task, full fine-tuning and every module kind (prefix, lora, ptuning, ia3,
+bitfit) train the same number of steps at each learning rate of a small sweep
+(`bench.methods_run.LRS`); the rate with the best validation score (a split of the training
+data) is kept and its eval score reported. Then, on the backbone's first task: trainable
+parameters (% of the backbone), stored bytes per task, peak memory (each method alone in a
+fresh process for a few steps), training step time (the methods interleaved in one process,
+rounds of a few steps by turns) and mixed-batch serving throughput (the suite's tasks'
+requests interleaved: a module kind's tasks share passes; fine-tuned copies cannot). Catalog
+tasks are where the defaults were chosen; held-out tasks come from sources the catalog does not
+use. Results: bench/results/methods.json, written after each task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+from bench.common import machine, run_worker, table, write
+from bench.methods_run import LRS, METHODS, applicable, serving, step_times, train_one
+
+SUITES = {
+    "minilm": {
+        "catalog": ("trec", "sms_spam", "vader_nyt", "bbc_news"),
+        "heldout": ("sarcasm_headlines",),
+    },
+    "smollm2": {"catalog": ("sms_spam", "bbc_headlines"), "heldout": ()},
+}
+MAX_TRAIN, MAX_EVAL = 1000, 300
+BATCH = {"minilm": 16, "smollm2": 8}
+
+
+def sweep(backbone: Any, data: Any, method: str, config: Any, lrs) -> dict[str, Any]:
+    runs = []
+    for lr in lrs:
+        r = train_one(backbone, data, method, config.with_(lr=lr))
+        runs.append({"lr": lr, **r})
+        print(f"    {method} lr {lr:g}: val {r['validation']} eval {r['eval']:.4f}", flush=True)
+    best = max(runs, key=lambda r: -1e9 if r["validation"] is None else r["validation"])
+    return {
+        "lr": best["lr"],
+        "eval": best["eval"],
+        "validation": best["validation"],
+        "metric": best["metric"],
+        "trainable_params": best["trainable_params"],
+        "stored_bytes": best["stored_bytes"],
+        "sweep": [{k: v for k, v in r.items() if not k.startswith("_")} for r in runs],
+        "_served": best["_served"],
+    }
+
+
+def efficiency(name: str, backbone: Any, data: Any, methods, served, about, a) -> dict:
+    """Step time, memory and serving throughput on one task (see the module's docstring)."""
+    from continual.train import TrainConfig
+
+    config = TrainConfig(batch_size=BATCH[name], max_length=a.max_length)
+    times = step_times(backbone, data, list(methods), a.time_steps, a.time_rounds, config)
+    out: dict[str, Any] = {"step_seconds": {m: statistics.median(t) for m, t in times.items()}}
+    spec = {"backbone": name, "dataset": data.spec.name, "steps": 3,
+            "batch_size": BATCH[name], "max_length": a.max_length}  # fmt: skip
+    out["memory"] = {m: run_worker("method_memory", {**spec, "method": m}) for m in methods}
+    if served and len(about) > 1:
+        texts = [e.text for e in data.eval][: a.serve_items]
+        items = [(i % len(about), t) for i, t in enumerate(texts)]
+        out["serving_items_per_second"] = serving(backbone, served, items, about, 32)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from continual.backbones import load_backbone
+    from continual.train import TrainConfig
+    from tasks.load import DataArgs, load_data
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backbones", default="minilm,smollm2")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--steps", type=int, default=300, help="training steps per run")
+    ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--time-steps", type=int, default=8)
+    ap.add_argument("--time-rounds", type=int, default=3)
+    ap.add_argument("--serve-items", type=int, default=256)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out")
+    a = ap.parse_args(argv)
+    methods = [m for m in a.methods.split(",") if m]
+    suites = {b: SUITES[b] for b in a.backbones.split(",")}
+    lrs = {m: LRS[m] for m in methods}
+    if a.quick:
+        suites = {"minilm": {"catalog": ("trec", "sms_spam"), "heldout": ()}}
+        methods, a.steps, a.time_steps, a.time_rounds, a.serve_items = (
+            ["full", "lora"], 4, 2, 1, 16)  # fmt: skip
+        lrs = {m: LRS[m][1:2] for m in methods}
+    began = time.perf_counter()
+    doc: dict[str, Any] = {"bench": "methods", "machine": machine(), "quick": a.quick,
+                           "setup": {"steps": a.steps, "max_length": a.max_length,
+                                     "max_train": MAX_TRAIN, "max_eval": MAX_EVAL, "lrs": lrs},
+                           "backbones": {}}  # fmt: skip
+    out = None if a.out is None else __import__("pathlib").Path(a.out)
+    name_out = "methods_quick" if a.quick else "methods"
+    for name, suite in suites.items():
+        backbone = load_backbone(name)
+        config = TrainConfig(steps=a.steps, eval_every=max(1, a.steps // 4),
+                             batch_size=BATCH[name], max_length=a.max_length)  # fmt: skip
+        here = [m for m in methods if applicable(m, backbone) is None]
+        rows: dict[str, Any] = {"n_params": backbone.n_params, "tasks": {}, "not_applicable": {
+            m: applicable(m, backbone) for m in methods if m not in here}}  # fmt: skip
+        doc["backbones"][name] = rows
+        served: dict[str, list[Any]] = {m: [] for m in here}
+        about: list[Any] = []
+        first = None
+        for group, tasks in suite.items():
+            for task in tasks:
+                data = load_data(DataArgs(dataset=task, max_train=MAX_TRAIN, max_eval=MAX_EVAL,
+                                          seed=0))  # fmt: skip
+                first = first or data
+                print(f"  {name} {task} ({group})", flush=True)
+                res = {m: sweep(backbone, data, m, config, lrs[m]) for m in here}
+                if group == "catalog" and data.spec.kind == "classification":
+                    for m in here:
+                        served[m].append(res[m]["_served"])
+                    about.append((data.spec, config.limits))
+                rows["tasks"][task] = {"group": group, "kind": data.spec.kind, "methods": {
+                    m: {k: v for k, v in r.items() if not k.startswith("_")}
+                    for m, r in res.items()}}  # fmt: skip
+                write(name_out, doc | {"complete": False}, out)
+        rows["efficiency"] = efficiency(name, backbone, first, here, served, about, a)
+        write(name_out, doc | {"complete": False}, out)
+    doc["seconds"] = time.perf_counter() - began
+    print(render(doc))
+    print(f"wrote {write(name_out, doc | {'complete': True}, out)}")
+    return 0
+
+
+def render(doc: dict[str, Any]) -> str:
+    parts = []
+    for name, rows in doc["backbones"].items():
+        n = rows["n_params"]
+        eff = rows.get("efficiency", {})
+        tasks = rows["tasks"]
+        methods = sorted({m for t in tasks.values() for m in t["methods"]}, key=METHODS.index)
+        header = ["method", *tasks, "trainable %", "stored KB", "step ms", "train MB", "serve/s"]
+        body = []
+        for m in methods:
+            one = next(t["methods"][m] for t in tasks.values() if m in t["methods"])
+            body.append([
+                m,
+                *[f"{t['methods'][m]['eval']:.4f} @{t['methods'][m]['lr']:g}" if m in
+                  t["methods"] else "-" for t in tasks.values()],
+                f"{100 * one['trainable_params'] / n:.3f}",
+                round(one["stored_bytes"] / 1024, 1),
+                round(1000 * eff.get("step_seconds", {}).get(m, float("nan")), 1),
+                round(_above(eff.get("memory", {}).get(m, {}))),
+                round(eff.get("serving_items_per_second", {}).get(m, float("nan")), 1),
+            ])  # fmt: skip
+        parts.append(f"{name} ({n / 1e6:.1f}M parameters)\n" + table(header, body))
+        for m, why in rows.get("not_applicable", {}).items():
+            parts.append(f"  {m}: {why}")
+    return "\n\n".join(parts)
+
+
+def _above(mem: dict[str, float]) -> float:
+    """Training's peak above the loaded backbone and data (MB)."""
+    return mem.get("peak_rss_mb", float("nan")) - mem.get("rss_loaded_mb", float("nan"))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
