@@ -30,7 +30,7 @@ class ArrivalRequest(BaseModel):
     backbone: str | None = Field(None, description="default: the stream's, else the server's")
     options: dict[str, Any] = Field(
         default_factory=dict,
-        description="steps, batch_size, lr, prefix_length, init, max_length, ... (as in a "
+        description="steps, batch_size, lr, prefix_length, init, module, max_length, ... (as in a "
         "stream file)",
     )
     baselines: list[str | dict[str, Any]] = Field(
@@ -140,6 +140,7 @@ def queue_arrival(service: Service, stream: str, body: ArrivalRequest) -> Any:
     from pipelines.arrival.plan import BaselinePlan
     from pipelines.arrival.queueing import enqueue_arrival, stream_backbone
     from pipelines.stream import (
+        MODULE_KEYS,
         PREFIX_KEYS,
         REEVAL_KEYS,
         STATE_KEYS,
@@ -154,7 +155,7 @@ def queue_arrival(service: Service, stream: str, body: ArrivalRequest) -> Any:
         raise ConfigError(
             "give the data as 'dataset' (an uploaded id) or 'catalog' (a name), one of them"
         )
-    allowed = PREFIX_KEYS + REEVAL_KEYS + TRAIN_KEYS + TUNE_KEYS + STATE_KEYS
+    allowed = PREFIX_KEYS + REEVAL_KEYS + TRAIN_KEYS + TUNE_KEYS + STATE_KEYS + MODULE_KEYS
     allowed += ("max_train", "max_eval")
     opts = check_options(body.options, "options", allow_name=False, allowed=allowed)
     data = None

@@ -133,3 +133,26 @@ def test_a_stream_of_three_module_kinds_forgets_nothing(
         assert len({R[i][j] for i in range(j, 3)}) == 1, R
     assert m["bwt"] == 0.0 and m["forgetting_max"] == 0.0
     assert doc["evidence"]["ok"]
+
+
+def test_a_similar_task_start_draws_on_modules_of_the_same_kind_only(
+    tiny_encoder_dir, write_jsonl, sentiment, tmp_path
+) -> None:
+    home = tmp_path / "home"
+    for name, seed in (("a", 1), ("b", 3)):
+        train = write_jsonl(f"{name}.jsonl", sentiment(48, seed=seed))
+        code, doc = cli(
+            "train", "--backbone", tiny_encoder_dir, "--train", train, "--name", name,
+            "--home", home, *FAST, "--module", "lora",
+            *(["--init", "nearest"] if name == "b" else []),
+        )  # fmt: skip
+        assert code == 0, doc
+    with Registry.open(home, tracking_uri="none") as reg:
+        (edge,) = reg.show("b").lineage
+        assert edge.source_task == "a" and edge.method == "init:nearest"
+    train = write_jsonl("c.jsonl", sentiment(48, seed=5))
+    code, doc = cli(
+        "train", "--backbone", tiny_encoder_dir, "--train", train, "--name", "c",
+        "--home", home, *FAST, "--module", "ia3", "--init", "nearest",
+    )  # fmt: skip
+    assert code == 2 and "ia3 of the same shape" in doc["error"], doc

@@ -96,6 +96,36 @@ def test_an_arrival_with_a_search_runs_it_and_registers_the_winner(
     assert only.config["length"] == found["best"]["params"]["prefix_length"] in (2, 4)
 
 
+def test_an_arrival_may_train_another_module_kind(home: Path, client_for, sentiment) -> None:
+    """`options.module` over HTTP: the worker trains a LoRA, registered with its kind, and
+    `/v1/predict` answers with it."""
+    client = client_for(home)
+    rows = [{"text": r["text"], "label": r["label"]} for r in sentiment(48, seed=5)]
+    up = client.post("/v1/datasets", files={"train": ("s.jsonl", _jsonl(rows))}).json()
+    job = client.post(
+        "/v1/streams/s/arrivals",
+        json={"name": "t5", "dataset": up["id"],
+              "options": {"steps": 6, "module": {"kind": "lora", "rank": 2}}},
+    )  # fmt: skip
+    assert job.status_code == 202, job.text
+    queued = job.json()["job"]
+    assert queued["payload"]["plan"]["module"] == "lora"
+
+    from pipelines.arrival.worker import Worker
+    from pipelines.settings import RegistryArgs
+
+    Worker(registry=RegistryArgs(home=home, tracking_uri="none"), progress=False, say=print).serve(
+        until_empty=True
+    )
+    done = client.get(f"/v1/jobs/{queued['id']}").json()["job"]
+    assert done["state"] == "done", done["error"]
+    with Registry.open(home, tracking_uri="none") as reg:
+        record = reg.prefix("t5")
+    assert record.kind == "lora" and record.config["rank"] == 2
+    answered = client.post("/v1/predict", json={"inputs": ["good"], "task": "t5"}).json()
+    assert answered["predictions"][0]["prediction"] in ("positive", "negative")
+
+
 @pytest.mark.parametrize(
     "files,data,status,words,field,row",
     [
@@ -149,6 +179,12 @@ def test_a_bad_upload_is_one_line_and_leaves_nothing(
             "bounds",
         ),
         ({"catalog": "trec", "options": {"tune": {"trials": 2, "lengths": []}}}, 422, "lengths"),
+        ({"catalog": "trec", "options": {"module": "adapter"}}, 422, "unknown task module kind"),
+        (
+            {"catalog": "trec", "options": {"module": {"kind": "lora", "rank": 0}}},
+            422,
+            "rank must be",
+        ),
     ],
 )
 def test_a_bad_arrival_is_refused_before_anything_is_queued(
