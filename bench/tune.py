@@ -3,11 +3,11 @@
     python -m bench.tune                  # six catalog tasks and three held-out ones (hours)
     python -m bench.tune --quick          # a smoke run: two tasks, 2 trials of 3 steps
 
-Per task: the search (N trials of T steps each, pruning on, then the winner's options trained
-again for F steps: `--tune-trial-steps T --steps F`) against the fixed defaults trained for as
-many steps as the whole search used (its trials' steps after pruning, plus the refit's), both
-from a random start, both scored once on the eval split the search never saw. Catalog tasks
-(four classification on minilm, one generation on smollm2, one small local-file task) are where
+Per task: the search (N trials of T steps each, successive-halving pruning, `--pruner`; then
+the winner's options trained again for F steps: `--tune-trial-steps T --steps F`) against the
+fixed defaults trained for as many steps as the whole search used (its trials' steps after
+pruning, plus the refit's), both from a random start, both scored once on the eval split the
+search never saw. Catalog tasks (four classification on minilm, one generation on smollm2, one small local-file task) are where
 the defaults were chosen; held-out tasks come from sources the catalog does not use and were
 kept out of every choice. Targets: tuned >= default on every task, mean gain >= 1 point,
 pruning saves >= 40% of the search's trial steps. Results: bench/results/tune.json, written
@@ -71,7 +71,9 @@ def one(task: str, backbone: str, a: argparse.Namespace, folder: Path) -> dict[s
         home = Path(tempfile.mkdtemp(prefix=f"bench-tune-{how_}-", dir=folder))
         reg = RegistryArgs(home=home, url=None, tracking_uri="none")
         steps = a.steps if how_ == "tuned" else budget  # the default: what the search used
-        space = TuneSpace(trials=a.trials, starts=("random",), trial_steps=a.trial_steps)
+        space = TuneSpace(
+            trials=a.trials, starts=("random",), trial_steps=a.trial_steps, pruner=a.pruner
+        )
         began = time.perf_counter()
         summary = run_train(
             backbone_name=backbone, data_args=data, name=f"{name}-{how_}", prefix_length=None,
@@ -115,6 +117,7 @@ def document(a: argparse.Namespace, rows: dict[str, list[dict[str, Any]]], began
             "trials": a.trials,
             "steps_per_trial": a.trial_steps,
             "refit_steps": a.steps,
+            "pruner": a.pruner,
             "quick": a.quick,
         },
         "suites": rows,
@@ -137,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--trial-steps", type=int, default=100, help="training steps per trial")
     ap.add_argument("--steps", type=int, default=600, help="the winner's refit steps")
+    ap.add_argument("--pruner", default="halving", choices=("median", "halving", "none"))
     ap.add_argument("--quick", action="store_true", help="two tasks, 2 trials of 3 + 6 steps")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--tasks", help="only these tasks (comma-separated names as listed)")

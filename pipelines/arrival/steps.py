@@ -280,6 +280,7 @@ class StreamArrival:
             "best_step": r.best_step,
             "train_seconds": round(r.seconds, 2),
             "prefix_id": record.id,
+            "module": trained.pconfig.kind,
         }
 
     def _adopt(self, position: int, answers: dict[str, tuple[str, ...]]) -> dict[str, Any]:
