@@ -167,7 +167,6 @@ class _Batch:
             "arrived_at": (
                 arrival.finished_at.isoformat() if arrival and arrival.finished_at else None
             ),
-            "module": (record.kind or "prefix") if record else None,
             "prefix_id": record.id if record else None,
             "prefix_version": record.version if record else None,
             "prefix_sha256": record.sha256 if record else None,
@@ -183,6 +182,8 @@ class _Batch:
             "backbone_bytes": run.get("stream", {}).get("backbone_bytes"),
             "train_steps": record.train.steps if record else None,
             "train_seconds": record.train.seconds if record else None,
+            # a module of another kind than the prefix only: a prefix's row keeps its keys
+            **({"module": record.kind} if record and record.kind not in (None, "prefix") else {}),
             # a searched task only (`--tune`): every other report keeps its keys
             **(
                 {

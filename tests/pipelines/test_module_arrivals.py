@@ -127,6 +127,7 @@ def test_a_stream_of_three_module_kinds_forgets_nothing(
         kinds = {name: reg.prefix(name).kind for name, _, _ in TASKS}
     assert kinds == {"sentiment": "prefix", "opinion": "lora", "mood": "ia3"}
     doc = report(home)
+    assert [t.get("module") for t in doc["tasks"]] == [None, "lora", "ia3"]
     m = doc["methods"]["prefix"]
     R = m["R"]
     for j in range(3):
