@@ -47,9 +47,10 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
+from pipelines.tune_storage import HEARTBEAT_S as HEARTBEAT_S
+from pipelines.tune_storage import storage_for as storage_for
 from tasks.errors import ConfigError
 
 LENGTHS = (4, 8, 16, 32, 64)
@@ -57,7 +58,6 @@ LR_RANGE = (1e-4, 1e-2)
 WIDTHS = (256, 512)
 STARTS = ("random", "auto")
 PRUNERS = ("median", "halving", "none")
-HEARTBEAT_S = 30
 
 
 @dataclass(frozen=True)
@@ -220,34 +220,6 @@ class SearchResult:
             "pruned": len(pruned),
             "steps_of_complete_trials": full,
         }
-
-
-def storage_for(registry_url: str, home: Path) -> Any:
-    """Optuna's RDB storage beside the registry (see the module's docstring)."""
-    import optuna
-    from sqlalchemy import create_engine, text
-
-    if registry_url.startswith("sqlite"):
-        home.mkdir(parents=True, exist_ok=True)
-        url, kwargs = f"sqlite:///{home / 'studies.db'}", {}
-    else:
-        engine = create_engine(registry_url)
-        try:
-            with engine.begin() as c:
-                c.execute(text("CREATE SCHEMA IF NOT EXISTS optuna"))
-        finally:
-            engine.dispose()
-        url, kwargs = registry_url, {"connect_args": {"options": "-csearch_path=optuna"}}
-    import warnings
-
-    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=kwargs,
-            heartbeat_interval=HEARTBEAT_S,
-            grace_period=3 * HEARTBEAT_S,
-        )
 
 
 def _pruner(name: str) -> Any:

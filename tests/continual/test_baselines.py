@@ -10,6 +10,7 @@ import pytest
 
 from continual import baselines as bl
 from continual.backbones import fingerprint
+from continual.baselines import base as bl_base
 from continual.modules.prefix import PrefixConfig
 from continual.train import TrainConfig
 from tasks.errors import ConfigError
@@ -78,17 +79,17 @@ def test_a_save_killed_before_the_switch_keeps_the_previous_state(
     real_replace = os.replace
 
     def dies_at_the_pointer(src, dst):
-        if Path(dst).name == bl.CURRENT:
+        if Path(dst).name == bl_base.CURRENT:
             raise KeyboardInterrupt("killed")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(bl.os, "replace", dies_at_the_pointer)
+    monkeypatch.setattr(bl_base.os, "replace", dies_at_the_pointer)
     with pytest.raises(KeyboardInterrupt):
         bl.save_learner(tmp_path, learner)
     monkeypatch.undo()
     loaded = bl.load_learner(tmp_path, "shared-prefix", tiny_encoder)
     assert loaded is not None and loaded.tasks == ["one"]
-    assert (tmp_path / bl.CURRENT).read_text().strip() == first.name
+    assert (tmp_path / bl_base.CURRENT).read_text().strip() == first.name
     final = bl.save_learner(tmp_path, learner)  # the next save cleans up what was left
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [final.name]
 
