@@ -11,7 +11,7 @@ equal terms.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -105,10 +105,14 @@ def finetune(
     config: TrainConfig,
     *,
     progress: bool = True,
+    extra_loss: Callable[[Sequence[Example]], torch.Tensor] | None = None,
+    more_params: Sequence[nn.Parameter] = (),
 ) -> FinetuneResult:
     """Train every weight of `backbone` (a `trainable_copy`) and `head` on `data`, in place.
 
-    On return both hold the weights of the best validation step.
+    On return both hold the weights of the best validation step. `extra_loss(batch)`, if
+    given, is added to each step's loss (a rehearsal, penalty or distillation term of the
+    continual-learning baselines); `more_params` train too (earlier tasks' heads).
     """
     spec, limits = data.spec, config.limits
     objective = objective_for(backbone, spec)  # refuses a pair no objective handles
@@ -117,6 +121,7 @@ def finetune(
     model = backbone.model
     params = [p for p in model.parameters() if p.requires_grad]
     params += list(head.parameters()) if head is not None else []
+    params += [p for p in more_params if p.requires_grad]
     if not any(p.requires_grad for p in model.parameters()):
         raise ConfigError("finetune needs a trainable copy of the backbone (trainable_copy)")
     optimizer = adamw(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -125,9 +130,13 @@ def finetune(
         optimizer, lambda s: lr_factor(s, config.steps, warmup)
     )
 
-    def loss_fn(chunk: Sequence[Example]) -> torch.Tensor:
+    def task_loss(chunk: Sequence[Example]) -> torch.Tensor:
         texts, targets = [e.text for e in chunk], [e.target for e in chunk]
         return objective.loss(backbone, head, spec, texts, targets, None, limits)
+
+    def loss_fn(chunk: Sequence[Example]) -> torch.Tensor:
+        loss = task_loss(chunk)
+        return loss if extra_loss is None else loss + extra_loss(chunk)
 
     def validate() -> float:
         """Higher is better: accuracy, or minus the mean loss for generation."""
@@ -138,7 +147,7 @@ def finetune(
         with torch.no_grad():
             model.eval()
             total = sum(
-                float(loss_fn(val_set[i : i + config.eval_batch_size]))
+                float(task_loss(val_set[i : i + config.eval_batch_size]))
                 * len(val_set[i : i + config.eval_batch_size])
                 for i in range(0, len(val_set), config.eval_batch_size)
             )

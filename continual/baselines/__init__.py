@@ -14,6 +14,8 @@ from continual.baselines.base import (
 
 from continual.baselines import forgetting as forgetting  # registers two  # isort: skip
 from continual.baselines.forgetting import SequentialFT, SharedPrefix  # isort: skip
+from continual.baselines import rehearsal as rehearsal  # replay, ewc, lwf  # isort: skip
+from continual.baselines import isolated as isolated  # per-task-ft, multitask  # isort: skip
 
 __all__ = [
     "FORMAT",

@@ -125,6 +125,13 @@ def baselines() -> list[str]:
     return sorted(_BASELINES)
 
 
+def known_options(method: str) -> list[str]:
+    """The options baseline `method` takes (its `default_options`)."""
+    if method not in _BASELINES:
+        raise ConfigError(f"unknown baseline {method!r}; choose from {', '.join(baselines())}")
+    return sorted(_BASELINES[method].default_options)
+
+
 def create_learner(
     method: str, backbone: Backbone, prefix_config: ModuleConfig, options: dict[str, Any]
 ) -> Learner:

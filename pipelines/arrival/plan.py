@@ -154,6 +154,14 @@ class BaselinePlan:
             raise ConfigError(
                 f"unknown baseline {self.name!r}; choose from {', '.join(baselines())}"
             )
+        from continual.baselines.base import known_options
+
+        unknown = sorted(set(dict(self.options)) - set(known_options(self.name)))
+        if unknown:
+            raise ConfigError(
+                f"baseline {self.name}: unknown option(s) {unknown}; it takes "
+                f"{sorted(known_options(self.name))}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, **dict(self.options)}

@@ -99,8 +99,8 @@ def test_nothing_saved_loads_as_none(tiny_encoder, tmp_path) -> None:
 
 
 def test_unknown_baselines_and_options_are_refused(tiny_encoder) -> None:
-    with pytest.raises(ConfigError, match="unknown baseline 'ewc'"):
-        bl.create_learner("ewc", tiny_encoder, pconfig(tiny_encoder), {})
+    with pytest.raises(ConfigError, match="unknown baseline 'icarl'"):
+        bl.create_learner("icarl", tiny_encoder, pconfig(tiny_encoder), {})
     with pytest.raises(ConfigError, match="unknown option"):
         bl.create_learner("sequential-ft", tiny_encoder, pconfig(tiny_encoder), {"steps": 3})
     with pytest.raises(ConfigError, match="registered twice"):

@@ -157,3 +157,26 @@ def test_a_similar_task_start_draws_on_modules_of_the_same_kind_only(
         "--home", home, *FAST, "--module", "ia3", "--init", "nearest",
     )  # fmt: skip
     assert code == 2 and "ia3 of the same shape" in doc["error"], doc
+
+
+def test_the_field_s_baselines_run_in_a_stream_beside_the_prefixes(
+    tmp_path, tiny_encoder_dir, sentiment
+) -> None:
+    """replay, ewc, lwf, per-task-ft and multitask as stream baselines: each is scored on every
+    earlier task after every arrival; per-task fine-tuning, isolated, forgets nothing."""
+    from tests.pipelines.test_stream_run import stream_file
+
+    folder = tmp_path / "data"
+    write_tasks(folder, sentiment)
+    names = ["replay", "ewc", "lwf", "per-task-ft", "multitask"]
+    path = stream_file(folder, tiny_encoder_dir, f"[{', '.join(names)}]")
+    home = tmp_path / "home"
+    code, out, err = run("stream", "run", path, "--home", home)
+    assert code == 0, err
+    doc = report(home)
+    assert set(names) <= set(doc["methods"])
+    for name in names:
+        R = doc["methods"][name]["R"]
+        assert all(R[i][j] is not None for i in range(3) for j in range(i + 1)), (name, R)
+    iso = doc["methods"]["per-task-ft"]
+    assert iso["bwt"] == 0.0 and iso["forgetting_max"] == 0.0
