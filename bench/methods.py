@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 from bench.common import machine, run_worker, table, write
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                            "setup": {"steps": a.steps, "max_length": a.max_length,
                                      "max_train": MAX_TRAIN, "max_eval": MAX_EVAL, "lrs": lrs},
                            "backbones": {}}  # fmt: skip
-    out = None if a.out is None else __import__("pathlib").Path(a.out)
+    out = None if a.out is None else Path(a.out)
     name_out = "methods_quick" if a.quick else "methods"
     for name, suite in suites.items():
         backbone = load_backbone(name)

@@ -2,6 +2,6 @@
 linear layers they target (`targets`), and their per-row application (`RowHooks`)."""
 
 from continual.modules.hooked.rows import Change, RowHooks, stack
-from continual.modules.hooked.targets import linear_layers, resolve_targets
+from continual.modules.hooked.targets import resolve_targets
 
-__all__ = ["Change", "RowHooks", "linear_layers", "resolve_targets", "stack"]
+__all__ = ["Change", "RowHooks", "resolve_targets", "stack"]
