@@ -298,6 +298,51 @@ def scale(doc: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
+def tune(doc: dict[str, Any]) -> str:
+    """bench.tune: the search against the defaults at the steps it used, per suite."""
+    st = doc["setup"]
+    rows = []
+    for suite, rs in doc["suites"].items():
+        for r in rs:
+            c = r["chosen"]
+            rows.append([
+                suite, f"`{r['task']}` ({r['backbone']})", f"{r['default']['score']:.4f}",
+                f"{r['tuned']['score']:.4f}", f"**{r['gain_points']:+.2f}**",
+                f"P {c['prefix_length']}, lr {c['lr']:.2g}, width {c['reparam_hidden']}",
+                f"{100 * r['pruning_saved']:.0f}%", r["tuned"]["steps"],
+            ])  # fmt: skip
+    lines = [
+        "### tune (per-task search against the defaults at equal steps)",
+        "",
+        f"{st['trials']} trials of {st['steps_per_trial']} steps ({st.get('pruner', 'median')} "
+        f"pruning), the winner's options trained again for {st['refit_steps']} steps; the "
+        "defaults trained for the steps the whole search used."
+        + ("" if doc.get("complete") else " **Partial run**: the tasks below only."),
+        "",
+        _md(
+            [
+                "suite",
+                "task",
+                "default",
+                "tuned",
+                "gain (pts)",
+                "chosen",
+                "pruning saved",
+                "steps each",
+            ],
+            rows,
+        ),  # fmt: skip
+        "",
+    ]
+    for suite, sm in doc["summary"].items():
+        lines.append(
+            f"- {suite}: mean gain {sm['mean_gain_points']:+.2f} points (target ≥ +1), tuned ≥ "
+            f"default on {sm['tuned_at_least_default']}/{sm['tasks']} (target all), pruning "
+            f"saved {100 * sm['pruning_saved_mean']:.0f}% (target ≥ 40%)"
+        )
+    return "\n".join(lines + ["", _machine(doc)])
+
+
 PARTS = {
     "train_step": train_step,
     "time_to_accuracy": time_to_accuracy,
@@ -307,6 +352,7 @@ PARTS = {
     "ablation": ablation,
     "serve": serve,
     "scale": scale,
+    "tune": tune,
 }
 
 
