@@ -81,8 +81,8 @@ BAD = {
     ),
     "duplicate": ("backbone: minilm\narrivals:\n  - dataset: trec\n  - dataset: trec\n", "twice"),
     "bad baseline": (
-        "backbone: minilm\nbaselines: [ewc]\narrivals:\n  - dataset: trec\n",
-        "unknown baseline 'ewc'",
+        "backbone: minilm\nbaselines: [icarl]\narrivals:\n  - dataset: trec\n",
+        "unknown baseline 'icarl'",
     ),
     "not a number": ("backbone: minilm\narrivals:\n  - {dataset: trec, steps: many}\n", "steps"),
     "out of range": ("backbone: minilm\narrivals:\n  - {dataset: trec, steps: 0}\n", "steps=0"),
