@@ -7,7 +7,10 @@ training data (`continual.train.data.split_validation`): the eval split, whose s
 gets reported, is never seen by the search. A trial reports each validation to the study's
 pruner, which stops a trial whose curve is below the median of the others at the same step
 (`median`) or outside the top third of its rung (`halving`, successive halving). Only the best
-trial's prefix is registered; the study's summary goes into its run (`tune`).
+trial's prefix is registered; the study's summary goes into its run (`tune`). A new study
+tries the arrival's own options first (when the space holds them), so the search always weighs
+the defaults; no trial is pruned in the first half of its steps (early validations of a slow
+task sit at the label prior and rank nothing).
 
 The space, and why each default:
 - prefix length 4, 8, 16, 32, 64 (capped by the backbone's context): the Prefix-Tuning paper
@@ -222,13 +225,18 @@ class SearchResult:
         }
 
 
-def _pruner(name: str) -> Any:
+def _pruner(name: str, warmup: int) -> Any:
+    """The pruner; no trial is pruned before step `warmup` (a validation curve still at the
+    label prior says nothing: bench.tune's halving pruner, with none, stopped a held-out
+    task's every trial at its first validation and kept one that never left the prior)."""
     import optuna
 
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=warmup)
     if name == "halving":
-        return optuna.pruners.SuccessiveHalvingPruner(reduction_factor=3)
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=max(1, warmup) if warmup else "auto", reduction_factor=3
+        )
     return optuna.pruners.NopPruner()
 
 
@@ -249,6 +257,8 @@ def search(
     worker: str = "",
     helper: bool = False,
     wait_s: float = 1.0,
+    warmup: int = 0,
+    first: dict[str, Any] | None = None,
 ) -> SearchResult | None:
     """Run the study's remaining trials (of `space.trials`) and return every trial's outcome.
 
@@ -261,7 +271,9 @@ def search(
     numbered past that many is surplus (it fails at once, uncounted). The arrival's own search
     then waits for the others' running trials (a participant that died is failed by its
     stopped heartbeat, and its trial run again) and returns; a `helper` returns at once, with
-    None. Each trial records the `worker` that ran it.
+    None. Each trial records the `worker` that ran it. `warmup`: no pruning before that step.
+    `first`: options a new study tries first (the arrival's own defaults), so the search
+    always weighs them.
     """
     import time
     import warnings
@@ -277,7 +289,7 @@ def search(
         storage=storage,
         direction="maximize",
         sampler=sampler,
-        pruner=_pruner(space.pruner),
+        pruner=_pruner(space.pruner, warmup),
         load_if_exists=True,
     )
     # the sampler's random draws are seeded; a search joining trials run before (a resumed
@@ -288,6 +300,8 @@ def search(
         study.sampler = optuna.samplers.TPESampler(
             seed=space.seed + already + salt, n_startup_trials=startup(space.trials)
         )
+    if first is not None and not already and not helper:
+        study.enqueue_trial(first)
     kept: dict[int, Any] = {}
 
     live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)

@@ -139,12 +139,31 @@ class Search:
             )
         return values.get(result.best_step, max(values.values())), result.steps
 
+    def defaults(self, lengths: tuple[int, ...]) -> dict[str, Any] | None:
+        """The arrival's own options as a trial, if the space holds them (tried first)."""
+        sp = self.space
+        width = prefix_config_for(self.backbone, 1, self.plan.positions).reparam_hidden
+        mine = {
+            "prefix_length": self.plan.prefix_length,
+            "lr": self.config.lr,
+            "reparam_hidden": width,
+            "init": self.plan.init,
+        }
+        fits = (
+            mine["prefix_length"] in lengths
+            and sp.lr_min <= mine["lr"] <= sp.lr_max
+            and width in sp.widths
+            and mine["init"] in sp.starts
+        )
+        return mine if fits else None
+
     def _search(self, *, helper: bool) -> Any:
         room = context_room(self.backbone, self.plan.positions, self.config.max_length)
         url = self.reg.db.engine.url.render_as_string(hide_password=False)
+        lengths = self.space.capped(room)
         return search(
             self.space,
-            lengths=self.space.capped(room),
+            lengths=lengths,
             study_name=self.name,
             storage=storage_for(url, self.reg.workspace),
             run_trial=self.run_trial,
@@ -152,6 +171,8 @@ class Search:
             say=self.say,
             worker=self.worker,
             helper=helper,
+            warmup=self.trial_config(self.config.lr).steps // 2,
+            first=self.defaults(lengths),
         )
 
     def help(self) -> None:

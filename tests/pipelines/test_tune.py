@@ -179,6 +179,33 @@ def test_the_pruner_stops_trials_below_the_median_early(tmp_path: Path) -> None:
     assert found.summary()["steps"] == 2 * 10 + 4 and found.best.value == 1.0
 
 
+def test_the_defaults_are_tried_first_and_nothing_is_pruned_before_the_warmup(
+    tmp_path: Path,
+) -> None:
+    storage = tune.storage_for(f"sqlite:///{tmp_path / 'registry.db'}", tmp_path)
+    space = TuneSpace(trials=5, lengths=(2, 4, 8), widths=(16,), starts=("random",))
+    mine = {"prefix_length": 4, "lr": 1e-3, "reparam_hidden": 16, "init": "random"}
+    levels = iter([0.5, 0.9, 0.1, 0.1, 0.1])
+    seen: list[tuple[dict, int]] = []
+
+    def run_trial(params, on_validation):
+        level, steps = next(levels), 0
+        for step in range(1, 11):
+            steps = step
+            if not on_validation(step, level):
+                break
+        seen.append((params, steps))
+        return level, steps
+
+    found = tune.search(
+        space, lengths=space.lengths, study_name="w", storage=storage, run_trial=run_trial,
+        score_of=lambda what: what, warmup=5, first=mine,
+    )  # fmt: skip
+    assert seen[0][0] == mine  # the arrival's own options, first
+    pruned = [t for t in found.trials if t.state == "pruned"]
+    assert pruned and all(t.steps >= 5 for t in pruned)  # none before the warm-up
+
+
 def test_a_stream_entry_names_its_search() -> None:
     from pipelines.stream import arrival_plan
 
