@@ -343,6 +343,48 @@ def tune(doc: dict[str, Any]) -> str:
     return "\n".join(lines + ["", _machine(doc)])
 
 
+def methods(doc: dict[str, Any]) -> str:
+    """bench.methods: every module kind beside full fine-tuning, per backbone."""
+    lines = [
+        "### methods (every module kind beside full fine-tuning)",
+        "",
+        f"Each method trained {doc['setup']['steps']} steps at each learning rate of a small "
+        "sweep, the rate with the best validation kept; eval scores (accuracy) with the rate "
+        "chosen in brackets. Efficiency on the backbone's first task: trainable parameters, bytes stored per "
+        "task, median training step (methods interleaved), training memory above the loaded "
+        "backbone and data, mixed-batch serving of the suite's tasks."
+        + ("" if doc.get("complete") else " **Partial run.**"),
+    ]
+    for name, rows in doc["backbones"].items():
+        tasks = rows["tasks"]
+        eff = rows.get("efficiency", {})
+        kinds = [m for m in ("full", "prefix", "lora", "ptuning", "ia3", "bitfit")
+                 if any(m in t["methods"] for t in tasks.values())]  # fmt: skip
+        body = []
+        for m in kinds:
+            scores = [t["methods"][m]["eval"] for t in tasks.values() if m in t["methods"]]
+            one = next(t["methods"][m] for t in tasks.values() if m in t["methods"])
+            mem = eff.get("memory", {}).get(m)
+            body.append([
+                m,
+                *[f"{t['methods'][m]['eval']:.3f} ({t['methods'][m]['lr']:g})"
+                  if m in t["methods"] else "-" for t in tasks.values()],
+                f"**{sum(scores) / len(scores):.3f}**",
+                f"{100 * one['trainable_params'] / rows['n_params']:.3f}",
+                f"{one['stored_bytes'] / 1024:,.0f}",
+                _cell(1000 * eff["step_seconds"][m]) if m in eff.get("step_seconds", {}) else "-",
+                f"{mem['peak_rss_mb'] - mem['rss_loaded_mb']:.0f}" if mem else "-",
+                _cell(eff.get("serving_items_per_second", {}).get(m)),
+            ])  # fmt: skip
+        head = ["method", *[f"`{t}`{' (held out)' if v['group'] == 'heldout' else ''}"
+                            for t, v in tasks.items()],
+                "mean", "trainable %", "KB / task", "step ms", "train MB", "serve / s"]  # fmt: skip
+        lines += ["", f"**{name}** ({rows['n_params'] / 1e6:.1f}M parameters)", "", _md(head, body)]
+        for m, why in rows.get("not_applicable", {}).items():
+            lines.append(f"\n{m}: not run ({why})")
+    return "\n".join(lines + ["", _machine(doc)])
+
+
 PARTS = {
     "train_step": train_step,
     "time_to_accuracy": time_to_accuracy,
