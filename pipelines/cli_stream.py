@@ -34,6 +34,10 @@ from tasks.errors import ConfigError
 
 Handler = Any
 STREAM_HELP = "the stream (default: default; a stream file's `name:`)"
+ORDER_HELP = (
+    "the arrivals' order: 0 the file's (default), k >= 1 a permutation seeded by k; run each "
+    "order in its own --home"
+)
 
 
 def add_stream_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
@@ -82,6 +86,7 @@ def add_stream_commands(subparsers: Any, common: argparse.ArgumentParser) -> Non
     p = leaf(sub, "run", cmd_stream_run, "run every arrival of a stream file, skipping those done")
     p.add_argument("file", metavar="STREAM", help="a stream file (YAML), e.g. streams/demo.yaml")
     p.add_argument("--stream", help=STREAM_HELP)
+    p.add_argument("--order", type=int, default=0, help=ORDER_HELP)
     reeval_options(p, "every arrival's (the file's reeval and audit_k are overridden)")
     p.add_argument(
         "--executor",
@@ -92,6 +97,7 @@ def add_stream_commands(subparsers: Any, common: argparse.ArgumentParser) -> Non
     p = leaf(sub, "status", cmd_stream_status, "which arrivals of a stream file are done")
     p.add_argument("file", metavar="STREAM")
     p.add_argument("--stream", help=STREAM_HELP)
+    p.add_argument("--order", type=int, default=0, help=ORDER_HELP)
     leaf(sub, "list", cmd_stream_list, "the registry's streams, their arrivals and jobs")
 
     p = leaf(subparsers, "report", cmd_report, "write a stream's continual-learning report")
@@ -192,9 +198,9 @@ def cmd_learn(a: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_stream_run(a: argparse.Namespace) -> dict[str, Any]:
     from pipelines.arrival.queueing import run_stream
-    from pipelines.stream import load_stream
+    from pipelines.stream import in_order, load_stream
 
-    spec = load_stream(a.file)
+    spec = in_order(load_stream(a.file), a.order)
     executor = a.executor or (
         os.environ.get("CONTINUAL_EXECUTOR") if spec.executor == "local" else None
     )
@@ -221,9 +227,9 @@ def cmd_stream_run(a: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_stream_status(a: argparse.Namespace) -> dict[str, Any]:
     from pipelines import ledger
-    from pipelines.stream import load_stream
+    from pipelines.stream import in_order, load_stream
 
-    spec = load_stream(a.file)
+    spec = in_order(load_stream(a.file), a.order)
     name = a.stream or spec.name
     methods = ["prefix", *(b.name for b in spec.baselines)]
     with registry_args(a).open() as reg:

@@ -243,6 +243,22 @@ def module_of(raw: Any, where: str) -> dict[str, Any]:
     )
 
 
+def in_order(spec: StreamSpec, order: int | None) -> StreamSpec:
+    """The stream with its arrivals in order `order`: 0 (or None) the file's, k >= 1 a
+    permutation seeded by k (the field reports a stream in several task orders). Run each order
+    in its own workspace (`--home`): a task arrives once per workspace."""
+    if not order:
+        return spec
+    if order < 0:
+        raise ConfigError(f"--order must be 0 (the file's) or a positive seed, got {order}")
+    import random
+    from dataclasses import replace
+
+    arrivals = list(spec.arrivals)
+    random.Random(order).shuffle(arrivals)
+    return replace(spec, arrivals=tuple(arrivals))
+
+
 def resolve_path(value: Any, base: Path | None) -> str | None:
     """A data file as an absolute path (so a later process anywhere finds it); a hub id
     (no such file, no extension) is kept as given."""

@@ -121,3 +121,18 @@ def test_the_demo_stream_parses() -> None:
     ]
     assert [b.name for b in spec.baselines] == ["sequential-ft"]
     assert all(a.data.dataset == a.name for a in spec.arrivals)
+
+
+def test_a_stream_runs_in_seeded_orders(tmp_path: Path) -> None:
+    from pipelines.stream import in_order
+
+    names = ["trec", "sms_spam", "imdb", "boolq", "bbc_news", "vader_nyt"]
+    arrivals = "".join(f"  - dataset: {n}\n" for n in names)
+    spec = load_stream(write(tmp_path, f"backbone: minilm\narrivals:\n{arrivals}"))
+    assert in_order(spec, 0) == spec == in_order(spec, None)
+    one = [p.name for p in in_order(spec, 1).arrivals]
+    assert sorted(one) == sorted(names) and one != names
+    assert one == [p.name for p in in_order(spec, 1).arrivals]  # seeded
+    assert one != [p.name for p in in_order(spec, 2).arrivals]
+    with pytest.raises(ConfigError, match="--order must be"):
+        in_order(spec, -1)
