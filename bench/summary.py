@@ -395,6 +395,7 @@ PARTS = {
     "serve": serve,
     "scale": scale,
     "tune": tune,
+    "methods": methods,
 }
 
 
