@@ -13,6 +13,10 @@ import json
 from typing import Any
 
 from bench.common import RESULTS, ROOT
+from bench.summary_search import cell as _cell
+from bench.summary_search import machine_line as _machine
+from bench.summary_search import md as _md
+from bench.summary_search import methods, tune
 
 DOC = ROOT / "docs" / "BENCHMARKS.md"
 BEGIN, END = "<!-- tables:begin -->", "<!-- tables:end -->"
@@ -21,21 +25,6 @@ BEGIN, END = "<!-- tables:begin -->", "<!-- tables:end -->"
 def _load(name: str) -> dict[str, Any] | None:
     path = RESULTS / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
-
-
-def _md(head: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _machine(doc: dict[str, Any]) -> str:
-    m = doc["machine"]
-    return (
-        f"*{m['cores']} cores ({m.get('cpu', '?')}), {m['threads']} torch threads, torch "
-        f"{m['torch']}, transformers {m.get('transformers', '?')}, peft {m.get('peft', '-')}; "
-        f"`python -m bench.{doc['bench']}`, [JSON](../bench/results/{doc['bench']}.json)*"
-    )
 
 
 def train_step(doc: dict[str, Any]) -> str:
@@ -247,10 +236,6 @@ def serve(doc: dict[str, Any]) -> str:
     )
 
 
-def _cell(x: float | None) -> str:
-    return "–" if x is None else f"{x:.2f}"
-
-
 def scale(doc: dict[str, Any]) -> str:
     modes = ("full", "audit", "proof")
     ratios = doc["ratios_vs_first"]
@@ -296,93 +281,6 @@ def scale(doc: dict[str, Any]) -> str:
             f"against {ray['arrival_median_s']['in_process']:.2f} s in process."
         )
     return "\n\n".join(parts)
-
-
-def tune(doc: dict[str, Any]) -> str:
-    """bench.tune: the search against the defaults at the steps it used, per suite."""
-    st = doc["setup"]
-    rows = []
-    for suite, rs in doc["suites"].items():
-        for r in rs:
-            c = r["chosen"]
-            rows.append([
-                suite, f"`{r['task']}` ({r['backbone']})", f"{r['default']['score']:.4f}",
-                f"{r['tuned']['score']:.4f}", f"**{r['gain_points']:+.2f}**",
-                f"P {c['prefix_length']}, lr {c['lr']:.2g}, width {c['reparam_hidden']}",
-                f"{100 * r['pruning_saved']:.0f}%", r["tuned"]["steps"],
-            ])  # fmt: skip
-    lines = [
-        "### tune (per-task search against the defaults at equal steps)",
-        "",
-        f"{st['trials']} trials of {st['steps_per_trial']} steps ({st.get('pruner', 'median')} "
-        f"pruning), the winner's options trained again for {st['refit_steps']} steps; the "
-        "defaults trained for the steps the whole search used."
-        + ("" if doc.get("complete") else " **Partial run**: the tasks below only."),
-        "",
-        _md(
-            [
-                "suite",
-                "task",
-                "default",
-                "tuned",
-                "gain (pts)",
-                "chosen",
-                "pruning saved",
-                "steps each",
-            ],
-            rows,
-        ),  # fmt: skip
-        "",
-    ]
-    for suite, sm in doc["summary"].items():
-        lines.append(
-            f"- {suite}: mean gain {sm['mean_gain_points']:+.2f} points (target ≥ +1), tuned ≥ "
-            f"default on {sm['tuned_at_least_default']}/{sm['tasks']} (target all), pruning "
-            f"saved {100 * sm['pruning_saved_mean']:.0f}% (target ≥ 40%)"
-        )
-    return "\n".join(lines + ["", _machine(doc)])
-
-
-def methods(doc: dict[str, Any]) -> str:
-    """bench.methods: every module kind beside full fine-tuning, per backbone."""
-    lines = [
-        "### methods (every module kind beside full fine-tuning)",
-        "",
-        f"Each method trained {doc['setup']['steps']} steps at each learning rate of a small "
-        "sweep, the rate with the best validation kept; eval scores (accuracy) with the rate "
-        "chosen in brackets. Efficiency on the backbone's first task: trainable parameters, bytes stored per "
-        "task, median training step (methods interleaved), training memory above the loaded "
-        "backbone and data, mixed-batch serving of the suite's tasks."
-        + ("" if doc.get("complete") else " **Partial run.**"),
-    ]
-    for name, rows in doc["backbones"].items():
-        tasks = rows["tasks"]
-        eff = rows.get("efficiency", {})
-        kinds = [m for m in ("full", "prefix", "lora", "ptuning", "ia3", "bitfit")
-                 if any(m in t["methods"] for t in tasks.values())]  # fmt: skip
-        body = []
-        for m in kinds:
-            scores = [t["methods"][m]["eval"] for t in tasks.values() if m in t["methods"]]
-            one = next(t["methods"][m] for t in tasks.values() if m in t["methods"])
-            mem = eff.get("memory", {}).get(m)
-            body.append([
-                m,
-                *[f"{t['methods'][m]['eval']:.3f} ({t['methods'][m]['lr']:g})"
-                  if m in t["methods"] else "-" for t in tasks.values()],
-                f"**{sum(scores) / len(scores):.3f}**",
-                f"{100 * one['trainable_params'] / rows['n_params']:.3f}",
-                f"{one['stored_bytes'] / 1024:,.0f}",
-                _cell(1000 * eff["step_seconds"][m]) if m in eff.get("step_seconds", {}) else "-",
-                f"{mem['peak_rss_mb'] - mem['rss_loaded_mb']:.0f}" if mem else "-",
-                _cell(eff.get("serving_items_per_second", {}).get(m)),
-            ])  # fmt: skip
-        head = ["method", *[f"`{t}`{' (held out)' if v['group'] == 'heldout' else ''}"
-                            for t, v in tasks.items()],
-                "mean", "trainable %", "KB / task", "step ms", "train MB", "serve / s"]  # fmt: skip
-        lines += ["", f"**{name}** ({rows['n_params'] / 1e6:.1f}M parameters)", "", _md(head, body)]
-        for m, why in rows.get("not_applicable", {}).items():
-            lines.append(f"\n{m}: not run ({why})")
-    return "\n".join(lines + ["", _machine(doc)])
 
 
 PARTS = {
