@@ -123,7 +123,7 @@ class Multitask(Learner):
         pool = [(t, e) for t, (_, rows) in self.data.items() for e in rows]
 
         def loss_of(chunk: Sequence[tuple[str, Example]]) -> torch.Tensor:
-            total = torch.zeros(())
+            total = 0.0
             for task in sorted({t for t, _ in chunk}):
                 spec = self.data[task][0]
                 rows = [e for t, e in chunk if t == task]

@@ -171,11 +171,14 @@ class EWC(_Sequential):
 
     def penalty(self) -> torch.Tensor:
         """`(lambda / 2) * sum F (theta - anchor)^2` over the copy's weights."""
-        total = torch.zeros(())
+        total = None
         for name, p in self.copy.model.named_parameters():
             if name in self.fisher:
                 diff = p - self.anchor[name].to(p.device)
-                total = total + (self.fisher[name].to(p.device) * diff * diff).sum()
+                term = (self.fisher[name].to(p.device) * diff * diff).sum()
+                total = term if total is None else total + term
+        if total is None:
+            return torch.zeros(())
         return float(self.options["lambda"]) / 2 * total
 
     def extra(self, data: TaskData, config: TrainConfig):
@@ -268,7 +271,7 @@ class LwF(_Sequential):
         def distilled(chunk: Sequence[Example]) -> torch.Tensor:
             idx = torch.tensor([where[e.text] for e in chunk])
             feats = encoder_features(self.copy, [e.text for e in chunk], None, config.limits)
-            total = torch.zeros(())
+            total = torch.zeros((), device=feats.device)
             for task, head in self.heads.items():
                 logp = torch.log_softmax(head(feats) / t, dim=-1)
                 target = old[task][idx]
