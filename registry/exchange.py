@@ -160,13 +160,21 @@ def _export_peft(
             f"with {PEFT_POSITION!r} positions (real tokens start at position "
             f"{cfg['length']}), so outputs under PEFT can differ from continual's"
         )
+    return _write_adapter(out, adapter, {"prompt_embeddings": tensors[PREFIX_KEY]}, heads, sidecar)
+
+
+def _write_adapter(
+    out: Path,
+    adapter: dict[str, Any],
+    weights: dict[str, Any],
+    heads: dict[str, Any],
+    sidecar: dict[str, Any],
+) -> list[str]:
+    """A PEFT adapter folder: its config and weights, our sidecar, and any heads beside them."""
     files = [PEFT_CONFIG, PEFT_WEIGHTS, SIDECAR]
-    _write(
-        out / PEFT_WEIGHTS,
-        tensors_to_bytes({"prompt_embeddings": tensors[PREFIX_KEY]}, {"format": "pt"}),
-    )
+    _write(out / PEFT_WEIGHTS, tensors_to_bytes(weights, {"format": "pt"}))
     if heads:
-        sidecar["head_file"] = HEAD_FILE
+        sidecar = {**sidecar, "head_file": HEAD_FILE}
         _write(out / HEAD_FILE, tensors_to_bytes(heads, {"format": "pt"}))
         files.append(HEAD_FILE)
     _write(out / PEFT_CONFIG, _json(adapter))
@@ -185,16 +193,7 @@ def _export_adapter(
         record.kind, record.config, tensors, about["task"].get("kind", ""), base
     )
     heads = {k: v for k, v in tensors.items() if k.startswith("head.")}
-    sidecar = dict(about)
-    files = [PEFT_CONFIG, PEFT_WEIGHTS, SIDECAR]
-    _write(out / PEFT_WEIGHTS, tensors_to_bytes(weights, {"format": "pt"}))
-    if heads:
-        sidecar["head_file"] = HEAD_FILE
-        _write(out / HEAD_FILE, tensors_to_bytes(heads, {"format": "pt"}))
-        files.append(HEAD_FILE)
-    _write(out / PEFT_CONFIG, _json(adapter))
-    _write(out / SIDECAR, _json(sidecar))
-    return files
+    return _write_adapter(out, adapter, weights, heads, dict(about))
 
 
 def import_(
@@ -268,10 +267,8 @@ def _read_peft(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     weights = _load_tensors(_read(path / PEFT_WEIGHTS))
     if "prompt_embeddings" not in weights:
         raise ConfigError(f"{path / PEFT_WEIGHTS} has no 'prompt_embeddings' tensor")
-    tensors = {PREFIX_KEY: weights["prompt_embeddings"]}
-    about = _read_json(path / SIDECAR) if (path / SIDECAR).is_file() else {}
-    if about.get("head_file"):
-        tensors |= _load_tensors(_read(path / about["head_file"]))
+    about, heads = _sidecar(path)
+    tensors = {PREFIX_KEY: weights["prompt_embeddings"], **heads}
     kv_heads = int(adapter["num_attention_heads"])
     geometry = {
         "length": int(adapter["num_virtual_tokens"]),
@@ -298,14 +295,20 @@ def _read_peft(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return about, tensors
 
 
+def _sidecar(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Our sidecar beside a PEFT adapter (empty if absent) and the head tensors it names."""
+    about = _read_json(path / SIDECAR) if (path / SIDECAR).is_file() else {}
+    heads = _load_tensors(_read(path / about["head_file"])) if about.get("head_file") else {}
+    return about, heads
+
+
 def _read_adapter(path: Path, adapter: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     from registry.exchange_peft import module_from_adapter
 
     weights = _load_tensors(_read(path / PEFT_WEIGHTS))
     kind, config, tensors = module_from_adapter(path / PEFT_CONFIG, adapter, weights)
-    about = _read_json(path / SIDECAR) if (path / SIDECAR).is_file() else {}
-    if about.get("head_file"):
-        tensors |= _load_tensors(_read(path / about["head_file"]))
+    about, heads = _sidecar(path)
+    tensors |= heads
     stored = about.get("prefix_config") or {}
     config = {**stored, **config} if stored else config
     name = adapter.get("base_model_name_or_path") or "unknown"
