@@ -15,6 +15,7 @@ from torch import nn
 from continual.backbones import Backbone
 from continual.modules.base import check_shapes, register_module
 from continual.modules.hooked import RowHooks, stack
+from continual.modules.hooked.vectors import TrainableVectors
 from tasks.errors import ConfigError
 
 KIND = "bitfit"
@@ -63,25 +64,6 @@ class BitFitConfig:
         return replace(self, **changes)
 
 
-class TrainableBitFit(nn.Module):
-    def __init__(self, config: BitFitConfig, start: dict[str, torch.Tensor] | None) -> None:
-        super().__init__()
-        self.config = config
-        self.deltas = nn.ParameterList(
-            nn.Parameter(
-                torch.zeros(d) if start is None else start[name(i)].detach().clone().float()
-            )
-            for i, d in enumerate(config.dims)
-        )
-
-    def forward(self) -> dict[str, torch.Tensor]:
-        return {name(i): d for i, d in enumerate(self.deltas)}
-
-    @torch.no_grad()
-    def eject(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.forward().items()}
-
-
 def biased_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Linear and layer-norm layers with a bias, per token (the pooler, which sees one vector
     per row, and task heads are left out)."""
@@ -127,8 +109,10 @@ class BitFitModule:
 
     def build(
         self, config: BitFitConfig, *, start: dict[str, torch.Tensor] | None = None, seed: int = 0
-    ) -> TrainableBitFit:
-        return TrainableBitFit(config, None if start is None else config.check(start))
+    ) -> TrainableVectors:
+        return TrainableVectors(
+            config.dims, name, 0.0, None if start is None else config.check(start)
+        )
 
     def rows(
         self, parts: Sequence[tuple[dict[str, torch.Tensor], BitFitConfig]], row_task

@@ -14,6 +14,7 @@ from torch import nn
 from continual.backbones import Backbone
 from continual.modules.base import check_shapes, register_module
 from continual.modules.hooked import RowHooks, resolve_targets, stack
+from continual.modules.hooked.vectors import TrainableVectors
 from tasks.errors import ConfigError
 
 KIND = "ia3"
@@ -73,27 +74,6 @@ class IA3Config:
 
     def with_(self, **changes: Any) -> IA3Config:
         return replace(self, **changes)
-
-
-class TrainableIA3(nn.Module):
-    """The scale vectors, starting at one (the backbone unchanged) or at the given tensors."""
-
-    def __init__(self, config: IA3Config, start: dict[str, torch.Tensor] | None) -> None:
-        super().__init__()
-        self.config = config
-        self.scales = nn.ParameterList(
-            nn.Parameter(
-                torch.ones(d) if start is None else start[name(i)].detach().clone().float()
-            )
-            for i, d in enumerate(config.dims)
-        )
-
-    def forward(self) -> dict[str, torch.Tensor]:
-        return {name(i): s for i, s in enumerate(self.scales)}
-
-    @torch.no_grad()
-    def eject(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.forward().items()}
 
 
 def _scale(layer: nn.Module, x: torch.Tensor, out: torch.Tensor, p) -> torch.Tensor:
@@ -158,8 +138,10 @@ class IA3Module:
 
     def build(
         self, config: IA3Config, *, start: dict[str, torch.Tensor] | None = None, seed: int = 0
-    ) -> TrainableIA3:
-        return TrainableIA3(config, None if start is None else config.check(start))
+    ) -> TrainableVectors:
+        return TrainableVectors(
+            config.dims, name, 1.0, None if start is None else config.check(start)
+        )
 
     def rows(
         self, parts: Sequence[tuple[dict[str, torch.Tensor], IA3Config]], row_task: torch.Tensor
