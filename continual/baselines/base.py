@@ -66,6 +66,9 @@ class Learner(ABC):
         self.tasks: list[str] = []
         self.heads: dict[str, ClassificationHead] = {}
         self.log: list[dict[str, Any]] = []
+        # The complete saved state this learner was loaded from or last saved as (None before
+        # the first save): unchanged files may be hard-linked from it rather than written again.
+        self.saved_as: Path | None = None
 
     def train_config(self, config: TrainConfig) -> TrainConfig:
         """The arrival's training config with this baseline's own learning rate, if it has one."""
@@ -108,7 +111,7 @@ class Learner(ABC):
         for task in {k.split("/", 1)[0] for k in flat}:
             self.heads[task] = ClassificationHead.from_tensors(
                 {k.split("/", 1)[1]: v for k, v in flat.items() if k.startswith(f"{task}/")}
-            )
+            ).to(self.backbone.device)  # saved from any device, used on the backbone's
 
 
 _BASELINES: dict[str, type[Learner]] = {}
@@ -177,6 +180,7 @@ def save_learner(root: Path, learner: Learner) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    learner.saved_as = final
     for old in root.iterdir():
         if old.is_dir() and old != final and (old.name.startswith(("state-", ".tmp-"))):
             shutil.rmtree(old, ignore_errors=True)
@@ -207,6 +211,7 @@ def load_learner(root: Path, method: str, backbone: Backbone) -> Learner | None:
     learner.tasks = list(doc["tasks"])
     learner.log = list(doc["log"])
     learner.load_weights(folder)
+    learner.saved_as = folder
     return learner
 
 
@@ -218,6 +223,25 @@ def _last_number(root: Path) -> int:
         if p.name.startswith("state-") and p.name[6:].isdigit():
             numbers.append(int(p.name[6:]))
     return max(numbers)
+
+
+def saved_tasks(folder: Path | None) -> list[str]:
+    """The tasks of the complete state saved in `folder` (empty if none or unreadable)."""
+    if folder is None:
+        return []
+    try:
+        return list(json.loads((folder / STATE).read_text())["tasks"])
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+def hard_link(src: Path, dest: Path) -> bool:
+    """Hard-link `src` as `dest` (no bytes written); False where the file system refuses."""
+    try:
+        os.link(src, dest)
+    except OSError:
+        return False
+    return True
 
 
 def _fsync(path: Path) -> None:

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from continual.backbones import Backbone
-from continual.baselines.base import Learner, register_baseline
+from continual.baselines.base import Learner, hard_link, register_baseline, saved_tasks
 from continual.finetune import evaluate_plain, finetune, fresh_head, trainable_copy
 from continual.inference import EvalResult
 from continual.modules import ModuleConfig
@@ -75,8 +75,14 @@ class PerTaskFT(Learner):
         )
 
     def save_weights(self, folder: Path) -> None:
+        # A task's copy never changes once learnt: the copies the previous state already holds
+        # are hard-linked from it, so each arrival writes one model, not one per task so far.
+        before = saved_tasks(self.saved_as)
         for i, task in enumerate(self.tasks):
-            save_model(self.copies[task].model, str(folder / f"model-{i:04d}.safetensors"))
+            name = f"model-{i:04d}.safetensors"
+            kept = i < len(before) and before[i] == task and self.saved_as is not None
+            if not (kept and hard_link(self.saved_as / name, folder / name)):
+                save_model(self.copies[task].model, str(folder / name))
         self._save_heads(folder)
 
     def load_weights(self, folder: Path) -> None:

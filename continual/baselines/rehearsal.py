@@ -222,7 +222,8 @@ class EWC(_Sequential):
     def load_weights(self, folder: Path) -> None:
         super().load_weights(folder)
         if (folder / self.STATE).exists():
-            flat = load_file(str(folder / self.STATE))
+            # Read onto the backbone's device, where the next task's penalty and Fisher live.
+            flat = load_file(str(folder / self.STATE), device=str(self.backbone.device))
             self.fisher = {k[7:]: v for k, v in flat.items() if k.startswith("fisher/")}
             self.anchor = {k[7:]: v for k, v in flat.items() if k.startswith("anchor/")}
 

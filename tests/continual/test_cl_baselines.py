@@ -131,3 +131,20 @@ def test_a_misspelt_baseline_option_is_refused_when_the_stream_is_read() -> None
     with pytest.raises(ConfigError, match=r"baseline replay: unknown option\(s\) \['memroy'\]"):
         BaselinePlan.from_dict({"name": "replay", "memroy": 3})
     assert dict(BaselinePlan.from_dict({"name": "ewc", "lambda": 5.0}).options) == {"lambda": 5.0}
+
+
+def test_per_task_ft_writes_one_model_per_arrival_and_links_the_rest(
+    tiny_encoder, tasks, tmp_path
+) -> None:
+    learner = bl.create_learner("per-task-ft", tiny_encoder, pconfig(tiny_encoder), {"lr": 1e-3})
+    learner.learn(tasks[0], CONFIG, progress=False)
+    first = bl.save_learner(tmp_path, learner) / "model-0000.safetensors"
+    inode = first.stat().st_ino
+    again = bl.load_learner(tmp_path, "per-task-ft", tiny_encoder)  # as the next arrival does
+    again.learn(tasks[1], CONFIG, progress=False)
+    second = bl.save_learner(tmp_path, again)
+    assert not first.exists()  # the previous state is gone ...
+    assert (second / "model-0000.safetensors").stat().st_ino == inode  # ... its file kept, linked
+    assert (second / "model-0001.safetensors").stat().st_nlink == 1  # the new task's, written
+    loaded = bl.load_learner(tmp_path, "per-task-ft", tiny_encoder)
+    assert scores(loaded, tasks) == scores(again, tasks)
