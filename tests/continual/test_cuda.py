@@ -1,7 +1,8 @@
 """The device path, on the GPU where there is one (on the CPU elsewhere, CI included): every
 module kind and every baseline trains and answers there in float32 and bfloat16 with the
-backbone untouched, each baseline read back from disk between tasks as a stream does, rows of several tasks share a pass as each answers alone, a prefix trained on the
-CPU answers the same on the GPU, and `learn --device cuda` records its runtime and checks the
+backbone untouched, each baseline read back from disk between tasks as a stream does, rows of
+several tasks share a pass as each answers alone, a prefix trained on the CPU answers the same
+on the GPU, and `learn --device cuda` records its runtime and checks the
 backbone by version counters (the weights' sha256 on the CPU). On a GPU machine run
 `python -m pytest tests/continual/test_cuda.py tests/continual/test_runtime.py
 tests/pipelines/test_runtime_cli.py`; it passed on an H200 (torch 2.11, transformers 5.17)."""
