@@ -56,17 +56,22 @@ class EvalResult:
 
 
 def _predict_batch(
-    backbone: Backbone, tasks: Sequence[TrainedTask], idx: list[int], texts: list[str]
-) -> list[str]:
+    backbone: Backbone,
+    tasks: Sequence[TrainedTask],
+    idx: list[int],
+    texts: list[str],
+    probs: bool = False,
+) -> list:
     """Rows sharing text limits (so every row is cut as it would be alone) and a module kind
-    share a pass."""
-    out: list[str] = [""] * len(idx)
+    share a pass. `probs`: each row's label probabilities (see `predict_probs`) instead of its
+    answer."""
+    out: list = [None] * len(idx)
     groups: dict[tuple[TextLimits, str], list[int]] = {}
     for j, i in enumerate(idx):
         groups.setdefault((tasks[i].limits, tasks[i].config.kind), []).append(j)
     for (limits, kind), pick in groups.items():
         answers = _predict_rows(
-            backbone, tasks, kind, [idx[j] for j in pick], [texts[j] for j in pick], limits
+            backbone, tasks, kind, [idx[j] for j in pick], [texts[j] for j in pick], limits, probs
         )
         for j, a in zip(pick, answers, strict=True):
             out[j] = a
@@ -80,7 +85,8 @@ def _predict_rows(
     idx: list[int],
     texts: list[str],
     limits: TextLimits,
-) -> list[str]:
+    probs: bool = False,
+) -> list:
     """One pass per objective over rows whose modules are all of `kind`. The rows' modules are
     laid out over every task of that kind (in `tasks` order), whether or not it has a row here,
     so a task's rows get the same layout whatever else the batch holds."""
@@ -92,10 +98,13 @@ def _predict_rows(
     for j, i in enumerate(idx):
         found = objective_for(backbone, tasks[i].spec)
         by_objective.setdefault(id(found), (found, []))[1].append(j)
-    out: list[str] = [""] * len(idx)
+    out: list = [None] * len(idx)
     for found, pick in by_objective.values():
+        run = getattr(found, "label_probs", None) if probs else found.predict
+        if run is None:
+            continue  # no label probabilities for this objective (generation): None
         sub = rows if len(pick) == len(idx) else rows.select(torch.tensor(pick))
-        answers = found.predict(
+        answers = run(
             backbone,
             [tasks[idx[j]].spec for j in pick],
             [tasks[idx[j]].head for j in pick],
@@ -122,16 +131,39 @@ def predict(
     Batches follow the items' order; rows of different tasks share a pass. `progress`, if
     given, is called with the number of items done after each batch.
     """
+    return _batched(backbone, tasks, items, batch_size, progress, probs=False)
+
+
+@torch.no_grad()
+def predict_probs(
+    backbone: Backbone,
+    tasks: Sequence[TrainedTask],
+    items: Sequence[tuple[int, str]],
+    *,
+    batch_size: int = 32,
+) -> list[dict[str, float] | None]:
+    """For (task index, text) items, each classification row's probability of each of its
+    task's labels (a dict over `spec.labels`; the label `predict` answers is the most likely),
+    None for rows whose task has no labels (generation). Batched as `predict` is."""
+    out = _batched(backbone, tasks, items, batch_size, None, probs=True)
+    return [
+        None if p is None else dict(zip(tasks[i].spec.labels, p.tolist(), strict=True))
+        for (i, _), p in zip(items, out, strict=True)
+    ]
+
+
+def _batched(backbone, tasks, items, batch_size, progress, *, probs: bool) -> list:
     was_training = backbone.model.training
     backbone.model.eval()
     for t in tasks:
         if t.head is not None:
             t.head.to(backbone.device).eval()  # stored heads load on the CPU
-    out: list[str] = []
+    out: list = []
     try:
         for start in range(0, len(items), batch_size):
             chunk = items[start : start + batch_size]
-            out += _predict_batch(backbone, tasks, [i for i, _ in chunk], [x for _, x in chunk])
+            idx, texts = [i for i, _ in chunk], [x for _, x in chunk]
+            out += _predict_batch(backbone, tasks, idx, texts, probs)
             if progress is not None:
                 progress(len(chunk))
     finally:

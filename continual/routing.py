@@ -53,6 +53,12 @@ ROUTE_C = 1.0
 ROUTE_RIDGE_FROM = 21
 ROUTE_RIDGE_LAMBDA = 10.0  # chosen on the catalog five (bench.routing --routers)
 LOGISTIC, RIDGE = "logistic", "ridge"
+#: An input's candidate tasks: the router's top task, and the next ones (at most `POOL_MAX` in
+#: all) it gives at least `POOL_MIN`. Where there are several, the answer is the label most
+#: likely right over them (`pooled_label`). Both bound the cost (one extra row per candidate);
+#: neither was tuned: the rule itself has no parameter.
+POOL_MIN = 0.05
+POOL_MAX = 3
 
 
 def route_method(backbone: Backbone) -> str:
@@ -170,11 +176,32 @@ class Router:
             router.model = model
         return router
 
-    def route(self, features: np.ndarray) -> Routed:
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        """`[n, tasks]`: each input's probability of each task (columns in `tasks` order). The
+        ridge router's scores are least-squares estimates: clipped at 0 and renormalised."""
+        self._check(features)
+        n = len(features)
+        if self.model is None:
+            return np.ones((n, 1))
+        if self.kind == RIDGE:
+            scores = np.clip(self.model.scores(features), 0, None)
+            top = np.zeros_like(scores)
+            top[np.arange(n), scores.argmax(1)] = 1.0
+            sums = scores.sum(1, keepdims=True)
+            return np.where(sums > 0, scores / np.where(sums > 0, sums, 1), top)
+        proba = self.model.predict_proba(features)
+        out = np.zeros((n, len(self.tasks)))
+        out[:, self.model.classes_.astype(np.int64)] = proba
+        return out
+
+    def _check(self, features: np.ndarray) -> None:
         if features.shape[-1] != self.dim:
             raise ConfigError(
                 f"routing features are {features.shape[-1]}-wide, keys {self.dim}: another backbone"
             )
+
+    def route(self, features: np.ndarray) -> Routed:
+        self._check(features)
         n = len(features)
         if self.model is None:
             return Routed(np.zeros(n, dtype=np.int64), np.ones(n, dtype=np.float32))
@@ -185,6 +212,34 @@ class Router:
         proba = self.model.predict_proba(features)
         idx = self.model.classes_[proba.argmax(1)].astype(np.int64)
         return Routed(idx, proba.max(1).astype(np.float32))
+
+
+def candidates(p: np.ndarray) -> list[int]:
+    """An input's candidate tasks from its row of router probabilities: the top task first
+    (ties: the lowest index, as `route` picks), then the next ones the router gives at least
+    `POOL_MIN`, at most `POOL_MAX` in all."""
+    order = np.argsort(-p, kind="stable")[:POOL_MAX]
+    return [int(order[0])] + [int(t) for t in order[1:] if p[t] >= POOL_MIN]
+
+
+def pooled_label(
+    weights: dict[int, float], label_probs: dict[int, dict[str, float]]
+) -> tuple[str, int]:
+    """The answer most likely right when the input's task is one of the candidates: the label
+    y maximising sum over candidates t of p(t | x) * p_t(y | x), where `weights` are the router's
+    p(t | x) and `label_probs[t]` task t's own probabilities over its labels. Tasks that share
+    labels (six sentiment tasks) pool their evidence; tasks with other labels compete with it.
+    Returns the label and the candidate that gives it the most weight (the task to show)."""
+    total: dict[str, float] = {}
+    for t, w in weights.items():
+        for y, q in label_probs[t].items():
+            total[y] = total.get(y, 0.0) + w * q
+    best = max(sorted(total), key=lambda y: total[y])
+    owner = max(
+        (t for t in weights if best in label_probs[t]),
+        key=lambda t: (weights[t] * label_probs[t][best], -t),
+    )
+    return best, owner
 
 
 class RidgeModel:

@@ -7,9 +7,10 @@ of them with their tasks' prefixes in mixed-task batches (one backbone pass per 
 tasks the batch holds).
 
 `task_agnostic` is the stream's task-agnostic evaluation at one position: every input of every
-task's eval split so far is routed; inputs routed to their own task take that task's own answer
-(its re-evaluation, identical batching); the rest are answered in mixed batches by the prefix
-they were routed to, and scored against their own task's targets.
+task's eval split so far is routed; inputs the router is sure of (one candidate task) and that
+go to their own task take that task's own answer (its re-evaluation, identical batching); the
+rest are answered as `AutoPredictor` answers them (pooled over the candidate tasks where there
+are several), and scored against their own task's targets.
 """
 
 from __future__ import annotations
@@ -23,8 +24,16 @@ import numpy as np
 
 from continual import checkpoint
 from continual.backbones import Backbone, load_backbone
-from continual.inference import EvalResult, TrainedTask, evaluate, predict, score
-from continual.routing import LOGISTIC, ROUTE_RIDGE_FROM, Router, route_features, route_method
+from continual.inference import EvalResult, TrainedTask, evaluate, predict, predict_probs, score
+from continual.routing import (
+    LOGISTIC,
+    ROUTE_RIDGE_FROM,
+    Router,
+    candidates,
+    pooled_label,
+    route_features,
+    route_method,
+)
 from continual.scoring import predictions_sha256
 from pipelines import ledger, prefix_cache, tables
 from pipelines.arrival.book import TaskBook
@@ -109,13 +118,16 @@ class AutoPredictor:
         """Answers for (task index, text) items, in mixed-task batches: over every task's
         prefix under the logistic router (as always), over the tasks the items name under
         the ridge router."""
+        return self._run(items, batch_size, predict)
+
+    def _run(self, items: Sequence[tuple[int, str]], batch_size: int, fn: Any) -> list:
         if self.router.kind == LOGISTIC:
             every = [self.prefix(i) for i in range(len(self.router.tasks))]
-            return predict(self.backbone, every, items, batch_size=batch_size)
+            return fn(self.backbone, every, items, batch_size=batch_size)
         named = sorted({i for i, _ in items})
         where = {i: n for n, i in enumerate(named)}
         sub = [self.prefix(i) for i in named]
-        return predict(self.backbone, sub, [(where[i], t) for i, t in items], batch_size=batch_size)
+        return fn(self.backbone, sub, [(where[i], t) for i, t in items], batch_size=batch_size)
 
     def route(
         self, texts: Sequence[str], features: np.ndarray | None = None
@@ -130,15 +142,56 @@ class AutoPredictor:
         routed = self.router.route(features)
         return routed.task, routed.confidence
 
+    def probabilities(self, texts: Sequence[str], features: np.ndarray | None = None) -> np.ndarray:
+        """`[n, tasks]` router probabilities (`Router.probabilities`) of `texts`."""
+        if self.router.model is None:
+            return np.ones((len(texts), 1))
+        if features is None:
+            features = route_features(self.backbone, texts)
+        return self.router.probabilities(features)
+
+    def answer_unknown(
+        self,
+        texts: Sequence[str],
+        proba: np.ndarray,
+        *,
+        batch_size: int,
+        known: dict[int, str] | None = None,
+    ) -> tuple[list[str], list[int]]:
+        """Answers for texts whose task is not given, and the task shown with each. Where the
+        router has one candidate (`routing.candidates`) the text is its top task's, answered
+        by that prefix (`known[k]`: that answer, computed already); where it has several, each
+        candidate's prefix gives its label probabilities and the answer is the label most
+        likely right over them (`routing.pooled_label`)."""
+        n = len(texts)
+        out: list[str | None] = [None] * n
+        shown = [int(proba[k].argmax()) for k in range(n)]
+        several = [(k, c) for k in range(n) if len(c := candidates(proba[k])) > 1]
+        pairs = [(t, k) for k, c in several for t in c]
+        probs = self._run([(t, texts[k]) for t, k in pairs], batch_size, predict_probs)
+        got: dict[int, dict[int, dict[str, float]]] = {}
+        for (t, k), p in zip(pairs, probs, strict=True):
+            if p is not None:  # a generation task has no labels to pool
+                got.setdefault(k, {})[t] = p
+        for k, labels in got.items():
+            if shown[k] in labels:
+                weights = {t: float(proba[k][t]) for t in labels}
+                out[k], shown[k] = pooled_label(weights, labels)
+        known = known or {}
+        rest = [k for k in range(n) if out[k] is None and k not in known]
+        preds = self.answer([(shown[k], texts[k]) for k in rest], batch_size=batch_size)
+        for k, p in zip(rest, preds, strict=True):
+            out[k] = p
+        return [known[k] if a is None else a for k, a in enumerate(out)], shown
+
     def predict(self, texts: Sequence[str], *, batch_size: int = 32) -> list[Answer]:
         if not texts:
             raise ConfigError("give at least one TEXT to predict")
-        idx, conf = self.route(texts)
-        items = [(int(i), t) for i, t in zip(idx, texts)]
-        preds = self.answer(items, batch_size=batch_size)
+        proba = self.probabilities(texts)
+        preds, shown = self.answer_unknown(texts, proba, batch_size=batch_size)
         return [
-            Answer(t, self.router.tasks[int(i)], float(c), p)
-            for t, i, c, p in zip(texts, idx, conf, preds)
+            Answer(t, self.router.tasks[s], float(proba[k][s]), p)
+            for k, (t, s, p) in enumerate(zip(texts, shown, preds, strict=True))
         ]
 
 
@@ -175,14 +228,10 @@ def task_agnostic(
         texts = [e.text for e in examples]
         if spec.name not in cache and predictor.router.model is not None:
             cache[spec.name] = route_features(backbone, texts)
-        idx, _ = predictor.route(texts, cache.get(spec.name))
-        wrong = [k for k, i in enumerate(idx) if int(i) != own]
-        answers = list(own_preds)
-        if wrong:
-            items = [(int(idx[k]), examples[k].text) for k in wrong]
-            preds = predictor.answer(items, batch_size=batch_size)
-            for k, p in zip(wrong, preds):
-                answers[k] = p
+        proba = predictor.probabilities(texts, cache.get(spec.name))
+        idx = proba.argmax(1)
+        known = {k: own_preds[k] for k in range(len(texts)) if int(idx[k]) == own}
+        answers, _ = predictor.answer_unknown(texts, proba, batch_size=batch_size, known=known)
         out[spec.name] = (score(spec, answers, examples), routing_result(own, idx, names))
     return out
 

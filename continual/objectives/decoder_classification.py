@@ -12,7 +12,7 @@ from torch import nn
 from continual.backbones import Backbone
 from continual.modules.base import RowModules
 from continual.objectives.base import TextLimits, register_objective
-from continual.objectives.decoder import decoder_loss, rank_classify
+from continual.objectives.decoder import decoder_loss, label_scores, rank_classify
 from tasks.spec import TaskSpec
 
 
@@ -49,6 +49,19 @@ class DecoderClassification:
         limits: TextLimits,
     ) -> list[str]:
         return rank_classify(backbone, specs, texts, rows, limits)
+
+    def label_probs(
+        self,
+        backbone: Backbone,
+        specs: Sequence[TaskSpec],
+        heads: Sequence[nn.Module | None],
+        texts: Sequence[str],
+        rows: RowModules | None,
+        limits: TextLimits,
+    ) -> list[torch.Tensor]:
+        """Row i's probabilities over `specs[i].labels`: the softmax of the labels' summed
+        log-likelihoods, whose argmax is what `predict` answers."""
+        return [s.float().softmax(-1) for s in label_scores(backbone, specs, texts, rows, limits)]
 
     def predict_task(
         self,

@@ -99,6 +99,23 @@ class EncoderClassification:
             for spec, head, f in zip(specs, heads, feats)
         ]
 
+    def label_probs(
+        self,
+        backbone: Backbone,
+        specs: Sequence[TaskSpec],
+        heads: Sequence[nn.Module | None],
+        texts: Sequence[str],
+        rows: RowModules | None,
+        limits: TextLimits,
+    ) -> list[torch.Tensor]:
+        """Row i's probabilities over `specs[i].labels` (its head's softmax); their argmax is
+        what `predict` answers."""
+        feats = encoder_features(backbone, texts, rows, limits)
+        return [
+            _need(head, spec)(f.unsqueeze(0))[0].float().softmax(-1)
+            for spec, head, f in zip(specs, heads, feats)
+        ]
+
     def predict_task(
         self,
         backbone: Backbone,

@@ -1,8 +1,10 @@
 """The server's predictions: one backbone, loaded once, and the current prefix of every task.
 
 `Answerer.answer(items)` answers (task or None, text) items in one call: items without a task
-are routed first (one routing pass for all of them), then every item is answered in mixed-task
-batches by `continual.inference.predict`, the same function `continual predict` uses. It runs
+are routed (one routing pass for all of them) and answered as `continual predict --auto`
+answers them (`AutoPredictor.answer_unknown`: pooled over the candidate tasks where the router
+is unsure), items that name a task in mixed-task batches by `continual.inference.predict`, the
+same function `continual predict` uses. It runs
 on one thread only (the batcher's), so the backbone is never used by two passes at once, and
 never by a training run: in-process workers load their own copy (training switches dropout on).
 
@@ -83,20 +85,25 @@ class Answerer:
         backbone = self._current()
         tasks: list[str | None] = [t for t, _ in items]
         confidence: list[float | None] = [None] * len(items)
+        preds: list[str | None] = [None] * len(items)
         routed = [k for k, (t, _) in enumerate(items) if t is None]
-        if routed:
+        if routed:  # answered as `predict --auto` answers (pooled where the router is unsure)
             auto = self._router(backbone)
-            idx, conf = auto.route([items[k][1] for k in routed])
-            for k, i, c in zip(routed, idx, conf):
-                tasks[k], confidence[k] = auto.router.tasks[int(i)], float(c)
-        names = sorted({t for t in tasks if t is not None})
+            texts = [items[k][1] for k in routed]
+            proba = auto.probabilities(texts)
+            found, shown = auto.answer_unknown(texts, proba, batch_size=max(1, len(texts)))
+            for n, (k, a, s) in enumerate(zip(routed, found, shown, strict=True)):
+                tasks[k], confidence[k], preds[k] = auto.router.tasks[s], float(proba[n][s]), a
+        named = [k for k, (t, _) in enumerate(items) if t is not None]
+        names = sorted({str(items[k][0]) for k in named})
         prefixes = [self._prefix(backbone, t) for t in names]
         where = {t: i for i, t in enumerate(names)}
-        work = [(where[t], text) for t, (_, text) in zip(tasks, items) if t is not None]
-        preds = predict(backbone, prefixes, work, batch_size=max(1, len(work)))
+        work = [(where[str(items[k][0])], items[k][1]) for k in named]
+        for k, p in zip(named, predict(backbone, prefixes, work, batch_size=max(1, len(work)))):
+            preds[k] = p
         return [
-            Answer(text=text, task=str(t), prediction=p, confidence=c)
-            for (_, text), t, p, c in zip(items, tasks, preds, confidence)
+            Answer(text=text, task=str(t), prediction=str(p), confidence=c)
+            for (_, text), t, p, c in zip(items, tasks, preds, confidence, strict=True)
         ]
 
     def _current(self) -> Backbone:
