@@ -37,10 +37,11 @@ from bench.common import machine, table, write
 
 STREAM = Path("streams/long.yaml")
 MEASURES = ("acc", "bwt", "fwt", "forgetting_max", "forgetting_last")
-# Whether a method needs the task's identity when it answers (the field's table column).
-TASK_ID = {"prefix": "yes (or routed)", "per-task-ft": "yes", "sequential-ft": "no",
-           "replay": "no", "ewc": "no", "lwf": "yes (heads)", "multitask": "yes (heads)",
-           "shared-prefix": "yes (heads)"}  # fmt: skip
+# Whether a method needs the task's identity when it answers (the field's table column). On an
+# encoder every baseline keeps a head per task, so it needs the task to pick the head; the
+# prefixes need it too, or route (the task-agnostic columns).
+TASK_ID = {"prefix": "yes, or routed"}
+HEADS = "yes (a head per task)"
 
 
 def group_stream(stream: Path, methods: list[str] | None, root: Path, g: int) -> Path:
@@ -156,11 +157,13 @@ def render(doc: dict[str, Any]) -> str:
             continue
         state = "complete" if s["complete"] else "INCOMPLETE"
         lines.append(f"order {o['order']} ({state}, {(o.get('seconds') or 0) / 60:.1f} min)")
+        order = sorted(s["methods"], key=lambda m: (m != "prefix", m))
         rows = [
-            [m, TASK_ID.get(m, "?"), v.get("arrivals")]
-            + [None if v.get(k) is None else round(100 * v[k], 1) for k in MEASURES]
-            for m, v in s["methods"].items()
-        ]
+            [m, TASK_ID.get(m, HEADS), s["methods"][m].get("arrivals")]
+            + [None if s["methods"][m].get(k) is None else round(100 * s["methods"][m][k], 1)
+               for k in MEASURES]
+            for m in order
+        ]  # fmt: skip
         lines.append(
             table(["method", "task id", "tasks", "ACC", "BWT", "FWT", "F max", "F last"], rows)
         )
