@@ -19,7 +19,9 @@ STREAM = {
 }
 
 
-def _report(home: Path, methods: dict, agnostic: tuple[float, float, float]) -> None:
+def _report(
+    home: Path, methods: dict, agnostic: tuple[float, float, float], evaluated: int | None = None
+) -> None:
     path = home / "streams" / "s" / "report" / "report.json"
     path.parent.mkdir(parents=True)
     given, inferred, routing = agnostic
@@ -43,6 +45,7 @@ def _report(home: Path, methods: dict, agnostic: tuple[float, float, float]) -> 
                     "task_given": given,
                     "end_to_end": inferred,
                     "routing_accuracy": routing,
+                    **({"evaluated": evaluated} if evaluated else {}),
                 }
             ]
         },  # fmt: skip
@@ -80,4 +83,10 @@ def test_groups_merge_and_means_cover_complete_orders(tmp_path) -> None:
     assert not unfinished["complete"]
     mean = ls.means([{"order": 0, "summary": merged}, {"order": 1, "summary": unfinished}])
     assert mean["orders"] == [0] and mean["methods"]["prefix"]["acc"] == 0.8
+    assert mean["task_agnostic"]["acc_inferred"] == 0.75
+    audited = tmp_path / "audited"  # the last arrival scored 1 of the 2 tasks (reeval: audit)
+    _report(audited, {"prefix": (0.8, 2)}, (0.9, 0.6, 0.9), evaluated=1)
+    sampled = ls.summarise_groups([audited], "s", 2)
+    assert sampled["task_agnostic"]["evaluated"] == 1
+    assert ls.means([{"order": 0, "summary": sampled}])["task_agnostic"]["acc_inferred"] is None
     assert ls.summarise_groups([tmp_path / "none"], "s", 2) is None
