@@ -36,6 +36,9 @@ class Objective(Protocol):
     """Training loss and prediction for one (backbone kind, task kind).
 
     `peft_task_type` is what PEFT calls the setting (stored with a module for export).
+    Classification objectives also offer `label_probs`, with `predict`'s arguments: each row's
+    probabilities over its labels, whose argmax `predict` answers (`inference.predict_probs`
+    uses it where an objective has it; generation objectives do not).
     """
 
     backbone_kind: str

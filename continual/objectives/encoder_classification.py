@@ -93,11 +93,8 @@ class EncoderClassification:
         limits: TextLimits,
     ) -> list[str]:
         """Each row's own head on its pooled features (one row at a time)."""
-        feats = encoder_features(backbone, texts, rows, limits)
-        return [
-            spec.labels[int(_need(head, spec)(f.unsqueeze(0)).argmax(-1))]
-            for spec, head, f in zip(specs, heads, feats)
-        ]
+        logits = _row_logits(backbone, specs, heads, texts, rows, limits)
+        return [spec.labels[int(z.argmax(-1))] for spec, z in zip(specs, logits)]
 
     def label_probs(
         self,
@@ -110,11 +107,8 @@ class EncoderClassification:
     ) -> list[torch.Tensor]:
         """Row i's probabilities over `specs[i].labels` (its head's softmax); their argmax is
         what `predict` answers."""
-        feats = encoder_features(backbone, texts, rows, limits)
-        return [
-            _need(head, spec)(f.unsqueeze(0))[0].float().softmax(-1)
-            for spec, head, f in zip(specs, heads, feats)
-        ]
+        logits = _row_logits(backbone, specs, heads, texts, rows, limits)
+        return [z.float().softmax(-1) for z in logits]
 
     def predict_task(
         self,
@@ -128,6 +122,19 @@ class EncoderClassification:
         """The task's head on the whole batch's pooled features at once."""
         logits = _need(head, spec)(encoder_features(backbone, texts, rows, limits))
         return [spec.labels[int(i)] for i in logits.argmax(-1)]
+
+
+def _row_logits(
+    backbone: Backbone,
+    specs: Sequence[TaskSpec],
+    heads: Sequence[nn.Module | None],
+    texts: Sequence[str],
+    rows: RowModules | None,
+    limits: TextLimits,
+) -> list[torch.Tensor]:
+    """Row i's label logits: its own head on its pooled features (one row at a time)."""
+    feats = encoder_features(backbone, texts, rows, limits)
+    return [_need(head, spec)(f.unsqueeze(0))[0] for spec, head, f in zip(specs, heads, feats)]
 
 
 register_objective(EncoderClassification())
