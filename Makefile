@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint format bench bench-quick bench-registry bench-quality bench-serve clean
+.PHONY: install demo test lint format bench bench-quick bench-registry bench-quality bench-serve chaos chaos-quick clean
 
 SPEED_BENCHES := train_step ablation efficiency evaluation storage time_to_accuracy
 
@@ -54,6 +54,19 @@ bench-quality: install
 	$(BIN)/python -m bench.prefix_quality
 	$(BIN)/python -m bench.similar_init
 	$(BIN)/python -m bench.routing
+
+# The reliability drills (docs/RELIABILITY.md): `chaos` at full size (about an hour here), which
+# rewrites bench/results/chaos.json and the document's tables even when a drill fails (and then
+# exits non-zero); `chaos-quick` a few cases of each, also part of `make test`.
+chaos: install
+	rm -f bench/results/chaos.json
+	CHAOS_SCALE=full CHAOS_JSON=bench/results/chaos.json $(BIN)/python -m pytest -q tests/chaos; \
+		rc=$$?; $(BIN)/python -m bench.reliability; exit $$rc
+
+chaos-quick: install
+	rm -f /tmp/continual-chaos-quick.json
+	CHAOS_JSON=/tmp/continual-chaos-quick.json $(BIN)/python -m pytest -q tests/chaos; \
+		rc=$$?; $(BIN)/python -m bench.reliability --json /tmp/continual-chaos-quick.json --print; exit $$rc
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .continual

@@ -27,7 +27,7 @@ from pipelines.cli_options import (
     train_config,
     tune_space,
 )
-from pipelines.cli_output import human, jsonable
+from pipelines.cli_output import human, jsonable, storage_trouble
 from tasks.errors import ConfigError, ContinualError
 
 __all__ = ["INIT_CHOICES", "build_parser", "main"]
@@ -292,6 +292,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # the machine, not the program: a full disk is one line
+        line = storage_trouble(e)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        if as_json:
+            print(json.dumps({"error": line, "type": "StorageError"}))
+        return 1
     if as_json:
         print(json.dumps(jsonable(result), sort_keys=True))
     else:

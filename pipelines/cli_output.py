@@ -6,8 +6,10 @@ command's own text, `_exit_code`) and never reach the JSON.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +46,27 @@ def human(result: dict[str, Any]) -> str:
             parts.append(f"stored at {result['prefix_path']}")
         return "metrics: " + " · ".join(parts)
     return json.dumps(jsonable(result), indent=2)
+
+
+#: errno values that say the storage refused a write, not that the program is wrong
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+def storage_trouble(e: BaseException) -> str | None:
+    """One line for an error that means the disk refused a write (full, over quota, a file
+    size limit, read-only), from the OS or from SQLite; None for anything else. Every write
+    of the registry is atomic or undone on error, so the line can say nothing was half-done."""
+    what = None
+    if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:
+        where = f" writing {e.filename}" if e.filename else ""
+        what = f"{e.strerror or os.strerror(e.errno)}{where}"
+    else:
+        text = str(getattr(e, "orig", e))
+        if "database or disk is full" in text or "disk I/O error" in text:
+            what = f"the database could not write ({text.splitlines()[0]})"
+    if what is None:
+        return None
+    return (
+        f"{what}; nothing was half-written: free some space (or raise the limit) and run the "
+        "same command again"
+    )

@@ -87,11 +87,17 @@ class StreamSpec:
 
     def __post_init__(self) -> None:
         executor_address(self.executor, self.source or "stream")
-        seen: set[str] = set()
+        seen: dict[str, str] = {}  # names compared without case, as the registry does
         for a in self.arrivals:
-            if a.name in seen:
+            twin = seen.get(a.name.lower())
+            if twin == a.name:
                 raise ConfigError(f"{self.source or 'stream'}: task {a.name} arrives twice")
-            seen.add(a.name)
+            if twin is not None:
+                raise ConfigError(
+                    f"{self.source or 'stream'}: task {a.name} differs from task {twin} only "
+                    "in case; give it another name"
+                )
+            seen[a.name.lower()] = a.name
         if len({b.name for b in self.baselines}) != len(self.baselines):
             raise ConfigError(f"{self.source or 'stream'}: a baseline is listed twice")
 

@@ -269,8 +269,12 @@ class Registry(StreamRecords, BatchReads, Exchange):
         return found
 
     def has_task(self, task: str) -> bool:
-        """Whether a task of this name is registered (one lookup; no view is built)."""
-        return self.db.read(lambda uow: uow.tasks.find(task) is not None)
+        """Whether a task of this name is registered (one lookup; no view is built); a new
+        name that differs from a registered one only in case is refused (ConfigError)."""
+
+        return self.db.read(
+            lambda uow: uow.tasks.find(task) is not None or uow.tasks.refuse_twin(task)
+        )
 
     def show(self, task: str) -> TaskView:
         """The task, its current prefix, that prefix's latest score per metric, its lineage."""

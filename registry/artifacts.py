@@ -13,6 +13,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,27 @@ class StoredFile:
     path: str
     sha256: str
     n_bytes: int
+    created: bool = False  # this call wrote it (it was not in the store before)
+
+
+@contextmanager
+def undone_on_error(store: Any, db: Any) -> Iterator[list[StoredFile]]:
+    """A list to add the files a block puts in `store` to: if the block raises, those it
+    created are removed again unless a committed row references them (another process may
+    have stored the same bytes meanwhile): the row that was to reference them never
+    committed, so a refused or failed write, a full disk included, leaves no file behind. A
+    process killed in the block cannot clean up: its files stay as young orphans for
+    `check --repair`."""
+    written: list[StoredFile] = []
+    try:
+        yield written
+    except BaseException:
+        for f in written:
+            if f.created:
+                with suppress(Exception):  # the database may be what failed
+                    if not db.read(lambda uow, sha=f.sha256: uow.references(sha)):
+                        store.remove(f.path)
+        raise
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -72,7 +94,21 @@ def tensors_to_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str])
     from safetensors.torch import save as save_safetensors
 
     plain = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    return save_safetensors(plain, metadata=metadata)
+    return canonical_header(save_safetensors(plain, metadata=metadata))
+
+
+def canonical_header(data: bytes) -> bytes:
+    """The same safetensors file with its JSON header's keys sorted. safetensors writes its
+    `__metadata__` from a hash map whose order changes from process to process, so the same
+    tensors and metadata gave different bytes, and different content addresses, in each run."""
+    import json
+    import struct
+
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8 : 8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the format's 8-byte alignment of the data that follows
+    return struct.pack("<Q", len(text)) + text + data[8 + n :]
 
 
 class ArtifactStore:
@@ -134,7 +170,7 @@ class ArtifactStore:
             Path(tmp).unlink(missing_ok=True)
             raise
         _fsync_dir(final.parent)
-        return StoredFile(rel, digest, len(data))
+        return StoredFile(rel, digest, len(data), created=True)
 
     def put_tensors(self, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> StoredFile:
         return self.put(tensors_to_bytes(tensors, metadata))

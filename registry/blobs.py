@@ -106,7 +106,7 @@ class FsspecStore:
             os.replace(tmp, path)
         else:  # an object store's PUT is atomic: readers see the whole object or none
             self.fs.pipe_file(path, data)
-        return StoredFile(rel, digest, len(data))
+        return StoredFile(rel, digest, len(data), created=True)
 
     def put_tensors(self, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> StoredFile:
         return self.put(tensors_to_bytes(tensors, metadata))

@@ -19,6 +19,7 @@ import io
 import json
 from typing import TYPE_CHECKING, Any
 
+from registry.artifacts import StoredFile, undone_on_error
 from registry.records import DatasetRecord
 from registry.uow import Database
 from tasks.errors import IntegrityError
@@ -86,10 +87,13 @@ class DataStore:
         self.db = db
         self.artifacts = artifacts
 
-    def stage(self, data: TaskData) -> dict[str, Any]:
+    def stage(self, data: TaskData, written: list[StoredFile] | None = None) -> dict[str, Any]:
         """Write `data`'s file (atomically) and return the `datasets` row that will point at it,
-        for a caller that commits the row with its own (e.g. a job's) in one unit of work."""
+        for a caller that commits the row with its own (e.g. a job's) in one unit of work.
+        The file is added to `written` (see `registry.artifacts.undone_on_error`)."""
         stored = self.artifacts.put(encode(data), suffix=SUFFIX)
+        if written is not None:
+            written.append(stored)
         return {
             "sha256": stored.sha256,
             "path": stored.path,
@@ -102,8 +106,9 @@ class DataStore:
 
     def put(self, data: TaskData) -> DatasetRecord:
         """Store `data` (a no-op when the same bytes are stored); returns its record."""
-        row = self.stage(data)
-        self.db.write(lambda uow: uow.datasets.add(**row), retry_conflicts=True)
+        with undone_on_error(self.artifacts, self.db) as written:
+            row = self.stage(data, written)
+            self.db.write(lambda uow: uow.datasets.add(**row), retry_conflicts=True)
         return self.record(row["sha256"])
 
     def attach(self, prefix_id: int, data: TaskData) -> DatasetRecord:

@@ -59,6 +59,8 @@ def export(
 ) -> ExportRecord:
     if fmt not in ("peft", "safetensors"):
         raise ConfigError(f"export format {fmt!r} is not one of peft, safetensors")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: a file is in the way; give a folder path")
     record = reg.prefix(task, version)
     tensors, record = reg.load_prefix(record.id, record.backbone_fingerprint)
     data = reg.artifacts.read_verified(record.artifact_path, record.sha256)

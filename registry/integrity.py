@@ -20,6 +20,11 @@ reported and repaired here, by this rule:
 
 Every other row is listed in `elsewhere` and never marked broken from here; its files still count
 as referenced, so a copy of the same bytes here is not removed as an orphan.
+
+Stored datasets (uploads, and the data of every arrival) are referenced by their rows and
+verified the same way (kind 'dataset'), as is each baseline's current saved state (kind
+'baseline', against the hashes in its state.json). Repair never removes either: a corrupt
+dataset or baseline is reported, and refused when loaded.
 """
 
 from __future__ import annotations
@@ -96,6 +101,17 @@ def check(reg: RegistryCore, *, repair: bool, grace_s: float = GRACE_S) -> Check
             )
             (missing if actual is None else corrupt).append(problem)
             (broken_prefix if kind == "prefix" else bad_optimizer).append(pid)
+    # Stored datasets (uploads and every arrival's data) are referenced too, and verified:
+    # their files live beside the prefixes and were listed above.
+    for path, sha, task in reg.db.read(lambda uow: uow.datasets.refs()):
+        referenced.add(path)
+        actual = hashes[path] = store.hash_of(path)
+        if actual == sha or (actual is None and not private):  # another workspace's file
+            continue
+        problem = ArtifactProblem(None, task, None, "dataset", path, sha, actual)
+        (missing if actual is None else corrupt).append(problem)
+    for problem in baseline_problems(Path(reg.workspace)):
+        (missing if problem.actual_sha256 is None else corrupt).append(problem)
     unreferenced = [f for f in on_disk if f not in referenced]
     orphans = [f for f in unreferenced if store.age_s(f, now) >= grace_s]
     recent = [f for f in unreferenced if f not in orphans]
@@ -128,3 +144,33 @@ def check(reg: RegistryCore, *, repair: bool, grace_s: float = GRACE_S) -> Check
         restored=tuple(restored) if repair else (),
         elsewhere=tuple(elsewhere),
     )
+
+
+def baseline_problems(workspace: Path) -> list[ArtifactProblem]:
+    """Check each baseline's current saved state (`[streams/NAME/]baselines/METHOD/CURRENT`
+    names it) against the sha256 its `state.json` lists (`continual.baselines.save_learner`)."""
+    import hashlib
+    import json
+
+    out: list[ArtifactProblem] = []
+    pointers = [
+        *workspace.glob("baselines/*/CURRENT"),
+        *workspace.glob("streams/*/baselines/*/CURRENT"),
+    ]
+    for pointer in sorted(pointers):
+        folder = pointer.parent / pointer.read_text().strip()
+        method = pointer.parent.name
+        state = folder / "state.json"
+        try:
+            files = json.loads(state.read_text()).get("files") or {}
+        except (OSError, ValueError):
+            rel = state.relative_to(workspace).as_posix()
+            out.append(ArtifactProblem(None, method, None, "baseline", rel, "", None))
+            continue
+        for name, expected in files.items():
+            path = folder / name
+            actual = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+            if actual != expected:
+                rel = path.relative_to(workspace).as_posix()
+                out.append(ArtifactProblem(None, method, None, "baseline", rel, expected, actual))
+    return out

@@ -234,8 +234,23 @@ class Datasets:
         )
 
     def paths(self) -> list[tuple[str, str]]:
-        """(path, sha256) of every stored dataset (the integrity check reads them)."""
+        """(path, sha256) of every stored dataset."""
         return [(r.path, r.sha256) for r in self.s.scalars(select(orm.Dataset))]
+
+    def refs(self) -> list[tuple[str, str, str]]:
+        """(path, sha256, a task trained on it or "") of every stored dataset, for the
+        integrity check."""
+        used = (
+            select(orm.Prefix.data_sha256, func.min(orm.Task.name).label("task"))
+            .join(orm.Task, orm.Prefix.task_id == orm.Task.id)
+            .where(orm.Prefix.data_sha256.is_not(None))
+            .group_by(orm.Prefix.data_sha256)
+            .subquery()
+        )
+        stmt = select(orm.Dataset.path, orm.Dataset.sha256, used.c.task).outerjoin(
+            used, used.c.data_sha256 == orm.Dataset.sha256
+        )
+        return [(path, sha, task or "") for path, sha, task in self.s.execute(stmt)]
 
 
 def _now() -> datetime:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import Row, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from registry import orm
@@ -58,6 +58,11 @@ class Prefixes:
             )
         self.s.flush()
         return row.id
+
+    def references(self, sha256: str) -> bool:
+        """Whether a prefix row's file or optimizer state has this hash."""
+        stmt = select(_P.id).where(or_(_P.sha256 == sha256, _P.optimizer_sha256 == sha256))
+        return self.s.scalar(stmt.limit(1)) is not None
 
     def missing(self, ids: Iterable[int]) -> set[int]:
         wanted = set(ids)

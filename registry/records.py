@@ -312,10 +312,10 @@ class DatasetRecord(Record):
 class ArtifactProblem(Record):
     """A stored file that is missing or whose bytes do not hash to its recorded sha256."""
 
-    prefix_id: int
-    task: str
-    version: int
-    kind: str  # "prefix" or "optimizer"
+    prefix_id: int | None  # None for a stored dataset
+    task: str  # for a dataset: a task trained on it, or "" (an uploaded set not learnt yet)
+    version: int | None
+    kind: str  # "prefix", "optimizer", "dataset" or "baseline"
     path: str
     expected_sha256: str
     actual_sha256: str | None  # None: the file is missing

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from registry import exchange, inputs
+from registry.artifacts import undone_on_error
 from registry.integrity import STORE_KEY
 from registry.records import PrefixRecord
 from registry.stream_repository import pack_vector
@@ -96,63 +97,72 @@ def store(
         **run_info["config"],
         STORE_KEY: {"id": reg.artifacts.store_id(create=True), "path": reg.artifacts.location},
     }
-    stored = reg.artifacts.put_tensors(plain, exchange.file_metadata(task.name, bb, config))
-    opt = None
-    if optimizer_state is not None:
-        opt_tensors = inputs.tensors(optimizer_state, "optimizer_state")
-        opt = reg.artifacts.put_tensors(
-            opt_tensors, {"format": "continual.optimizer/1", "task": task.name}
-        )
+    # Files written here are removed again if the row that references them does not commit
+    # (a refusal found inside the transaction, a full disk, a lost database).
+    with undone_on_error(reg.artifacts, reg.db) as written:
+        stored = reg.artifacts.put_tensors(plain, exchange.file_metadata(task.name, bb, config))
+        written.append(stored)
+        opt = None
+        if optimizer_state is not None:
+            opt_tensors = inputs.tensors(optimizer_state, "optimizer_state")
+            opt = reg.artifacts.put_tensors(
+                opt_tensors, {"format": "continual.optimizer/1", "task": task.name}
+            )
+            written.append(opt)
 
-    def write(uow: UnitOfWork) -> PrefixRecord:
-        refuse(uow)
-        if dataset is not None:
-            uow.datasets.add(**dataset)
-        task_id = uow.tasks.save(
-            name=task.name,
-            kind=task.kind,
-            spec=task.to_dict(),
-            data_fingerprint=data_fingerprint,
-            description=task.description,
-        )
-        prefix_id = uow.prefixes.add(
-            task_id=task_id,
-            version=uow.prefixes.next_version(task_id),
-            lineage=edges,
-            backbone_id=uow.backbones.ensure(bb),
-            run_id=uow.runs.add(**run_info),
-            config=config,
-            artifact_path=stored.path,
-            sha256=stored.sha256,
-            n_bytes=stored.n_bytes,
-            n_trainable=summary.n_trainable,
-            n_stored=n_stored,
-            optimizer_path=opt and opt.path,
-            optimizer_sha256=opt and opt.sha256,
-            train_steps=summary.steps,
-            train_seconds=summary.seconds,
-            final_loss=summary.final_loss,
-            losses=losses,
-            kind=kind,
-            data_sha256=data_sha256,
-        )
-        sid = None if stream is None else uow.streams.ensure(stream)
-        if ev is not None:
-            uow.evaluations.add(
-                prefix_id=prefix_id, task_id=task_id, method="prefix", stream_id=sid, **ev
+        def write(uow: UnitOfWork) -> PrefixRecord:
+            refuse(uow)
+            if dataset is not None:
+                uow.datasets.add(**dataset)
+            task_id = uow.tasks.save(
+                name=task.name,
+                kind=task.kind,
+                spec=task.to_dict(),
+                data_fingerprint=data_fingerprint,
+                description=task.description,
             )
-        if sid is not None:
-            # The arrival row is written with the prefix: a registration that commits has
-            # taken its stream position, and a refused one has taken nothing.
-            uow.arrivals.add_arrival(
-                stream_id=sid, position=position, task_id=task_id, method="prefix", status="running"
+            prefix_id = uow.prefixes.add(
+                task_id=task_id,
+                version=uow.prefixes.next_version(task_id),
+                lineage=edges,
+                backbone_id=uow.backbones.ensure(bb),
+                run_id=uow.runs.add(**run_info),
+                config=config,
+                artifact_path=stored.path,
+                sha256=stored.sha256,
+                n_bytes=stored.n_bytes,
+                n_trainable=summary.n_trainable,
+                n_stored=n_stored,
+                optimizer_path=opt and opt.path,
+                optimizer_sha256=opt and opt.sha256,
+                train_steps=summary.steps,
+                train_seconds=summary.seconds,
+                final_loss=summary.final_loss,
+                losses=losses,
+                kind=kind,
+                data_sha256=data_sha256,
             )
-        for method, dim, values in vectors:
-            uow.arrivals.add_embedding(
-                task_id=task_id, method=method, dim=dim, vector=pack_vector(values)
-            )
-        record = uow.prefixes.get(prefix_id)
-        assert record is not None
-        return record
+            sid = None if stream is None else uow.streams.ensure(stream)
+            if ev is not None:
+                uow.evaluations.add(
+                    prefix_id=prefix_id, task_id=task_id, method="prefix", stream_id=sid, **ev
+                )
+            if sid is not None:
+                # The arrival row is written with the prefix: a registration that commits has
+                # taken its stream position, and a refused one has taken nothing.
+                uow.arrivals.add_arrival(
+                    stream_id=sid,
+                    position=position,
+                    task_id=task_id,
+                    method="prefix",
+                    status="running",
+                )
+            for method, dim, values in vectors:
+                uow.arrivals.add_embedding(
+                    task_id=task_id, method=method, dim=dim, vector=pack_vector(values)
+                )
+            record = uow.prefixes.get(prefix_id)
+            assert record is not None
+            return record
 
-    return reg.db.write(write, retry_conflicts=True)
+        return reg.db.write(write, retry_conflicts=True)

@@ -79,6 +79,22 @@ class Tasks:
         row = self.s.scalar(select(orm.Task).where(orm.Task.name == name))
         return None if row is None else _task(row)
 
+    def refuse_twin(self, name: str) -> bool:
+        """Refuse a new task whose name differs from a registered one only in case: names
+        become folder names and URL paths, where `T1` and `t1` are easily the same thing.
+        Returns False (no twin), so a lookup can end `found or refuse_twin(name)`."""
+        twin = self.s.scalar(
+            select(orm.Task.name).where(
+                func.lower(orm.Task.name) == name.lower(), orm.Task.name != name
+            )
+        )
+        if twin is not None:
+            raise ConfigError(
+                f"task name {name} differs from the registered task {twin} only in case; "
+                f"use {twin} (as a new version) or another name"
+            )
+        return False
+
     def get(self, name: str) -> TaskRecord:
         found = self.find(name)
         if found is None:
@@ -93,6 +109,7 @@ class Tasks:
         """Insert the task, or update its spec, data fingerprint and description."""
         row = self.s.scalar(select(orm.Task).where(orm.Task.name == name))
         if row is None:
+            self.refuse_twin(name)
             row = orm.Task(
                 name=name,
                 kind=kind,

@@ -107,6 +107,9 @@ class MlflowTracker:
         from mlflow.entities import Metric, Param
 
         client = self._connect()
+        done = self._earlier(client, log)
+        if done is not None:
+            return done
         run = client.create_run(self._experiment(), tags=log.tags, run_name=_run_name(log))
         run_id = run.info.run_id
         try:
@@ -134,6 +137,33 @@ class MlflowTracker:
 
     def log_metric(self, run_id: str, key: str, value: float, step: int) -> None:
         self._connect().log_metric(run_id, key, float(value), step=step)
+
+    def _earlier(self, client: Any, log: TrainingLog) -> str | None:
+        """A run an earlier attempt made for this same prefix (a process killed, or MLflow
+        lost, before the registry recorded the run id): a finished one whose model version
+        exists is the mirror, returned as is; an unfinished one is deleted with any model
+        version it made, so that retrying never leaves two runs or versions for one prefix."""
+        from mlflow.entities import ViewType
+
+        sha, pid = log.tags.get("continual.sha256"), log.tags.get("continual.prefix_id")
+        if not sha or not pid:
+            return None
+        found = client.search_runs(
+            [self._experiment()],
+            filter_string=f"tags.`continual.sha256` = '{sha}' and tags.`continual.prefix_id` = '{pid}'",
+            run_view_type=ViewType.ACTIVE_ONLY,
+        )
+        for run in found:
+            if run.info.status == "FINISHED" and _version_of(client, log, log.prefix_id):
+                return str(run.info.run_id)
+        dead = {run.info.run_id for run in found}
+        if dead:
+            for v in client.search_model_versions(f"name='{log.task}'"):
+                if v.run_id in dead:
+                    client.delete_model_version(log.task, v.version)
+        for run_id in dead:
+            client.delete_run(run_id)
+        return None
 
     def _child(self, client: Any, parent: str, child: dict[str, Any], now: int) -> None:
         from mlflow.entities import Metric, Param

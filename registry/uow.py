@@ -59,6 +59,11 @@ class UnitOfWork:
     def commit(self) -> None:
         self.session.commit()
 
+    def references(self, sha256: str) -> bool:
+        """Whether a row points at the stored file of this hash (a prefix, its optimizer
+        state or a dataset)."""
+        return self.prefixes.references(sha256) or self.datasets.get(sha256) is not None
+
 
 class Database:
     """Session factories over one engine: reads, and writes (`BEGIN IMMEDIATE` on SQLite)."""

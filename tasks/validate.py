@@ -85,6 +85,11 @@ def check_bytes(path: Path, *, split: str = "train", chunk: int = 1 << 20) -> No
             except UnicodeDecodeError as e:
                 # e.object is the pending bytes + this block; the pending bytes hold no newline.
                 line = lines + e.object.count(b"\n", 0, e.start)
+                if offset == 0 and block[:2] in (b"\xff\xfe", b"\xfe\xff"):
+                    raise DataError(
+                        f"{path}: the file is UTF-16 (it starts with a UTF-16 byte-order mark); "
+                        "re-save it as UTF-8, e.g. iconv -f utf-16 -t utf-8"
+                    ) from None
                 raise DataError(
                     f"{path}: line {line} (byte offset {offset - pending + e.start}) is not valid "
                     f"UTF-8 (byte 0x{e.object[e.start]:02x}); re-save the file as UTF-8, "
@@ -190,6 +195,12 @@ def rows_to_examples(
                 f"{where}: row {row}: field {target_field!r} is missing or empty; every row needs "
                 f"it (fill it in, drop the row, or pass {flag})"
             )
+        for field, value in ((target_field, target), (text_field, text)):
+            if isinstance(value, (list, tuple, dict, set)) or getattr(value, "ndim", 0) > 0:
+                raise DataError(
+                    f"{where}: row {row}: field {field!r} is a {type(value).__name__}, not one "
+                    "text or word; give each row a single value"
+                )
         if text is None or (isinstance(text, float) and text != text):
             raise DataError(
                 f"{where}: row {row}: field {text_field!r} is missing; every row needs it "

@@ -12,6 +12,8 @@ state saved by `save_learner` as numbered folders under its own root with a `CUR
 naming the complete one: the folder is written in full first and `CURRENT` is replaced
 atomically, so a process killed at any point leaves the previous state or the new one, never a
 mix. The learner also carries `log`, opaque to it, which the caller saves in the same step.
+`state.json` lists the sha256 of every weight file beside it; loading verifies them, and
+`registry check` does too, so a flipped byte is refused instead of silently used.
 """
 
 from __future__ import annotations
@@ -158,6 +160,7 @@ def save_learner(root: Path, learner: Learner) -> Path:
     try:
         learner.save_weights(tmp)
         doc = {
+            "files": _manifest(tmp, learner.saved_as),
             "format": FORMAT,
             "method": learner.method,
             "backbone": learner.backbone.name,
@@ -208,6 +211,14 @@ def load_learner(root: Path, method: str, backbone: Backbone) -> Learner | None:
     # The prefix geometry it was created with wins over the caller's: a baseline's shape is fixed.
     config = config_from_dict(doc.get("module_kind", DEFAULT_KIND), doc["prefix_config"])
     learner = create_learner(method, backbone, config, doc["options"])
+    for name, expected in (doc.get("files") or {}).items():  # absent in states before 2026-12
+        actual = _sha256(folder / name)
+        if actual != expected:
+            found = "is missing" if actual is None else f"is corrupt (sha256 {actual})"
+            raise IntegrityError(
+                f"{folder / name}: this file of baseline {method}'s saved state {found}; "
+                f"expected sha256 {expected}. Rerun the stream in a fresh workspace to rebuild it"
+            )
     learner.tasks = list(doc["tasks"])
     learner.log = list(doc["log"])
     learner.load_weights(folder)
@@ -242,6 +253,43 @@ def hard_link(src: Path, dest: Path) -> bool:
     except OSError:
         return False
     return True
+
+
+def _manifest(folder: Path, previous: Path | None) -> dict[str, str]:
+    """The sha256 of each file in `folder`; a file hard-linked from the `previous` state keeps
+    that state's recorded hash instead of being read again."""
+    known: dict[str, str] = {}
+    if previous is not None:
+        try:
+            known = json.loads((previous / STATE).read_text()).get("files") or {}
+        except (OSError, ValueError):
+            known = {}
+    out = {}
+    for f in sorted(folder.iterdir()):
+        same = f.name in known and _same_file(f, previous / f.name) if previous else False
+        out[f.name] = known[f.name] if same else _sha256(f)
+    return out
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _sha256(path: Path) -> str | None:
+    """The file's sha256, or None if it is not there."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except FileNotFoundError:
+        return None
+    return digest.hexdigest()
 
 
 def _fsync(path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -45,21 +46,24 @@ class TrainConfig:
     min_best_share: float = 0.5
 
     def __post_init__(self) -> None:
-        checks = {
-            "steps": self.steps >= 1,
-            "batch_size": self.batch_size >= 1,
-            "lr": self.lr > 0,
-            "warmup_ratio": 0 <= self.warmup_ratio < 1,
-            "eval_every": self.eval_every >= 1,
-            "patience": self.patience >= 0,
-            "val_fraction": 0 < self.val_fraction < 1,
-            "max_length": self.max_length >= 8,
-            "max_target_length": self.max_target_length >= 1,
-            "min_best_share": 0 <= self.min_best_share <= 1,
+        checks = {  # name: (holds, what the value must be)
+            "steps": (self.steps >= 1, "a whole number of at least 1"),
+            "batch_size": (self.batch_size >= 1, "a whole number of at least 1"),
+            "lr": (math.isfinite(self.lr) and self.lr > 0, "a finite number above 0, e.g. 1e-3"),
+            "warmup_ratio": (0 <= self.warmup_ratio < 1, "at least 0 and below 1"),
+            "eval_every": (self.eval_every >= 1, "a whole number of at least 1"),
+            "patience": (self.patience >= 0, "0 (no early stopping) or more"),
+            "val_fraction": (0 < self.val_fraction < 1, "above 0 and below 1"),
+            "max_length": (self.max_length >= 8, "at least 8 tokens"),
+            "max_target_length": (self.max_target_length >= 1, "at least 1 token"),
+            "min_best_share": (0 <= self.min_best_share <= 1, "between 0 and 1"),
         }
-        for name, ok in checks.items():
+        for name, (ok, must) in checks.items():
             if not ok:
-                raise ConfigError(f"training option {name}={getattr(self, name)!r} is out of range")
+                raise ConfigError(
+                    f"training option {name}={getattr(self, name)!r} is out of range: it must be "
+                    f"{must}"
+                )
         if self.head_init not in HEAD_INITS:
             raise ConfigError(
                 f"training option head_init={self.head_init!r} is not one of {HEAD_INITS}"

@@ -22,6 +22,7 @@ from pipelines.progress import to_stderr
 from pipelines.settings import RegistryArgs
 from pipelines.stream import StreamSpec, executor_address, precheck
 from registry import JobRecord, Registry
+from registry.artifacts import undone_on_error
 from registry.streams import check_stream
 from tasks.errors import ConfigError
 from tasks.load import load_data
@@ -51,6 +52,12 @@ def enqueue_arrival(
         )
     _same_backbone(reg, stream, backbone)
     held = reg.queue.live(stream=stream, task=name)
+    asked = ArrivalJob(plan=plan, backbone=backbone, baselines=tuple(baselines), adopt=adopt)
+    if held is not None and held.state in ("queued", "running") and _same(held, asked):
+        # The same arrival, queued by an earlier run of this command that stopped (a full
+        # disk, a kill): go on with that job rather than refuse it (a worker takes over a
+        # running job whose worker is gone; one still alive is waited for).
+        return held
     if held is not None:  # refused before the data is read or stored
         hint = (
             f"`continual jobs retry {held.id}` runs it again"
@@ -92,11 +99,18 @@ def enqueue_arrival(
             fingerprint=data.fingerprint,
         )
     _objective_exists(name, backbone, data.spec.kind)
-    row = reg.data.stage(data)
-    payload = ArrivalJob(
-        plan=plan, backbone=backbone, data_sha256=row["sha256"], baselines=tuple(baselines)
-    )
-    return reg.queue.enqueue(stream=stream, task=name, payload=payload.to_dict(), dataset=row)
+    with undone_on_error(reg.artifacts, reg.db) as written:  # no data file without its job
+        row = reg.data.stage(data, written)
+        payload = ArrivalJob(
+            plan=plan, backbone=backbone, data_sha256=row["sha256"], baselines=tuple(baselines)
+        )
+        return reg.queue.enqueue(stream=stream, task=name, payload=payload.to_dict(), dataset=row)
+
+
+def _same(job: JobRecord, asked: ArrivalJob) -> bool:
+    """Whether the queued `job` is the arrival `asked` for (its data aside: stored at enqueue)."""
+    mine = asked.to_dict()
+    return all(job.payload.get(k) == mine[k] for k in ("plan", "backbone", "baselines", "adopt"))
 
 
 def learn(

@@ -19,6 +19,7 @@ from pipelines.arrival.steps import train_task
 from pipelines.jobs import check_writable, register_trained, runtime, task_prefix_from_registry
 from pipelines.progress import Progress
 from pipelines.settings import RegistryArgs, pick_threads
+from registry.artifacts import undone_on_error
 from tasks.errors import ConfigError
 from tasks.load import DataArgs, load_data
 
@@ -76,7 +77,7 @@ def run_train(
             )
         resume_state, lineage, vectors, start = None, [], None, None
         init = init or INIT
-        length = prefix_length or PREFIX_LENGTH
+        length = PREFIX_LENGTH if prefix_length is None else prefix_length
         pconfig = prefix_config_for(backbone, length, positions).with_(init=init)
         choice = pick_threads(busy=False)
         run_extra: dict[str, Any] = {
@@ -124,22 +125,24 @@ def run_train(
             )
             ev = evaluate(backbone, result.task, data.eval, batch_size=config.eval_batch_size)
         tensors = checkpoint.task_tensors(result.task)
-        stored = reg.data.stage(data)  # the file now; its row commits with the prefix
-        record = register_trained(
-            reg,
-            backbone=backbone,
-            data=data,
-            prefix_config=pconfig,
-            config=config,
-            result=result,
-            evaluation=ev,
-            lineage=lineage,
-            new_version=exists,
-            run_extra=run_extra,
-            embeddings=vectors,
-            dataset=stored,
-            training_state=training_state,
-        )
+        # The data's file now; its row commits with the prefix (or the file goes again).
+        with undone_on_error(reg.artifacts, reg.db) as written:
+            stored = reg.data.stage(data, written)
+            record = register_trained(
+                reg,
+                backbone=backbone,
+                data=data,
+                prefix_config=pconfig,
+                config=config,
+                result=result,
+                evaluation=ev,
+                lineage=lineage,
+                new_version=exists,
+                run_extra=run_extra,
+                embeddings=vectors,
+                dataset=stored,
+                training_state=training_state,
+            )
     if out is not None:
         checkpoint.save(
             Path(out),

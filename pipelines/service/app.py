@@ -5,6 +5,7 @@ middleware that counts requests and their latency for /metrics."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -46,14 +47,14 @@ def create_app(service: Service) -> FastAPI:
     async def _continual(request: Request, e: ContinualError) -> JSONResponse:
         # paths inside the workspace are shown relative to it; nothing outside is ever named
         message = str(e).replace(f"{service.reg.workspace}/", "")
-        response = error(status_of(e), message)
+        response = refused(request, status_of(e), message)
         if isinstance(e, Refused) and e.retry_after is not None:
             response.headers["Retry-After"] = str(max(1, round(e.retry_after)))
         return response
 
     @app.exception_handler(Denied)
     async def _denied(request: Request, e: Denied) -> JSONResponse:
-        response = error(e.status, str(e))
+        response = refused(request, e.status, str(e))
         if e.status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
         return response
@@ -61,19 +62,24 @@ def create_app(service: Service) -> FastAPI:
     @app.exception_handler(TooLarge)
     async def _large(request: Request, e: TooLarge) -> JSONResponse:
         mb = service.settings.max_upload_mb
-        return error(413, f"the upload is over the server's limit of {mb:g} MB (--max-upload-mb)")
+        return refused(
+            request, 413, f"the upload is over the server's limit of {mb:g} MB (--max-upload-mb)"
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, e: RequestValidationError) -> JSONResponse:
         first = e.errors()[0] if e.errors() else {"loc": (), "msg": "invalid request"}
+        if first.get("type") == "json_invalid":  # loc holds a character offset, not a field
+            why = (first.get("ctx") or {}).get("error", "")
+            return refused(request, 422, f"the request body is not valid JSON: {why}".rstrip(": "))
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
-        where = ".".join(loc)
-        message = f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
-        return error(422, message, field=loc[-1] if loc else None)
+        where = ".".join(loc) or "the request body"
+        message = f"{where}: {first.get('msg')}"
+        return refused(request, 422, message, field=loc[-1] if loc else None)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, e: StarletteHTTPException) -> JSONResponse:
-        return error(e.status_code, str(e.detail))
+        return refused(request, e.status_code, str(e.detail))
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, e: Exception) -> JSONResponse:
@@ -112,3 +118,15 @@ class Measure:
             path = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.requests.labels(scope["method"], path, str(status[0])).inc()
             self.metrics.latency.labels(path).observe(time.perf_counter() - began)
+
+
+def refused(request: Request, status: int, message: str, **extra: Any) -> JSONResponse:
+    """The one-line error answer of a refused request, logged (a warning for who-may-do-what
+    refusals: no or wrong token, the wrong scope, too large, too fast; else at info)."""
+    level = logging.WARNING if status in (401, 403, 413, 429) else logging.INFO
+    who = request.client.host if request.client else "-"
+    line = " ".join(str(message).split())
+    log.log(
+        level, "refused %s %s from %s (%d): %s", request.method, request.url.path, who, status, line
+    )
+    return error(status, message, **extra)

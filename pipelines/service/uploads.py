@@ -60,7 +60,14 @@ async def read_form(request: Request, limit: int) -> dict[str, Any]:
 
 
 def safe_name(name: str | None, fallback: str) -> str:
-    """A file name to write under (its suffix kept: it tells the format)."""
+    """A file name to write under (its suffix kept: it tells the format). A name with a
+    folder in it (`../../x.jsonl`, `C:\\data\\x.csv`) is refused, not trimmed: no client sends
+    one for an honest upload."""
+    if name and ("/" in name or "\\" in name or name.startswith("..")):
+        raise DataError(
+            f"upload file name {name[:80]!r} has a folder in it; send a plain file name such "
+            "as train.jsonl"
+        )
     base = Path(name or "").name
     cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", base).lstrip(".")
     return cleaned[:120] or fallback

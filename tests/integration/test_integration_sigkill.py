@@ -188,6 +188,8 @@ def test_sigkill_at_random_moments_leaves_no_half_written_prefix(
             assert p.optimizer_path is not None and p.optimizer_sha256 is not None
             assert sha256(home / p.optimizer_path) == p.optimizer_sha256
             referenced |= {p.artifact_path, p.optimizer_path}
+            assert p.data_sha256 is not None  # the run's data is stored with it, and kept
+            referenced.add(reg.data.record(p.data_sha256).path)
         on_disk = {f.relative_to(home).as_posix() for f in (home / "artifacts").rglob("*")}
         assert {f for f in on_disk if (home / f).is_file()} == referenced
         by_id = {p.id: p for p in prefixes}

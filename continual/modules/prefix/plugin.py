@@ -43,8 +43,20 @@ class PrefixModule:
         positions: str | None = None,
         **options: Any,
     ) -> PrefixConfig:
-        """A prefix of `length` for `backbone`'s geometry; `options` are other config fields."""
+        """A prefix of `length` for `backbone`'s geometry; `options` are other config fields.
+
+        A prefix longer than the backbone's context (its position table) is refused: the
+        attention it adds grows with its length, and no task needs more keys than the backbone
+        ever attended to (the Prefix-Tuning paper's best lengths run from about 10 to 200)."""
         g = backbone.geometry
+        if not isinstance(length, int) or length < 1:
+            raise ConfigError(f"prefix length {length!r} is out of range: use at least 1")
+        context = getattr(backbone.model.config, "max_position_embeddings", None)
+        if isinstance(context, int) and length > context:
+            raise ConfigError(
+                f"prefix length {length} is longer than backbone {backbone.name}'s context "
+                f"({context} positions); use a --prefix-length of at most {context}"
+            )
         return PrefixConfig(
             length=length,
             layers=g.layers,
