@@ -52,21 +52,32 @@ def human(result: dict[str, Any]) -> str:
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
 
+def _unreachable(text: str) -> bool:
+    lowered = text.lower()
+    return any(s in lowered for s in ("connection failed", "could not connect", "connection refused", "server closed the connection", "the database system is"))  # fmt: skip
+
+
 def storage_trouble(e: BaseException) -> str | None:
     """One line for an error that means the disk refused a write (full, over quota, a file
     size limit, read-only), from the OS or from SQLite; None for anything else. Every write
     of the registry is atomic or undone on error, so the line can say nothing was half-done."""
-    what = None
+    what, fix = None, "free some space"
     if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:
         where = f" writing {e.filename}" if e.filename else ""
         what = f"{e.strerror or os.strerror(e.errno)}{where}"
+        fix = {errno.EROFS: "make it writable", errno.EFBIG: "raise the file-size limit"}.get(
+            e.errno, fix
+        )
     else:
         text = str(getattr(e, "orig", e))
+        first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
         if "database or disk is full" in text or "disk I/O error" in text:
-            what = f"the database could not write ({text.splitlines()[0]})"
+            what = f"the database could not write ({first})"
+        elif type(e).__name__ == "OperationalError" and _unreachable(text):
+            return (
+                f"the registry database stayed unreachable ({first}); nothing was half-written: "
+                "once it is back, run the same command again"
+            )
     if what is None:
         return None
-    return (
-        f"{what}; nothing was half-written: free some space (or raise the limit) and run the "
-        "same command again"
-    )
+    return f"{what}; nothing was half-written: {fix} and run the same command again"

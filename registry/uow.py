@@ -30,6 +30,14 @@ T = TypeVar("T")
 ATTEMPTS = 12
 _PG_RETRY = {"40001", "40P01"}  # serialization_failure, deadlock_detected
 _SQLITE_RETRY = ("database is locked", "database table is locked", "database is busy")
+#: a lost or refused connection (PostgreSQL restarting, a network blip): retried for this long
+LOST_S = 90.0
+_PG_LOST = {"57P01", "57P02", "57P03", "08000", "08001", "08003", "08004", "08006"}
+_LOST = (
+    "connection failed", "server closed the connection", "terminating connection",
+    "the database system is", "connection refused", "could not connect", "consuming input failed",
+    "connection is closed", "connection already closed",
+)  # fmt: skip
 
 
 class UnitOfWork:
@@ -88,17 +96,18 @@ def transact(
     retry_conflicts: bool = False,
     attempts: int = ATTEMPTS,
 ) -> T:
-    """Run `fn` in a unit of work (committing if `commit`), retrying transient failures."""
-    for attempt in range(attempts):
+    """Run `fn` in a unit of work (committing if `commit`), retrying transient failures: lock
+    and serialization conflicts (`attempts` times), and a lost database connection (for up to
+    `LOST_S` seconds: a PostgreSQL restart takes a few)."""
+    began = time.monotonic()
+    attempt = 0
+    while True:
         try:
             with UnitOfWork(factory) as uow:
                 result = fn(uow)
                 if commit:
                     uow.commit()
                 return result
-        except sa_exc.OperationalError as e:
-            if not _transient(e) or attempt == attempts - 1:
-                raise
         except sa_exc.IntegrityError as e:
             if not (retry_conflicts and _unique_violation(e)):
                 raise
@@ -107,8 +116,23 @@ def transact(
                     f"registry write kept conflicting with concurrent writers after {attempts} "
                     f"tries: {e.orig}"
                 ) from e
+        except sa_exc.DBAPIError as e:
+            if _lost(e) and time.monotonic() - began < LOST_S:
+                time.sleep(0.5 + random.random())
+                continue
+            if not isinstance(e, sa_exc.OperationalError) or not _transient(e):
+                raise
+            if attempt == attempts - 1:
+                raise
         time.sleep(min(2.0, 0.02 * 2**attempt) * (0.5 + random.random()))
-    raise AssertionError("unreachable")
+        attempt += 1
+
+
+def _lost(e: sa_exc.DBAPIError) -> bool:
+    """Whether the database connection was lost or refused (not a bad statement)."""
+    if e.connection_invalidated or getattr(e.orig, "sqlstate", None) in _PG_LOST:
+        return True
+    return any(s in str(e.orig).lower() for s in _LOST)
 
 
 def _unique_violation(e: sa_exc.IntegrityError) -> bool:

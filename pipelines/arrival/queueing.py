@@ -38,26 +38,29 @@ def enqueue_arrival(
     baselines: Sequence[BaselinePlan] = (),
     adopt: bool = False,
     data: TaskData | None = None,
+    resume: bool = False,
 ) -> JobRecord:
     """Validate, store the data and queue `plan`'s arrival at the end of `stream`. `data`, if
     given, is the task's data already loaded and validated (an upload to the HTTP API); else
-    it is loaded from `plan.data`."""
+    it is loaded from `plan.data`. With `resume`, the same arrival's job that an earlier run
+    left queued or running is returned instead of refused (`learn` runs it)."""
     check_stream(stream)
     name = plan.name
     here = ledger.arrival_of(reg, ledger.PREFIX, name, stream)
+    held = reg.queue.live(stream=stream, task=name)
+    asked = ArrivalJob(plan=plan, backbone=backbone, baselines=tuple(baselines), adopt=adopt)
+    if resume and held is not None and held.state in ("queued", "running") and _same(held, asked):
+        # The same arrival, queued by an earlier run of this command that stopped (a full
+        # disk, a kill, a lost database) before its job was settled: go on with that job
+        # rather than refuse it (a worker takes over a running job whose worker is gone; one
+        # still alive is waited for).
+        return held
     if here is not None and here.status == "done":
         raise ConfigError(
             f"task {name} already arrived at position {here.position} of stream {stream}; "
             "a new task needs a new --name"
         )
     _same_backbone(reg, stream, backbone)
-    held = reg.queue.live(stream=stream, task=name)
-    asked = ArrivalJob(plan=plan, backbone=backbone, baselines=tuple(baselines), adopt=adopt)
-    if held is not None and held.state in ("queued", "running") and _same(held, asked):
-        # The same arrival, queued by an earlier run of this command that stopped (a full
-        # disk, a kill): go on with that job rather than refuse it (a worker takes over a
-        # running job whose worker is gone; one still alive is waited for).
-        return held
     if held is not None:  # refused before the data is read or stored
         hint = (
             f"`continual jobs retry {held.id}` runs it again"
@@ -129,7 +132,13 @@ def learn(
     earlier job of the stream) and return its outcome."""
     with registry.open() as reg:
         job = enqueue_arrival(
-            reg, plan=plan, backbone=backbone, stream=stream, baselines=baselines, adopt=adopt
+            reg,
+            plan=plan,
+            backbone=backbone,
+            stream=stream,
+            baselines=baselines,
+            adopt=adopt,
+            resume=not queue_only,
         )
     if queue_only:
         return {"job": job.id, "state": job.state, "stream": stream, "task": job.task}

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,20 +156,29 @@ def pg_urls() -> Iterator[Callable[[], str]]:
     u = make_url(PG_ADMIN)
     info = {"host": u.host or "127.0.0.1", "port": u.port or 5432, "user": u.username,
             "password": u.password, "dbname": u.database or "postgres", "connect_timeout": 3}  # fmt: skip
+
+    def admin(sql: str) -> None:  # a connection each time: a drill may restart the server
+        with psycopg.connect(**info, autocommit=True) as c:
+            c.execute(sql)
+
     try:
-        admin = psycopg.connect(**info, autocommit=True)
+        admin("SELECT 1")
     except psycopg.Error as e:
         pytest.skip(f"no PostgreSQL at {info['host']}:{info['port']}: {str(e).splitlines()[0]}")
     made: list[str] = []
 
     def make() -> str:
         made.append(f"continual_chaos_{secrets.token_hex(4)}")
-        admin.execute(f'CREATE DATABASE "{made[-1]}"')
+        admin(f'CREATE DATABASE "{made[-1]}"')
         return u.set(database=made[-1]).render_as_string(hide_password=False)
 
-    with admin:
-        try:
-            yield make
-        finally:
-            for name in made:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield make
+    finally:
+        for name in made:
+            for _ in range(60):  # the server may still be starting after a drill restarted it
+                try:
+                    admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                    break
+                except psycopg.OperationalError:
+                    time.sleep(1)

@@ -119,7 +119,7 @@ def test_a_full_disk_fails_cleanly_and_the_next_run_succeeds(
     shutil.rmtree(probe)
     d.extra["bytes_one_arrival_writes"] = need
     rng = random.Random(SEED)
-    n = scaled(4, 16)
+    n = scaled(2, 16)
     for i in range(n):
         share = (i + rng.random()) / n  # of what an arrival needs, spread over (0, 1)
         home = where / f"home-{uuid.uuid4().hex[:6]}"
