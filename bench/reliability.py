@@ -27,7 +27,7 @@ ORDER = (
     "bad input (CLI, stream files)",
     "bad requests and security (HTTP API)",
 )
-_TMP = re.compile(r"/tmp/\S*?/(?=[\w.-]+(?:[:\s]|$))")
+_TMP = re.compile(r"/tmp/\S*?/(?=[\w.-]+(?:[:;,'\"\s)]|$))")
 
 
 def short(line: str, limit: int = 180) -> str:

@@ -149,8 +149,9 @@ def check(reg: RegistryCore, *, repair: bool, grace_s: float = GRACE_S) -> Check
 def baseline_problems(workspace: Path) -> list[ArtifactProblem]:
     """Check each baseline's current saved state (`[streams/NAME/]baselines/METHOD/CURRENT`
     names it) against the sha256 its `state.json` lists (`continual.baselines.save_learner`)."""
-    import hashlib
     import json
+
+    from registry.artifacts import hash_file
 
     out: list[ArtifactProblem] = []
     pointers = [
@@ -169,7 +170,10 @@ def baseline_problems(workspace: Path) -> list[ArtifactProblem]:
             continue
         for name, expected in files.items():
             path = folder / name
-            actual = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+            actual = None
+            if path.is_file():
+                with open(path, "rb") as f:
+                    actual = hash_file(f)
             if actual != expected:
                 rel = path.relative_to(workspace).as_posix()
                 out.append(ArtifactProblem(None, method, None, "baseline", rel, expected, actual))

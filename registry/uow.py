@@ -117,6 +117,9 @@ def transact(
                     f"tries: {e.orig}"
                 ) from e
         except sa_exc.DBAPIError as e:
+            # Known gap: a connection lost during COMMIT itself leaves the outcome unknown, and
+            # the retry may write a row twice where no unique key stops it (the window is the
+            # commit's round trip; not seen in the restart drill).
             if _lost(e) and time.monotonic() - began < LOST_S:
                 time.sleep(0.5 + random.random())
                 continue

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from registry import Registry
-from tests.chaos.conftest import scaled
+from tests.chaos.conftest import FULL, scaled
 from tests.integration.conftest import ROOT, child_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]  # full scale: up to ~30 min
@@ -38,6 +38,8 @@ TRAIN = ["--steps", "16", "--eval-every", "8", "--batch-size", "8", "--prefix-le
 #: kills per scenario at full scale (100 in all); one each at quick scale
 KILLS = {"stream run": 20, "learn": 14, "train": 12, "worker": 12, "two workers": 10,
          "registry import": 10, "check --repair": 10, "sync-mlflow": 12}  # fmt: skip
+#: the scenarios `make chaos-quick` (and so `make test`) kills once; the others run at full scale
+QUICK = ("stream run", "learn", "two workers", "sync-mlflow")
 
 
 def cli_argv(*args: str | Path) -> list[str]:
@@ -238,6 +240,8 @@ def test_kill_9_at_random_moments_changes_nothing_but_time(
         "after a rerun: rows, scores and prediction hashes equal an uninterrupted run's, each "
         "job done exactly once, one MLflow run per prefix, `registry check` clean",
     )
+    if not FULL and name not in QUICK:
+        pytest.skip(f"{name}: killed at full scale only (make chaos); quick kills {QUICK}")
     s = scenarios(world)[name]
     env = {**child_env(), **s.env}
     template = tmp_path / "template"
