@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shlex
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -287,8 +288,6 @@ def test_bad_input_is_refused_in_one_line_and_writes_nothing(
         shutil.rmtree(home, ignore_errors=True)
         shutil.copytree(base_home, home)
         ctx = Ctx(home, files, tiny_encoder_dir, tiny_decoder_dir)
-        import shlex
-
         args = [ctx.fmt(a) for a in shlex.split(argv)]
         args += ["--home", str(home), "--tracking-uri", "none", "--quiet"]
         before = workspace_state(home)
