@@ -154,3 +154,13 @@ def _fmt(value: Any) -> str:
             return "-"
         return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
     return str(value)
+
+
+def write_between_markers(doc: Path, begin: str, end: str, body: str) -> None:
+    """Replace what `doc` holds between its `begin` and `end` markers with `body`."""
+    text = doc.read_text()
+    if begin not in text or end not in text:
+        raise SystemExit(f"{doc}: no {begin} ... {end} markers to write between")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    doc.write_text(f"{head}{begin}{body}{end}{tail}")

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, ROOT
+from bench.common import RESULTS, ROOT, write_between_markers
 
 DOC = ROOT / "docs" / "RELIABILITY.md"
 BEGIN, END = "<!-- drills:begin -->", "<!-- drills:end -->"
@@ -69,10 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.print:
         print(body)
         return 0
-    text = DOC.read_text()
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    DOC.write_text(f"{head}{BEGIN}\n{body}\n{END}{tail}")
+    write_between_markers(DOC, BEGIN, END, f"\n{body}\n")
     print(f"wrote the drills' tables into {DOC.relative_to(ROOT)}")
     return 0
 

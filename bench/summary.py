@@ -12,7 +12,7 @@ import argparse
 import json
 from typing import Any
 
-from bench.common import RESULTS, ROOT
+from bench.common import RESULTS, ROOT, write_between_markers
 from bench.summary_search import cell as _cell
 from bench.summary_search import machine_line as _machine
 from bench.summary_search import md as _md
@@ -313,12 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.print:
         print(tables)
         return 0
-    text = DOC.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{DOC}: no {BEGIN} ... {END} markers to write between")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    DOC.write_text(f"{head}{BEGIN}\n\n{tables}\n\n{END}{tail}")
+    write_between_markers(DOC, BEGIN, END, f"\n\n{tables}\n\n")
     print(f"wrote the tables into {DOC}")
     return 0
 
