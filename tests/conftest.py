@@ -184,7 +184,8 @@ def write_jsonl(tmp_path: Path) -> Callable[[str, list[dict]], Path]:
 # --- an S3-compatible server (moto's server mode) on 127.0.0.1 ----------------------------------
 
 
-def _port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on now (for servers the tests start)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -194,7 +195,7 @@ def _port() -> int:
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto's S3-compatible server on 127.0.0.1 (a real HTTP server); its URL."""
     pytest.importorskip("moto", reason="moto[server] is a test dependency (make install)")
-    port = _port()
+    port = free_port()
     log = (tmp_path_factory.mktemp("moto") / "server.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],

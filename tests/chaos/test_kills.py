@@ -1,13 +1,17 @@
 """kill -9 at seeded random moments across the commands that write: `stream run`, `learn`,
-`train`, one `worker`, one of two workers, `registry import`, `registry check --repair` and
-`registry sync-mlflow`. After each kill the same command is run again (for a killed worker:
-a worker), and the workspace must equal an uninterrupted run's: the same registry rows (every
-score and prediction hash, one arrival per method and position), every job done exactly once,
-`registry check` clean (young leftovers of the killed process allowed, removed by
-`check --repair`), and MLflow holding one run per prefix.
+`train`, one `worker`, one of two workers, `serve` during an arrival, `registry import`,
+`registry check --repair` and `registry sync-mlflow`. After each kill the same command is run
+again (for a killed worker: a worker; for the server: the server, until its job is done), and
+the workspace must equal an uninterrupted run's: the same registry rows (every score and
+prediction hash, one arrival per method and position), every job done exactly once, `registry
+check` clean (young leftovers of the killed process allowed, removed by `check --repair`), and
+MLflow holding one run per prefix.
 
-Each scenario first runs uninterrupted (its reference, and the length of a run); kills land
-uniformly over 1.1 x that length, so some come before the work starts and some after it ends.
+Each scenario first runs uninterrupted: its reference, the length of a run, and the moment the
+command first wrote to its workspace (before that a kill can only cost start-up time: Python
+importing torch is a third of a short command's life). Kills land uniformly from that first
+write to 1.1 x the length, so some come after the work ends. The server's kills are timed from
+the moment its arrival was accepted (202).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,17 +34,18 @@ import pytest
 
 from registry import Registry
 from tests.chaos.conftest import FULL, scaled
-from tests.integration.conftest import ROOT, child_env
+from tests.integration.conftest import ROOT, Server, child_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]  # full scale: up to ~30 min
 
 SEED = 20261204
 TRAIN = ["--steps", "16", "--eval-every", "8", "--batch-size", "8", "--prefix-length", "4", "--lr", "1e-2"]  # fmt: skip
+SERVED = {"steps": 16, "eval_every": 8, "batch_size": 8, "prefix_length": 4, "lr": 1e-2}
 #: kills per scenario at full scale (100 in all); one each at quick scale
-KILLS = {"stream run": 20, "learn": 14, "train": 12, "worker": 12, "two workers": 10,
-         "registry import": 10, "check --repair": 10, "sync-mlflow": 12}  # fmt: skip
+KILLS = {"stream run": 16, "learn": 12, "train": 10, "worker": 10, "two workers": 10,
+         "serve": 12, "registry import": 10, "check --repair": 10, "sync-mlflow": 10}  # fmt: skip
 #: the scenarios `make chaos-quick` (and so `make test`) kills once; the others run at full scale
-QUICK = ("stream run", "learn", "two workers", "sync-mlflow")
+QUICK = ("stream run", "two workers", "serve", "sync-mlflow")
 
 
 def cli_argv(*args: str | Path) -> list[str]:
@@ -63,6 +69,60 @@ class Scenario:
     recover: Callable[[Path], None]
     companion: Callable[[Path], list[str | Path]] | None = None  # runs beside, not killed
     env: dict[str, str] = field(default_factory=dict)
+    #: runs the scenario itself (the server): (home, delay or None, env) -> (outcome, started)
+    drive: Callable[[Path, float | None, dict], tuple[str, float, float]] | None = None
+
+    def once(self, home: Path, delay: float | None, env: dict) -> tuple[str, float, float]:
+        """Run it on `home`, killed `delay` s after it started (None: let it finish); return
+        how far it got ('killed' or 'finished'), when it first wrote to `home` and how long it
+        ran (s)."""
+        if self.drive is not None:
+            return self.drive(home, delay, env)
+        began = time.monotonic()
+        with Watch(home) as watch:
+            companion = self.companion and self.companion(home)
+            outcome = kill_at(self.argv(home), 600 if delay is None else delay, env, companion)
+        return outcome, watch.first, time.monotonic() - began
+
+
+class Watch:
+    """When anything under a folder first changes (files added, grown, rewritten), polled every
+    20 ms from a thread; SQLite's shared-memory index and an empty write-ahead log, which
+    merely opening a database makes, do not count."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.first = folder, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _signature(self) -> set[tuple[str, int, int]]:
+        out = set()
+        for path in self.folder.rglob("*"):
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            if path.is_file() and not path.name.endswith("-shm") and st.st_size:
+                out.add((str(path), st.st_size, st.st_mtime_ns))
+        return out
+
+    def _poll(self) -> None:
+        before = self._signature()
+        while not self._stop.wait(0.02):
+            if self._signature() != before:
+                self.first = time.monotonic() - self._began
+                return
+
+    def __enter__(self) -> Watch:
+        self._began = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        if not self.first:  # never saw a write: the whole run counts
+            self.first = 0.0
 
 
 def snapshot(home: Path) -> dict[str, Any]:
@@ -139,6 +199,54 @@ def kill_at(argv: list, delay: float, env: dict, companion: list | None) -> str:
     return outcome
 
 
+def serve_arrival(files: Path) -> Callable[[Path, float | None, dict], tuple[str, float, float]]:
+    """The server's scenario: start `serve` on the workspace, upload a task's files and queue
+    its arrival in stream `s`; kill -9 the server `delay` s after the 202 (None: wait until the
+    job is done, then stop it as a user would). Kills are timed from the 202."""
+
+    def drive(home: Path, delay: float | None, env: dict) -> tuple[str, float, float]:
+        server = Server(home, home.parent / f"{home.name}-serve.log", env=env)
+        server.start()
+        try:
+            with open(files / "good-train.jsonl", "rb") as t, open(files / "good-eval.jsonl", "rb") as e:  # fmt: skip
+                up = server.post("/v1/datasets", files={"train": t, "eval": e})
+            assert up.status_code == 201, up.text
+            body = {"name": "t9", "dataset": up.json()["id"], "options": SERVED}
+            r = server.post("/v1/streams/s/arrivals", json=body)
+            assert r.status_code == 202, r.text
+            job, accepted = r.json()["job"]["id"], time.monotonic()
+            if delay is None:
+                assert server.wait_done(job, poll=0.05)["state"] == "done"
+                return "finished", 0.0, time.monotonic() - accepted
+            while time.monotonic() < accepted + delay and server.job(job)["state"] != "done":
+                time.sleep(0.05)
+            outcome = "finished" if server.job(job)["state"] == "done" else "killed"
+            server.kill()
+            return outcome, 0.0, time.monotonic() - accepted
+        finally:
+            if server.proc is not None and server.proc.poll() is None:
+                server.stop()
+
+    return drive
+
+
+def serve_until_idle(home: Path) -> None:
+    """Start the server again and stop it once no job is queued or running."""
+    server = Server(home, home.parent / f"{home.name}-serve.log")
+    server.start()
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            with Registry.open(home, tracking_uri="none") as reg:
+                busy = [j for j in reg.queue.list(limit=500) if j.state in ("queued", "running")]
+            if not busy:
+                break
+            assert time.monotonic() < deadline, f"jobs still {busy}"
+            time.sleep(0.2)
+    finally:
+        assert server.stop() == 0, server.log.read_text()[-2000:]
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, base_home: Path, tiny_encoder_dir: Path) -> dict[str, Path]:
     """The files every scenario reads: task data, a stream file, an exported prefix."""
@@ -213,6 +321,9 @@ def scenarios(w: dict[str, Path]) -> dict[str, Scenario]:
         "two workers": Scenario(
             "two workers", queued, at(*worker), again(*worker), companion=at(*worker)
         ),  # fmt: skip
+        "serve": Scenario(
+            "serve", copy_base, lambda h: [], serve_until_idle, drive=serve_arrival(F)
+        ),  # fmt: skip
         "registry import": Scenario(
             "registry import",
             lambda h: None,
@@ -249,18 +360,19 @@ def test_kill_9_at_random_moments_changes_nothing_but_time(
     s.setup(template)
     ref = tmp_path / "reference"
     shutil.copytree(template, ref)
-    began = time.monotonic()
-    assert kill_at(s.argv(ref), 600, env, s.companion and s.companion(ref)) == "finished"
-    length = time.monotonic() - began
+    outcome, first, length = s.once(ref, None, env)
+    assert outcome == "finished"
     s.recover(ref)
     want = snapshot(ref)
     rng = random.Random(f"{SEED}-{name}")
     n = scaled(1, KILLS[name])
+    start, span = first, 1.1 * length - first  # from the first write to past the end
     for i in range(n):
-        delay = 1.1 * length * (i + rng.random()) / n
+        # one kill (quick scale) lands in the middle of the work; more spread over all of it
+        delay = start + span * ((i + rng.random()) / n if n > 1 else 0.45)
         home = tmp_path / f"case-{i}"
         shutil.copytree(template, home)
-        outcome = kill_at(s.argv(home), delay, env, s.companion and s.companion(home))
+        outcome, _, _ = s.once(home, delay, env)
         problems: list[str] = []
         try:
             s.recover(home)
@@ -273,5 +385,6 @@ def test_kill_9_at_random_moments_changes_nothing_but_time(
                "; ".join(problems) or outcome, outcome=outcome)  # fmt: skip
         shutil.rmtree(home, ignore_errors=True)
     d.extra.setdefault("run_seconds", {})[name] = round(length, 1)
+    d.extra.setdefault("first_write_seconds", {})[name] = round(first, 1)
     mine = [c for c in d.failures if c["id"].startswith(f"{name}:")]
     assert not mine, "\n".join(f"{c['id']}: {c['seen']}" for c in mine)

@@ -21,6 +21,7 @@ import pytest
 
 from registry import Registry
 from tests.chaos.conftest import scaled
+from tests.conftest import free_port
 from tests.integration.conftest import ROOT, child_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
@@ -34,17 +35,11 @@ CHECKS = (
 TRAIN = ["--steps", "16", "--eval-every", "8", "--batch-size", "8", "--prefix-length", "4"]
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class MlflowServer:
     """`mlflow server` on a SQLite backend that outlives the process (stopped and started)."""
 
     def __init__(self, root: Path) -> None:
-        self.root, self.port = root, _port()
+        self.root, self.port = root, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 

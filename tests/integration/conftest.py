@@ -11,8 +11,10 @@ import contextlib
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,3 +162,66 @@ def train_args(
 @pytest.fixture(scope="session")
 def train_argv() -> Callable[..., list[str]]:
     return train_args
+
+
+class Server:
+    """`continual serve` as a child process on a free port of 127.0.0.1 (one in-process arrival
+    worker, MLflow off), driven over HTTP. `start` returns once /readyz answers 200."""
+
+    def __init__(self, home: Path, log: Path, env: dict[str, str] | None = None) -> None:
+        from tests.conftest import free_port
+
+        self.home, self.log, self.port = home, log, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = env or {**child_env(), "CONTINUAL_LEASE_S": "6"}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        import httpx
+
+        argv = [sys.executable, "-m", "pipelines.cli", "serve", "--home", str(self.home)]
+        argv += ["--port", str(self.port), "--workers", "1", "--tracking-uri", "none"]
+        with open(self.log, "a") as log:
+            self.proc = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=log, stderr=log)
+        deadline = time.monotonic() + 180
+        while True:
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, self.log.read_text()[-3000:]
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+    def get(self, path: str, **kw: Any) -> Any:
+        import httpx
+
+        return httpx.get(self.url + path, timeout=120, **kw)
+
+    def post(self, path: str, **kw: Any) -> Any:
+        import httpx
+
+        return httpx.post(self.url + path, timeout=300, **kw)
+
+    def job(self, job: int) -> dict[str, Any]:
+        return self.get(f"/v1/jobs/{job}").json()["job"]
+
+    def wait_done(self, job: int, timeout: float = 900, poll: float = 1.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.job(job)
+            if got["state"] in ("done", "failed", "cancelled"):
+                return got
+            assert time.monotonic() < deadline, (got, self.log.read_text()[-3000:])
+            time.sleep(poll)

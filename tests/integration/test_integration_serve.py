@@ -12,8 +12,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,71 +19,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.integration.conftest import ROOT, child_env
+from tests.integration.conftest import ROOT, Server, child_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TASKS = ("rotten_tomatoes", "trec")
 STREAM = "svc"
 OPTIONS = {"steps": 30, "batch_size": 8, "eval_every": 10}
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, home: Path, log: Path) -> None:
-        self.home, self.log, self.port = home, log, _port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        argv = [sys.executable, "-m", "pipelines.cli", "serve", "--home", str(self.home)]
-        argv += ["--port", str(self.port), "--workers", "1", "--tracking-uri", "none"]
-        env = {**child_env(), "CONTINUAL_LEASE_S": "6"}
-        with open(self.log, "a") as log:
-            self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=log)
-        deadline = time.monotonic() + 180
-        while True:
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, self.log.read_text()[-3000:]
-            time.sleep(0.3)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=60)
-
-    def get(self, path: str, **kw: Any) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=120, **kw)
-
-    def post(self, path: str, **kw: Any) -> httpx.Response:
-        return httpx.post(self.url + path, timeout=300, **kw)
-
-    def wait_done(self, job: int, timeout: float = 900) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            got = self.get(f"/v1/jobs/{job}").json()["job"]
-            if got["state"] in ("done", "failed", "cancelled"):
-                return got
-            assert time.monotonic() < deadline, (got, self.log.read_text()[-3000:])
-            time.sleep(1)
 
 
 def _write_files(folder: Path) -> dict[str, dict[str, Path]]:

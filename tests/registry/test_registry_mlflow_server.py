@@ -7,7 +7,6 @@ of the prefix the registry calls current (whatever order the mirrors finished in
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,14 +20,9 @@ from registry_testkit import PER_WORKER, race, register
 
 from registry import Registry
 from registry.tracking import CURRENT_ALIAS
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +30,7 @@ def mlflow_server(mlflow_db: str, tmp_path_factory: pytest.TempPathFactory) -> I
     """`mlflow server` as a team would start it; its URL. Skipped, saying why, only if it
     cannot start here."""
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = _port()
+    port = free_port()
     log = (root / "server.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", mlflow_db]
