@@ -5,7 +5,7 @@
     continual registry show TASK | history TASK | lineage TASK
     continual registry export TASK --format peft|safetensors --out DIR
     continual registry import DIR [--backbone-fingerprint FP] [--new-version]
-    continual registry check [--repair]
+    continual registry check [--repair] [--mlflow]
     continual registry sync-mlflow
     continual registry upgrade
 
@@ -68,6 +68,12 @@ def add_registry_commands(subparsers: Any, common: argparse.ArgumentParser) -> N
     p = leaf("check", cmd_check, "find missing, corrupt and orphan artifact files")
     p.add_argument(
         "--repair", action="store_true", help="remove orphan files and mark broken prefixes"
+    )
+    p.add_argument(
+        "--mlflow",
+        action="store_true",
+        help="also read every prefix's MLflow copy back and check it against the registry "
+        "(with --repair: log damaged copies again, mirror lost runs anew)",
     )
     p = leaf(
         "similar",
@@ -246,10 +252,38 @@ def cmd_import(a: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_check(a: argparse.Namespace) -> dict[str, Any]:
     with _open(a) as reg:
-        result = reg.check(repair=a.repair).to_dict()
+        result = reg.check(repair=a.repair, mlflow=a.mlflow).to_dict()
     if not result["ok"]:
         result["_exit_code"] = 1
-    return result
+    return {**result, "_human": check_text(result)}
+
+
+def check_text(r: dict[str, Any]) -> str:
+    """`registry check` for people: one line per problem, then what was done and the verdict."""
+    from pipelines.cli_jobs import render_table
+
+    rows = [(kind, p["kind"], f"{p['task']} v{p['version']}" if p["version"] else p["task"],
+             p["path"]) for kind in ("missing", "corrupt") for p in r[kind]]  # fmt: skip
+    rows += [("orphan", "file", "", f) for f in r["orphans"]]
+    rows += [("mlflow", "run", f"{p['task']} v{p['version']}" if p["version"] else "",
+              p["problem"]) for p in r["mlflow"]]  # fmt: skip
+    head = f"checked {r['checked_files']} files"
+    if r["mlflow_checked"] is not None:
+        head += f" and {r['mlflow_checked']} MLflow runs"
+    out = [head]
+    if rows:
+        out.append(render_table(("problem", "kind", "task", "where"), rows))
+    done = [(r["removed"], "orphan files removed"), (r["marked_broken"], "prefixes marked broken"),
+            (r["dropped_optimizer"], "optimizer states dropped"), (r["restored"], "prefixes restored"),
+            (r["remirrored"], "MLflow copies rebuilt")]  # fmt: skip
+    out += [f"repair: {len(ids)} {what}" for ids, what in done if ids]
+    if r["recent_orphans"]:
+        out.append(f"{len(r['recent_orphans'])} unreferenced files are recent (a write in flight?): left alone")  # fmt: skip
+    if r["ok"]:
+        out.append("ok")
+    else:
+        out.append("problems found" + ("" if r["repaired"] else ": `--repair` fixes what it can"))
+    return "\n".join(out)
 
 
 def cmd_similar(a: argparse.Namespace) -> dict[str, Any]:

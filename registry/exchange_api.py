@@ -35,10 +35,13 @@ class Exchange:
             new_version=new_version,
         )
 
-    def check(self, repair: bool = False, *, grace_s: float = integrity.GRACE_S) -> CheckReport:
+    def check(
+        self, repair: bool = False, *, grace_s: float = integrity.GRACE_S, mlflow: bool = False
+    ) -> CheckReport:
         """Find rows without files, files without rows and hash mismatches; with `repair`,
-        remove orphan files and mark broken rows (never deleting a good prefix)."""
-        return integrity.check(self, repair=repair, grace_s=grace_s)
+        remove orphan files and mark broken rows (never deleting a good prefix). With `mlflow`,
+        check (and repair) each prefix's MLflow copy too."""
+        return integrity.check(self, repair=repair, grace_s=grace_s, mlflow=mlflow)
 
     def sync_mlflow(self) -> SyncReport:
         """Mirror to MLflow every prefix (and evaluation) that has no MLflow run yet."""

@@ -25,6 +25,8 @@ Stored datasets (uploads, and the data of every arrival) are referenced by their
 verified the same way (kind 'dataset'), as is each baseline's current saved state (kind
 'baseline', against the hashes in its state.json). Repair never removes either: a corrupt
 dataset or baseline is reported, and refused when loaded.
+
+With `mlflow`, the MLflow mirror is read back and checked too (`registry.mirror_check`).
 """
 
 from __future__ import annotations
@@ -58,7 +60,9 @@ def writer(run_config: dict[str, Any] | None) -> dict[str, Any] | None:
     return found if isinstance(found, dict) and found.get("id") else None
 
 
-def check(reg: RegistryCore, *, repair: bool, grace_s: float = GRACE_S) -> CheckReport:
+def check(
+    reg: RegistryCore, *, repair: bool, grace_s: float = GRACE_S, mlflow: bool = False
+) -> CheckReport:
     store = reg.artifacts
     now = time.time()
     on_disk = list(store.files())  # listed before the rows are read: see the module docstring
@@ -130,8 +134,13 @@ def check(reg: RegistryCore, *, repair: bool, grace_s: float = GRACE_S) -> Check
             uow.prefixes.set_status(restored, "ok")
 
         reg.db.write(write)
+    mirrored: tuple[int | None, list, list] = (None, [], [])
+    if mlflow:
+        from registry import mirror_check
+
+        mirrored = mirror_check.verify(reg, repair=repair)
     return CheckReport(
-        ok=not (missing or corrupt or orphans),
+        ok=not (missing or corrupt or orphans or mirrored[1]),
         checked_files=len(hashes),
         missing=tuple(missing),
         corrupt=tuple(corrupt),
@@ -143,6 +152,9 @@ def check(reg: RegistryCore, *, repair: bool, grace_s: float = GRACE_S) -> Check
         dropped_optimizer=tuple(sorted(set(bad_optimizer) - set(broken_prefix))) if repair else (),
         restored=tuple(restored) if repair else (),
         elsewhere=tuple(elsewhere),
+        mlflow_checked=mirrored[0],
+        mlflow=tuple(mirrored[1]),
+        remirrored=tuple(mirrored[2]),
     )
 
 

@@ -123,6 +123,29 @@ class Prefixes:
         stmt = select(_P.id).where(_P.mlflow_run_id.is_(None), _P.status == "ok").order_by(_P.id)
         return list(self.s.scalars(stmt))
 
+    def mirrored(self) -> list[Row[Any]]:
+        """(id, task, version, sha256, mlflow run id) of every row mirrored to MLflow."""
+        stmt = (
+            select(_P.id, orm.Task.name, _P.version, _P.sha256, _P.mlflow_run_id)
+            .join(orm.Task, _P.task_id == orm.Task.id)
+            .where(_P.mlflow_run_id.is_not(None))
+            .order_by(_P.id)
+        )
+        return list(self.s.execute(stmt).all())
+
+    def clear_mlflow_run(self, prefix_id: int, run_id: str) -> None:
+        """Forget a run MLflow lost: the row and its evaluations are mirrored again later."""
+        self.s.execute(
+            update(_P)
+            .where(_P.id == prefix_id, _P.mlflow_run_id == run_id)
+            .values(mlflow_run_id=None)
+        )
+        self.s.execute(
+            update(orm.Evaluation)
+            .where(orm.Evaluation.mlflow_run_id == run_id)
+            .values(mlflow_run_id=None)
+        )
+
     def set_mlflow_run(self, prefix_id: int, run_id: str) -> None:
         self.s.execute(update(_P).where(_P.id == prefix_id).values(mlflow_run_id=run_id))
         self.s.execute(

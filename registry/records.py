@@ -322,6 +322,18 @@ class ArtifactProblem(Record):
 
 
 @dataclass(frozen=True)
+class MirrorProblem(Record):
+    """A prefix's MLflow run that does not hold the registry's bytes (`check --mlflow`), or,
+    with no prefix, an MLflow store that cannot be read."""
+
+    prefix_id: int | None
+    task: str
+    version: int | None
+    run_id: str | None
+    problem: str
+
+
+@dataclass(frozen=True)
 class CheckReport(Record):
     """`Registry.check`: problems found and, with repair, what was done about them.
 
@@ -342,6 +354,10 @@ class CheckReport(Record):
     dropped_optimizer: tuple[int, ...] = ()
     restored: tuple[int, ...] = ()
     elsewhere: tuple[int, ...] = ()
+    #: with `mlflow`: runs read back, their problems, prefixes mirrored again by the repair
+    mlflow_checked: int | None = None
+    mlflow: tuple[MirrorProblem, ...] = ()
+    remirrored: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -138,6 +138,45 @@ class MlflowTracker:
     def log_metric(self, run_id: str, key: str, value: float, step: int) -> None:
         self._connect().log_metric(run_id, key, float(value), step=step)
 
+    def stored_copy(self, run_id: str, name: str) -> tuple[str, str | None, bytes | None]:
+        """What MLflow holds for a run: ('ok' | 'gone' | 'deleted', its `continual.sha256` tag,
+        the bytes of artifact `prefix/<name>` or None when it is missing). A store that cannot
+        be read at all raises."""
+        from mlflow.exceptions import MlflowException
+
+        client = self._connect()
+        try:
+            run = client.get_run(run_id)
+        except MlflowException as e:
+            if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return "gone", None, None
+            raise
+        state = "deleted" if run.info.lifecycle_stage == "deleted" else "ok"
+        tag = run.data.tags.get("continual.sha256")
+        with tempfile.TemporaryDirectory(prefix="continual-mlflow-") as tmp, _quiet_downloads():
+            try:
+                got = client.download_artifacts(run_id, f"{PREFIX_ARTIFACTS}/{name}", tmp)
+            except (OSError, MlflowException):
+                return state, tag, None
+            return state, tag, Path(got).read_bytes()
+
+    def restore_copy(self, run_id: str, files: dict[str, bytes], sha256: str) -> None:
+        """Log `files` into the run's `prefix/` artifacts again (replacing damaged copies) and
+        set its `continual.sha256` tag."""
+        client = self._connect()
+        with tempfile.TemporaryDirectory(prefix="continual-mlflow-") as tmp:
+            for name, data in files.items():
+                (Path(tmp) / name).write_bytes(data)
+            client.log_artifacts(run_id, tmp, artifact_path=PREFIX_ARTIFACTS)
+        client.set_tag(run_id, "continual.sha256", sha256)
+
+    def drop_versions(self, task: str, run_id: str) -> None:
+        """Delete the model versions made from a run (before the run is mirrored anew)."""
+        client = self._connect()
+        for v in client.search_model_versions(f"name='{task}'"):
+            if v.run_id == run_id:
+                client.delete_model_version(task, v.version)
+
     def _earlier(self, client: Any, log: TrainingLog) -> str | None:
         """A run an earlier attempt made for this same prefix (a process killed, or MLflow
         lost, before the registry recorded the run id): a finished one whose model version
@@ -226,6 +265,21 @@ class MlflowTracker:
                     EXPERIMENT, artifact_location=self._artifact_location
                 )
         return self._experiment_id
+
+
+@contextlib.contextmanager
+def _quiet_downloads() -> Any:
+    """No MLflow progress bar per file read back (a check reads one per prefix)."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
 
 
 def _version_of(client: Any, log: TrainingLog, prefix_id: int) -> str | None:
