@@ -13,6 +13,7 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -145,19 +146,6 @@ def run_check(home: Path) -> tuple[int, dict]:
     return rc, json.loads(out.getvalue())
 
 
-def _cli(home: Path, *argv: str) -> tuple[int, str, str]:
-    """The CLI in a fresh process (MLflow caches its stores per process: a check must not read
-    a damaged store through a connection opened before the damage)."""
-    import subprocess
-    import sys
-
-    from tests.integration.conftest import ROOT, child_env
-
-    r = subprocess.run([sys.executable, "-m", "pipelines.cli", *argv, "--home", str(home)],
-                       cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=600)  # fmt: skip
-    return r.returncode, r.stdout, r.stderr
-
-
 def _mlflow_copy(home: Path) -> Path:
     """MLflow's stored copy of t1's prefix file (the workspace's local artifact store)."""
     from mlflow.tracking import MlflowClient
@@ -194,7 +182,13 @@ MLFLOW_DAMAGE: dict[str, Callable[[Path], None]] = {
 
 @pytest.mark.parametrize("how", list(MLFLOW_DAMAGE))
 def test_damage_to_the_mlflow_store_is_found_by_check_mlflow(
-    how: str, drill: Callable, drills: dict, streamed: Path, tmp_path: Path, tiny_encoder_dir: Path
+    how: str,
+    drill: Callable,
+    drills: dict,
+    streamed: Path,
+    tmp_path: Path,
+    tiny_encoder_dir: Path,
+    run_child: Callable,
 ) -> None:
     """The MLflow store is a mirror the product never loads from, but users download its runs
     and model versions: `registry check --mlflow` must name a damaged copy (the registry's own
@@ -210,30 +204,34 @@ def test_damage_to_the_mlflow_store_is_found_by_check_mlflow(
     )
     home = tmp_path / "home"
     shutil.copytree(streamed, home)
-    rc, out, err = _cli(home, "registry", "sync-mlflow", "--json")
-    assert rc == 0, err[-2000:]
+
+    def cli(*argv: str) -> Any:  # a fresh process: MLflow caches its stores per process
+        return run_child(*argv, "--home", home)
+
+    r = cli("registry", "sync-mlflow", "--json")
+    assert r.rc == 0, r.err[-5:]
     MLFLOW_DAMAGE[how](home)
     why = []
-    rc, out, err = _cli(home, "registry", "check", "--mlflow", "--json")
-    found = json.loads(out)["mlflow"] if out.strip().startswith("{") else []
+    r = cli("registry", "check", "--mlflow", "--json")
+    found = r.out["mlflow"] if isinstance(r.out, dict) else []
     want = None if how.startswith("mlflow.db") else "t1"
-    if rc != 1 or len(found) != 1 or (found[0]["task"] or None) != want:
-        why.append(f"check --mlflow rc {rc}, found {found or err[-300:]}")
-    rc_plain, _, _ = _cli(home, "registry", "check", "--json", "--tracking-uri", "none")
-    if rc_plain != 0:
-        why.append(f"plain check rc {rc_plain}: the registry itself was touched")
+    if r.rc != 1 or len(found) != 1 or (found[0]["task"] or None) != want:
+        why.append(f"check --mlflow rc {r.rc}, found {found or r.err[-2:]}")
+    plain = cli("registry", "check", "--json", "--tracking-uri", "none")
+    if plain.rc != 0:
+        why.append(f"plain check rc {plain.rc}: the registry itself was touched")
     if want is None:  # unreadable: an arrival still lands, with the one-line warning
         files = streamed.parent
-        rc, _, err = _cli(home, "train", "--backbone", str(tiny_encoder_dir), "--name", "t3",
-                          "--train", str(files / "t1-train.jsonl"), "--eval", str(files / "t1-eval.jsonl"),
-                          "--steps", "4", "--quiet")  # fmt: skip
-        if rc != 0 or "sync-mlflow" not in err:
-            why.append(f"train beside it: rc {rc}, {err.strip().splitlines()[-1:]}")
+        r = cli("train", "--backbone", str(tiny_encoder_dir), "--name", "t3", "--steps", "4",
+                "--train", str(files / "t1-train.jsonl"), "--eval", str(files / "t1-eval.jsonl"),
+                "--quiet")  # fmt: skip
+        if r.rc != 0 or not any("sync-mlflow" in x for x in r.err):
+            why.append(f"train beside it: rc {r.rc}, {r.err[-1:]}")
     else:
-        rc, out, err = _cli(home, "registry", "check", "--mlflow", "--repair", "--json")
-        rc2, out2, _ = _cli(home, "registry", "check", "--mlflow", "--json")
-        if rc2 != 0:
-            why.append(f"after repair: rc {rc2}, {out2[-300:]}")
+        cli("registry", "check", "--mlflow", "--repair", "--json")
+        after = cli("registry", "check", "--mlflow", "--json")
+        if after.rc != 0:
+            why.append(f"after repair: rc {after.rc}, {after.stdout[-300:]}")
     seen = found[0]["problem"] if found else ""
     d.case(f"MLflow store: {how}", not why, "; ".join(why) or seen)
     assert not why, why
