@@ -4,7 +4,9 @@ Leaving the `with` block without `commit()` rolls back. `transact` runs a functi
 unit of work and retries it when the database says "try again": SQLite's "database is locked",
 PostgreSQL's serialization failures and deadlocks, and (for writes that allocate numbers, such as
 prefix versions) a unique-constraint race lost to another process; other constraint failures
-are bugs and raise at once.
+are bugs and raise at once. A lost connection is retried too; if it was lost during COMMIT, the
+server is first asked whether that transaction committed (PostgreSQL's `txid_status`), so a
+write whose answer was lost is not done twice.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -102,10 +104,12 @@ def transact(
     began = time.monotonic()
     attempt = 0
     while True:
+        xid: int | None = None  # the transaction's id on PostgreSQL, to learn a COMMIT's fate
         try:
             with UnitOfWork(factory) as uow:
                 result = fn(uow)
                 if commit:
+                    xid = _xid(uow.session)
                     uow.commit()
                 return result
         except sa_exc.IntegrityError as e:
@@ -117,9 +121,11 @@ def transact(
                     f"tries: {e.orig}"
                 ) from e
         except sa_exc.DBAPIError as e:
-            # Known gap: a connection lost during COMMIT itself leaves the outcome unknown, and
-            # the retry may write a row twice where no unique key stops it (the window is the
-            # commit's round trip; not seen in the restart drill).
+            # A connection lost during COMMIT leaves its outcome unknown to us: the server may
+            # have committed before the answer was lost. Retrying blindly could write rows
+            # twice, so ask the server what became of the transaction first.
+            if xid is not None and _lost(e) and _committed(factory, xid, began, e):
+                return result
             if _lost(e) and time.monotonic() - began < LOST_S:
                 time.sleep(0.5 + random.random())
                 continue
@@ -129,6 +135,39 @@ def transact(
                 raise
         time.sleep(min(2.0, 0.02 * 2**attempt) * (0.5 + random.random()))
         attempt += 1
+
+
+def _xid(session: Session) -> int | None:
+    """The current transaction's id on PostgreSQL (assigned now, as a write would), else None."""
+    if session.get_bind().dialect.name != "postgresql":
+        return None
+    return int(session.execute(text("SELECT txid_current()")).scalar_one())
+
+
+def _committed(
+    factory: sessionmaker[Session], xid: int, began: float, error: sa_exc.DBAPIError
+) -> bool:
+    """Whether transaction `xid`, whose COMMIT lost its connection, committed: asked on a new
+    connection (`txid_status`) until the server answers 'committed' or 'aborted', for up to
+    `LOST_S` from `began`. A server that never answers leaves the outcome unknown: an error
+    that says so (retrying could write twice, giving up could lose the write)."""
+    while True:
+        try:
+            with factory() as session:
+                status = session.execute(text("SELECT txid_status(:x)"), {"x": xid}).scalar()
+        except sa_exc.DBAPIError as e:
+            if not _lost(e):
+                raise
+            status = None
+        if status in ("committed", "aborted"):
+            return status == "committed"
+        if time.monotonic() - began >= LOST_S:
+            raise IntegrityError(
+                f"the database connection was lost while committing transaction {xid} and the "
+                f"server did not say within {LOST_S:.0f} s whether it committed ({error.orig}); "
+                "run `continual registry check` once it is back, then retry the command"
+            ) from error
+        time.sleep(0.5 + random.random())
 
 
 def _lost(e: sa_exc.DBAPIError) -> bool:

@@ -88,3 +88,34 @@ def test_a_lost_connection_is_retried_and_a_bad_statement_is_not(
     with pytest.raises(sa_exc.OperationalError):
         reg.db.read(broken)
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("landed", [True, False], ids=["committed", "aborted"])
+def test_a_commit_whose_answer_was_lost_is_asked_about_not_repeated(
+    reg: Registry, monkeypatch, landed: bool
+) -> None:
+    """The connection drops during COMMIT: after the server committed (the answer lost) or
+    before. The server is asked what became of the transaction: an evaluation outside a stream
+    (no unique key would stop a second row) is written exactly once either way."""
+    if reg.db.engine.dialect.name != "postgresql":
+        pytest.skip("a local SQLite file has no connection to lose")
+    register(reg, "trec")
+    before = len(reg.history("trec"))
+    monkeypatch.setattr(uow_module.time, "sleep", lambda s: None)
+    real, lost = uow_module.UnitOfWork.commit, []
+
+    def commit(self) -> None:
+        if not lost:
+            lost.append(1)
+            if landed:
+                real(self)
+            raise sa_exc.OperationalError(
+                "COMMIT", {}, Exception("server closed the connection unexpectedly")
+            )
+        real(self)
+
+    monkeypatch.setattr(uow_module.UnitOfWork, "commit", commit)
+    record = reg.record_evaluation(task="trec", metric="accuracy", value=0.25, n=8)
+    assert lost and record.value == 0.25
+    rows = reg.history("trec")
+    assert len(rows) == before + 1 and sum(e.value == 0.25 for e in rows) == 1
