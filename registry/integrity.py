@@ -138,7 +138,7 @@ def check(
     if mlflow:
         from registry import mirror_check
 
-        mirrored = mirror_check.verify(reg, repair=repair)
+        mirrored = mirror_check.verify(reg, repair=repair, skip=set(elsewhere))
     return CheckReport(
         ok=not (missing or corrupt or orphans or mirrored[1]),
         checked_files=len(hashes),

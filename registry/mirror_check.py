@@ -16,6 +16,7 @@ as one problem and left alone: nothing in it can be trusted or rewritten from he
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from registry import mirror
@@ -30,8 +31,11 @@ if TYPE_CHECKING:
 PREFIX_FILE = "prefix.safetensors"
 
 
-def verify(reg: RegistryCore, *, repair: bool) -> tuple[int, list[MirrorProblem], list[int]]:
-    """(runs checked, problems found, prefix ids whose mirror was repaired)."""
+def verify(
+    reg: RegistryCore, *, repair: bool, skip: Collection[int] = ()
+) -> tuple[int, list[MirrorProblem], list[int]]:
+    """(runs checked, problems found, prefix ids whose mirror was repaired). Prefixes in `skip`
+    (another workspace's, sharing the database: `registry.integrity`) are left to it."""
     tracker = reg.tracker
     if not isinstance(tracker, MlflowTracker):
         raise ConfigError(
@@ -43,6 +47,8 @@ def verify(reg: RegistryCore, *, repair: bool) -> tuple[int, list[MirrorProblem]
     repaired: list[int] = []
     checked = 0
     for pid, task, version, sha, run_id in rows:
+        if pid in skip:
+            continue
         try:
             state, tag, data = tracker.stored_copy(run_id, PREFIX_FILE)
         except Exception as e:  # noqa: BLE001 - whatever the store raises, it cannot be read
@@ -61,27 +67,37 @@ def verify(reg: RegistryCore, *, repair: bool) -> tuple[int, list[MirrorProblem]
             what = f"run {run_id}'s continual.sha256 tag is {tag!r}, the registry's {sha[:12]}…"
         else:
             continue
+        if repair:
+            failed = _repair(reg, tracker, (pid, task, run_id), state)
+            if failed is None:
+                repaired.append(pid)
+            else:
+                what += f" (not repaired: {failed})"
         problems.append(MirrorProblem(pid, task, version, run_id, what))
-        if repair and _repair(reg, tracker, (pid, task, run_id), state):
-            repaired.append(pid)
     return checked, problems, repaired
 
 
 def _repair(
     reg: RegistryCore, tracker: MlflowTracker, row: tuple[int, str, str], state: str
-) -> bool:
+) -> str | None:
+    """Rebuild one prefix's mirror; None when done, else why not (one line)."""
     pid, task, run_id = row
-    if state == "ok":
-        p = reg.db.read(lambda uow: uow.prefixes.get(pid))
-        assert p is not None
-        data = reg.artifacts.read_verified(p.artifact_path, p.sha256)  # never copy a bad file
-        tracker.restore_copy(run_id, {PREFIX_FILE: data}, p.sha256)
-        return True
+    try:
+        if state == "ok":
+            p = reg.db.read(lambda uow: uow.prefixes.get(pid))
+            assert p is not None
+            data = reg.artifacts.read_verified(p.artifact_path, p.sha256)  # never copy bad bytes
+            tracker.restore_copy(run_id, {PREFIX_FILE: data}, p.sha256)
+            return None
 
-    def forget(uow: UnitOfWork) -> None:
-        uow.prefixes.clear_mlflow_run(pid, run_id)
+        def forget(uow: UnitOfWork) -> None:
+            uow.prefixes.clear_mlflow_run(pid, run_id)
 
-    if state == "deleted":
-        tracker.drop_versions(task, run_id)
-    reg.db.write(forget)
-    return bool(mirror.log_prefix(reg, pid))
+        if state == "deleted":
+            tracker.drop_versions(task, run_id)
+        reg.db.write(forget)
+        if mirror.log_prefix(reg, pid):
+            return None
+        return "MLflow gave no run; `continual registry sync-mlflow` retries"
+    except Exception as e:  # noqa: BLE001 - the registry's file bad, MLflow failing, ...
+        return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]

@@ -153,3 +153,18 @@ def test_people_get_one_row_per_problem_and_the_verdict(mirrored, capsys) -> Non
     assert "repair: 1 MLflow copies rebuilt" in capsys.readouterr().out
     assert main(["registry", "check", "--mlflow", "--home", str(ws)]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "ok"
+
+
+def test_a_bad_copy_is_never_rebuilt_from_a_bad_registry_file(mirrored) -> None:
+    ws, rows = mirrored
+    copy = _copy(ws, rows[0].mlflow_run_id)
+    copy.write_bytes(b"junk")
+    own = ws / rows[0].artifact_path
+    raw = bytearray(own.read_bytes())
+    raw[-1] ^= 1
+    own.write_bytes(bytes(raw))
+    with Registry.open(ws) as reg:
+        report = reg.check(repair=True, mlflow=True)
+    assert report.remirrored == () and [p.prefix_id for p in report.mlflow] == [rows[0].id]
+    assert "not repaired" in report.mlflow[0].problem and own.name in report.mlflow[0].problem
+    assert copy.read_bytes() == b"junk"
