@@ -114,7 +114,8 @@ def test_damage_is_found_by_check_and_refused_at_load(
     name = "corruption"
     d = drills.get(name) or drill(
         name,
-        "`registry check` exits 1 naming the file and its kind; loading it is refused in one line",
+        "`registry check` exits 1 naming the file and its kind; loading it is refused in one line; "
+        "MLflow's copies: `check --mlflow` names the run and `--repair` rebuilds it",
     )
     for how, damage in (("flipped byte", flip), ("truncated", truncate), ("missing file", remove)):
         home = tmp_path / how.replace(" ", "-")
@@ -200,7 +201,8 @@ def test_damage_to_the_mlflow_store_is_found_by_check_mlflow(
         pytest.skip("one MLflow case at quick scale; all at full scale (make chaos)")
     d = drills.get("corruption") or drill(
         "corruption",
-        "`registry check` exits 1 naming the file and its kind; loading it is refused in one line",
+        "`registry check` exits 1 naming the file and its kind; loading it is refused in one line; "
+        "MLflow's copies: `check --mlflow` names the run and `--repair` rebuilds it",
     )
     home = tmp_path / "home"
     shutil.copytree(streamed, home)
