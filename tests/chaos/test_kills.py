@@ -96,21 +96,24 @@ class Watch:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
-    def _signature(self) -> set[tuple[str, int, int]]:
+    def _signature(self) -> set[tuple[str, int, int]] | None:
         out = set()
-        for path in self.folder.rglob("*"):
-            try:
+        try:
+            for path in self.folder.rglob("*"):
                 st = path.stat()
-            except OSError:
-                continue
-            if path.is_file() and not path.name.endswith("-shm") and st.st_size:
-                out.add((str(path), st.st_size, st.st_mtime_ns))
+                if path.is_file() and not path.name.endswith("-shm") and st.st_size:
+                    out.add((str(path), st.st_size, st.st_mtime_ns))
+        except OSError:  # a file or folder went while listed: look again at the next tick
+            return None
         return out
 
     def _poll(self) -> None:
         before = self._signature()
+        while before is None:
+            before = self._signature()
         while not self._stop.wait(0.02):
-            if self._signature() != before:
+            now = self._signature()
+            if now is not None and now != before:
                 self.first = time.monotonic() - self._began
                 return
 
@@ -121,9 +124,7 @@ class Watch:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join()
-        if not self.first:  # never saw a write: the whole run counts
-            self.first = 0.0
+        self._thread.join()  # `first` stays 0.0 when no write was seen: the whole run counts
 
 
 def snapshot(home: Path) -> dict[str, Any]:
