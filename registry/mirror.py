@@ -132,7 +132,7 @@ def sync(reg: RegistryCore) -> SyncReport:
             failed += [(pid, str(e)) for pid in pending[i:]]
             break
         except Exception as e:  # noqa: BLE001
-            failed.append((prefix_id, f"{type(e).__name__}: {_first_line(e)}"))
+            failed.append((prefix_id, f"{type(e).__name__}: {first_line(e)}"))
     for record, run_id in reg.db.read(lambda uow: uow.evaluations.pending_mlflow()):
         if not log_evaluation(reg, record, run_id):
             break
@@ -143,7 +143,7 @@ def warn(tracker: Tracker, what: str, error: BaseException) -> None:
     """One line on stderr (a warning): the tracker failed but the registry row stands."""
     warnings.warn(
         f"MLflow at {tracker.uri} failed for {what} ({type(error).__name__}: "
-        f"{_first_line(error)}); the registry keeps it without an MLflow run: run "
+        f"{first_line(error)}); the registry keeps it without an MLflow run: run "
         "`continual registry sync-mlflow` later",
         TrackingWarning,
         stacklevel=4,
@@ -180,5 +180,6 @@ def _json(value: Any) -> bytes:
     return json.dumps(value, indent=2, sort_keys=True).encode()
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """An error's first line (at most 300 characters; "" when it has no message)."""
     return (str(error).strip().splitlines() or [""])[0][:300]

@@ -52,8 +52,8 @@ def verify(
         try:
             state, tag, data = tracker.stored_copy(run_id, PREFIX_FILE)
         except Exception as e:  # noqa: BLE001 - whatever the store raises, it cannot be read
-            line = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-            problems.append(MirrorProblem(None, "", None, None, f"MLflow store {tracker.uri} cannot be read: {line}"))  # fmt: skip
+            line = f"MLflow store {tracker.uri} cannot be read: {mirror.first_line(e) or type(e).__name__}"
+            problems.append(MirrorProblem(None, "", None, None, line))
             break
         checked += 1
         actual = None if data is None else hashlib.sha256(data).hexdigest()
@@ -100,4 +100,4 @@ def _repair(
             return None
         return "MLflow gave no run; `continual registry sync-mlflow` retries"
     except Exception as e:  # noqa: BLE001 - the registry's file bad, MLflow failing, ...
-        return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        return mirror.first_line(e) or type(e).__name__

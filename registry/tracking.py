@@ -121,10 +121,7 @@ class MlflowTracker:
                 client.log_batch(run_id, params=params[i : i + _PARAMS_PER_BATCH])
             for i in range(0, len(metrics), _METRICS_PER_BATCH):
                 client.log_batch(run_id, metrics=metrics[i : i + _METRICS_PER_BATCH])
-            with tempfile.TemporaryDirectory(prefix="continual-mlflow-") as tmp:
-                for name, data in log.files.items():
-                    (Path(tmp) / name).write_bytes(data)
-                client.log_artifacts(run_id, tmp, artifact_path=PREFIX_ARTIFACTS)
+            _log_files(client, run_id, log.files)
             self._register(client, log, run_id, f"{run.info.artifact_uri}/{PREFIX_ARTIFACTS}")
             for child in log.children:
                 self._child(client, run_id, child, now)
@@ -164,10 +161,7 @@ class MlflowTracker:
         """Log `files` into the run's `prefix/` artifacts again (replacing damaged copies) and
         set its `continual.sha256` tag."""
         client = self._connect()
-        with tempfile.TemporaryDirectory(prefix="continual-mlflow-") as tmp:
-            for name, data in files.items():
-                (Path(tmp) / name).write_bytes(data)
-            client.log_artifacts(run_id, tmp, artifact_path=PREFIX_ARTIFACTS)
+        _log_files(client, run_id, files)
         client.set_tag(run_id, "continual.sha256", sha256)
 
     def drop_versions(self, task: str, run_id: str) -> None:
@@ -265,6 +259,14 @@ class MlflowTracker:
                     EXPERIMENT, artifact_location=self._artifact_location
                 )
         return self._experiment_id
+
+
+def _log_files(client: Any, run_id: str, files: dict[str, bytes]) -> None:
+    """Log `files` (name -> bytes) as the run's `prefix/` artifacts (replacing any there)."""
+    with tempfile.TemporaryDirectory(prefix="continual-mlflow-") as tmp:
+        for name, data in files.items():
+            (Path(tmp) / name).write_bytes(data)
+        client.log_artifacts(run_id, tmp, artifact_path=PREFIX_ARTIFACTS)
 
 
 @contextlib.contextmanager

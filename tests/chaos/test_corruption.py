@@ -147,13 +147,19 @@ def run_check(home: Path) -> tuple[int, dict]:
     return rc, json.loads(out.getvalue())
 
 
-def _mlflow_copy(home: Path) -> Path:
-    """MLflow's stored copy of t1's prefix file (the workspace's local artifact store)."""
+def _t1_run(home: Path) -> tuple[Any, str]:
+    """(an MLflow client on the workspace's store, t1's run id)."""
     from mlflow.tracking import MlflowClient
 
     with Registry.open(home, tracking_uri="none") as reg:
         run_id = reg.show("t1").mlflow_run_id
-    uri = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}").get_run(run_id).info.artifact_uri  # fmt: skip
+    return MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}"), run_id
+
+
+def _mlflow_copy(home: Path) -> Path:
+    """MLflow's stored copy of t1's prefix file (the workspace's local artifact store)."""
+    client, run_id = _t1_run(home)
+    uri = client.get_run(run_id).info.artifact_uri
     return Path(uri.removeprefix("file://")) / "prefix" / "prefix.safetensors"
 
 
@@ -165,11 +171,8 @@ def _header(home: Path) -> None:
 
 
 def _deleted_run(home: Path) -> None:
-    from mlflow.tracking import MlflowClient
-
-    with Registry.open(home, tracking_uri="none") as reg:
-        run_id = reg.show("t1").mlflow_run_id
-    MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}").delete_run(run_id)
+    client, run_id = _t1_run(home)
+    client.delete_run(run_id)
 
 
 MLFLOW_DAMAGE: dict[str, Callable[[Path], None]] = {

@@ -70,7 +70,7 @@ class Scenario:
     recover: Callable[[Path], None]
     companion: Callable[[Path], list[str | Path]] | None = None  # runs beside, not killed
     env: dict[str, str] = field(default_factory=dict)
-    #: runs the scenario itself (the server): (home, delay or None, env) -> (outcome, started)
+    #: runs the scenario itself (the server): (home, delay or None, env) -> what `once` returns
     drive: Callable[[Path, float | None, dict], tuple[str, float, float]] | None = None
 
     def once(self, home: Path, delay: float | None, env: dict) -> tuple[str, float, float]:
