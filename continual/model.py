@@ -26,6 +26,7 @@ from continual.modules.base import RowModules
 __all__ = [
     "Batch",
     "forward",
+    "has_inputs",
     "hooks",
     "kept_positions",
     "mean_pool",
@@ -83,6 +84,10 @@ def forward(backbone: Backbone, batch: Batch, modules: RowModules | None, **mode
     """Run the backbone with per-row modules (or none); `model_kwargs` go to the model as they
     are (decoders: `use_cache`, `logits_to_keep`). Returns the transformers output: encoders
     give `last_hidden_state` `[B, T, H]`, decoders `logits` (and a cache, `returned_cache`).
+
+    Virtual positions that are inputs (`modules.embeds()`, a soft prompt) go before the token
+    embeddings and their outputs are dropped again, so the output covers the T tokens as with
+    any other module; a decoder's returned cache holds them first, as it would a prefix.
     """
     dev = backbone.device
     ids, mask = batch.input_ids.to(dev), batch.attention_mask.to(dev)
@@ -94,6 +99,9 @@ def forward(backbone: Backbone, batch: Batch, modules: RowModules | None, **mode
             kwargs = with_cache(backbone.model, DynamicCache(ddp_cache_data=past))
         full_mask = torch.cat([modules.mask.to(device=dev, dtype=mask.dtype), mask], dim=1)
         pos = position_ids(mask, modules.offset.to(dev))
+        embeds = input_embeds(modules)
+        if embeds is not None:
+            return _forward_inputs(backbone, ids, embeds, modules, full_mask, pos, model_kwargs)
     else:
         full_mask, pos = mask, position_ids(mask, None)
     with hooks(modules, backbone.model, every_token(*ids.shape).to(dev)):
@@ -104,6 +112,51 @@ def forward(backbone: Backbone, batch: Batch, modules: RowModules | None, **mode
             **kwargs,
             **on(dev, model_kwargs),
         )
+
+
+def input_embeds(modules: RowModules | None) -> torch.Tensor | None:
+    """The rows' virtual positions that are inputs (`RowModules.embeds`, optional), or None."""
+    embeds = getattr(modules, "embeds", None)
+    return None if embeds is None else embeds()
+
+
+def has_inputs(modules: RowModules | None) -> bool:
+    """Whether the rows' modules put virtual positions in the input (a packed pass cannot)."""
+    return input_embeds(modules) is not None
+
+
+def _forward_inputs(
+    backbone: Backbone,
+    ids: torch.Tensor,
+    embeds: torch.Tensor,
+    modules: RowModules,
+    full_mask: torch.Tensor,
+    pos: torch.Tensor,
+    model_kwargs: dict[str, Any],
+):
+    """`forward` for modules whose V virtual positions are input embeddings `[B, V, H]`: the
+    model sees V + T inputs (the virtual ones at positions 0..V_row-1, padding masked) and the
+    output's per-position fields are cut back to the T tokens."""
+    dev = ids.device
+    v = int(embeds.shape[1])
+    table = backbone.model.get_input_embeddings()
+    inputs = torch.cat([embeds.to(device=dev, dtype=table.weight.dtype), table(ids)], dim=1)
+    virtual_pos = position_ids(modules.mask.to(dev), None)
+    keep = model_kwargs.get("logits_to_keep", 0)
+    if isinstance(keep, torch.Tensor):  # explicit indices count the T tokens
+        model_kwargs = {**model_kwargs, "logits_to_keep": keep + v}
+    with hooks(modules, backbone.model, every_token(ids.shape[0], v + ids.shape[1]).to(dev)):
+        out = backbone.model(
+            inputs_embeds=inputs,
+            attention_mask=full_mask,
+            position_ids=torch.cat([virtual_pos, pos], dim=1),
+            **on(dev, model_kwargs),
+        )
+    if getattr(out, "last_hidden_state", None) is not None:
+        out["last_hidden_state"] = out.last_hidden_state[:, v:]
+    if getattr(out, "logits", None) is not None and isinstance(keep, int) and keep == 0:
+        out["logits"] = out.logits[:, v:]
+    return out
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

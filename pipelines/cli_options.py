@@ -132,10 +132,11 @@ def add_training_options(t: argparse.ArgumentParser) -> None:
 
     h.add_argument(
         "--module",
-        choices=("prefix", "lora", "ptuning", "ia3", "bitfit"),
+        choices=("prefix", "lora", "prompt", "ptuning", "ia3", "bitfit"),
         help="the per-task module trained on the frozen backbone (default prefix): lora, "
-        "ptuning (P-tuning v2: deep prompts without the prefix's MLP), ia3 ((IA)3 scale "
-        "vectors) or bitfit (the backbone's biases, stored as changes)",
+        "prompt (prompt tuning: soft input tokens), ptuning (P-tuning v2: deep prompts "
+        "without the prefix's MLP), ia3 ((IA)3 scale vectors) or bitfit (the backbone's "
+        "biases, stored as changes)",
     )
     h.add_argument("--lora-rank", type=int, help="LoRA rank r (default 8)")
     h.add_argument("--lora-alpha", type=float, help="LoRA alpha; updates scale by alpha/r (16)")
@@ -143,6 +144,9 @@ def add_training_options(t: argparse.ArgumentParser) -> None:
         "--lora-targets",
         help="linear layers LoRA changes, by the last part of their names (default: the query "
         "and value projections, e.g. query,value or q_proj,v_proj)",
+    )
+    h.add_argument(
+        "--prompt-length", type=int, help="soft tokens of a --module prompt (default 20)"
     )
     h.add_argument("--prefix-length", type=int, help=f"prefix length P (default {PREFIX_LENGTH})")
     h.add_argument(
@@ -202,24 +206,33 @@ def add_tune_options(t: argparse.ArgumentParser) -> None:
 
 
 def module_choice(a: argparse.Namespace) -> tuple[str | None, dict[str, Any]]:
-    """(`--module`, its options from `--lora-*`), checked by the module's plugin; a LoRA
-    option without `--module lora` is one line."""
+    """(`--module`, its options from `--lora-*` or `--prompt-length`), checked by the module's
+    plugin; an option of another kind than `--module` is one line."""
     from continual.modules import module_kind
 
-    given = {
-        "rank": getattr(a, "lora_rank", None),
-        "alpha": getattr(a, "lora_alpha", None),
-        "targets": getattr(a, "lora_targets", None),
+    flags = {
+        "lora": {
+            "rank": ("--lora-rank", getattr(a, "lora_rank", None)),
+            "alpha": ("--lora-alpha", getattr(a, "lora_alpha", None)),
+            "targets": ("--lora-targets", getattr(a, "lora_targets", None)),
+        },
+        "prompt": {"length": ("--prompt-length", getattr(a, "prompt_length", None))},
     }
-    options = {k: v for k, v in given.items() if v is not None}
     module = getattr(a, "module", None)
-    if options and module != "lora":
-        flags = ", ".join(f"--lora-{k}" for k in options)
-        raise ConfigError(f"{flags} set a LoRA module; add --module lora")
+    options: dict[str, Any] = {}
+    for kind, given in flags.items():
+        set_here = {k: v for k, (_, v) in given.items() if v is not None}
+        if set_here and module != kind:
+            named = ", ".join(flag for flag, v in given.values() if v is not None)
+            what = "a LoRA module" if kind == "lora" else "a soft prompt"
+            raise ConfigError(f"{named} set {what}; add --module {kind}")
+        if kind == module:
+            options = set_here
     if module is None:
         return None, {}
     if module not in ("prefix", "ptuning") and getattr(a, "prefix_length", None) is not None:
-        raise ConfigError(f"--prefix-length sets a prefix; drop it with --module {module}")
+        hint = " (use --prompt-length)" if module == "prompt" else ""
+        raise ConfigError(f"--prefix-length sets a prefix; drop it with --module {module}{hint}")
     return module, module_kind(module).check_options(options, f"--module {module}")
 
 

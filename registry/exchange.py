@@ -39,6 +39,9 @@ FORMAT = PREFIX_FORMAT  # the one prefix-folder format (see tasks.formats)
 PEFT_POSITION = "shifted"  # PEFT feeds a prefix as past_key_values: real tokens start at P
 OURS_JSON, OURS_TENSORS = PREFIX_JSON, PREFIX_TENSORS
 PEFT_CONFIG, PEFT_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
+#: Module kinds PEFT has an adapter format for (P-tuning v2's deep prompts go out as prefix
+#: tuning); the rest are `registry.exchange_peft`'s.
+PEFT_KINDS = ("prefix", "ptuning", "lora", "ia3", "prompt")
 SIDECAR, HEAD_FILE = "continual_export.json", "continual_head.safetensors"
 _TASK_TYPE_FOR_KIND = {"classification": "SEQ_CLS", "generation": "CAUSAL_LM"}
 
@@ -64,7 +67,7 @@ def export(
     record = reg.prefix(task, version)
     tensors, record = reg.load_prefix(record.id, record.backbone_fingerprint)
     data = reg.artifacts.read_verified(record.artifact_path, record.sha256)
-    if fmt == "peft" and (record.kind or PREFIX_KEY) not in ("prefix", "ptuning", "lora", "ia3"):
+    if fmt == "peft" and (record.kind or PREFIX_KEY) not in PEFT_KINDS:
         raise ConfigError(
             f"PEFT has no adapter format for a {record.kind} module; export it with "
             "--format safetensors"
@@ -254,12 +257,12 @@ def import_(
 
 def _read_peft(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     adapter = _read_json(path / PEFT_CONFIG)
-    if adapter.get("peft_type") in ("LORA", "IA3"):
+    if adapter.get("peft_type") in ("LORA", "IA3", "PROMPT_TUNING"):
         return _read_adapter(path, adapter)
     if adapter.get("peft_type") != "PREFIX_TUNING":
         raise ConfigError(
             f"{path / PEFT_CONFIG}: peft_type is {adapter.get('peft_type')!r}; "
-            "PREFIX_TUNING, LORA and IA3 adapters can be imported"
+            "PREFIX_TUNING, PROMPT_TUNING, LORA and IA3 adapters can be imported"
         )
     if adapter.get("prefix_projection") or adapter.get("num_transformer_submodules", 1) != 1:
         raise ConfigError(

@@ -1,13 +1,16 @@
-"""PEFT adapter folders for module kinds beside the prefix: LoRA and (IA)³ out and back in.
+"""PEFT adapter folders for module kinds beside the prefix: LoRA, (IA)³ and prompt tuning out
+and back in.
 
 LoRA: `adapter_config.json` (`peft_type: LORA`, r, lora_alpha, target_modules as the layers'
 full names, no dropout, no bias) and `adapter_model.safetensors` with
 `base_model.model.<layer>.lora_A.weight` `[r, in]` and `.lora_B.weight` `[out, r]`, what
 `PeftModel.save_pretrained` writes. (IA)³: `peft_type: IA3`, target_modules and
 feedforward_modules, and `base_model.model.<layer>.ia3_l` (`[out, 1]` for a key or value layer,
-`[1, in]` for a feed-forward layer, scaled at its input). P-tuning v2's deep prompts go out as
-a prefix-tuning adapter (`registry.exchange`); BitFit has no PEFT format. The registry does not
-import `continual`: tensors are named here as the plugins name them (`lora.{i}.A`, `ia3.{i}`).
+`[1, in]` for a feed-forward layer, scaled at its input). Prompt tuning: `peft_type:
+PROMPT_TUNING`, num_virtual_tokens, token_dim, one transformer submodule, and
+`prompt_embeddings` `[P, hidden]`. P-tuning v2's deep prompts go out as a prefix-tuning adapter
+(`registry.exchange`); BitFit has no PEFT format. The registry does not import `continual`:
+tensors are named here as the plugins name them (`lora.{i}.A`, `ia3.{i}`, `prompt`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 from tasks.errors import ConfigError
 
 TASK_TYPE_FOR_KIND = {"classification": "SEQ_CLS", "generation": "CAUSAL_LM"}
-PEFT_TYPES = {"lora": "LORA", "ia3": "IA3"}
+PEFT_TYPES = {"lora": "LORA", "ia3": "IA3", "prompt": "PROMPT_TUNING"}
 ROOT = "base_model.model."
 
 
@@ -33,6 +36,15 @@ def adapter_for(
         "revision": None,
         "inference_mode": True,
     }
+    if kind == "prompt":
+        adapter = {
+            "peft_type": "PROMPT_TUNING",
+            "num_virtual_tokens": int(cfg["length"]),
+            "token_dim": int(cfg["hidden_size"]),
+            "num_transformer_submodules": 1,
+            "prompt_tuning_init": "RANDOM",
+        }
+        return common | adapter, {"prompt_embeddings": tensors["prompt"]}
     targets = list(cfg["targets"])
     if kind == "lora":
         weights = {}
@@ -68,8 +80,11 @@ def adapter_for(
 def module_from_adapter(
     path: Path, adapter: dict[str, Any], weights: dict[str, Any]
 ) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """(kind, config, tensors) of a PEFT LoRA or (IA)³ adapter; anything else is one line."""
+    """(kind, config, tensors) of a PEFT LoRA, (IA)³ or prompt-tuning adapter; anything else
+    is one line."""
     peft_type = adapter.get("peft_type")
+    if peft_type == "PROMPT_TUNING":
+        return _prompt(path, adapter, weights)
     targets = adapter.get("target_modules")
     if not isinstance(targets, list) or not targets:
         raise ConfigError(
@@ -102,8 +117,30 @@ def module_from_adapter(
             on_input.append(is_ff)
         return "ia3", {"targets": targets, "dims": dims, "feedforward": on_input}, tensors
     raise ConfigError(
-        f"{path}: peft_type {peft_type!r} cannot be imported; PREFIX_TUNING, LORA and IA3 can"
+        f"{path}: peft_type {peft_type!r} cannot be imported; PREFIX_TUNING, PROMPT_TUNING, "
+        "LORA and IA3 can"
     )
+
+
+def _prompt(
+    path: Path, adapter: dict[str, Any], weights: dict[str, Any]
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    if adapter.get("num_transformer_submodules", 1) != 1:
+        raise ConfigError(
+            f"{path}: only prompts for one transformer submodule (encoder-only or decoder-only "
+            "backbones) can be imported"
+        )
+    if "prompt_embeddings" not in weights:
+        raise ConfigError(f"{path}: the adapter has no tensor prompt_embeddings")
+    embeds = weights["prompt_embeddings"]
+    want = (adapter.get("num_virtual_tokens"), adapter.get("token_dim"))
+    if embeds.dim() != 2 or tuple(embeds.shape) != want:
+        raise ConfigError(
+            f"{path}: prompt_embeddings has shape {tuple(embeds.shape)} but num_virtual_tokens "
+            f"and token_dim say {want}"
+        )
+    config = {"length": int(embeds.shape[0]), "hidden_size": int(embeds.shape[1])}
+    return "prompt", config, {"prompt": embeds}
 
 
 def _weight(path: Path, weights: dict[str, Any], name: str) -> Any:

@@ -27,6 +27,7 @@ from continual.modules import lora as lora  # registers "lora"  # isort: skip
 from continual.modules import ptuning as ptuning  # registers "ptuning"  # isort: skip
 from continual.modules import ia3 as ia3  # registers "ia3"  # isort: skip
 from continual.modules import bitfit as bitfit  # registers "bitfit"  # isort: skip
+from continual.modules import prompt as prompt  # registers "prompt"  # isort: skip
 
 __all__ = [
     "DEFAULT_KIND",

@@ -14,9 +14,10 @@ through three protocols, and never asks which kind it holds:
   several tasks out over the rows of a batch (`rows`, `single`).
 - `RowModules`: the modules of one batch's rows, ready for a backbone pass. A row may carry
   virtual positions that precede its tokens in every attention layer (a prefix's keys and
-  values: `mask`, `offset`, `past`, and `packed` for packed passes), and/or change the
+  values: `mask`, `offset`, `past`, and `packed` for packed passes) or in the input (a soft
+  prompt's embeddings: `mask`, `offset`, `embeds`; padded passes only), and/or change the
   backbone's activations token by token while a pass runs (`hooks`, e.g. LoRA or IA3). A kind
-  uses whichever it needs; the other is empty (V = 0, a null context).
+  uses whichever it needs; the others are empty (V = 0, None, a null context).
 
 Named tensors ("tensors" below) are `dict[str, Tensor]`; names starting with "head." are
 reserved for the task head stored beside the module.
@@ -85,6 +86,10 @@ class RowModules(Protocol):
 
     `mask` `[B, V]`: 1 on each row's virtual positions (rows with fewer are padded and masked;
     V may be 0). `offset` `[B]`: the position of each row's first real token.
+
+    Optional: `embeds()`, the virtual positions as input embeddings `[B, V, hidden]` placed
+    before each row's tokens (a soft prompt; `past()` is then None). Rows that have it run
+    padded: `packed` is never asked of them. A kind without input positions leaves it out.
     """
 
     mask: torch.Tensor

@@ -16,7 +16,15 @@ from transformers import DynamicCache
 from continual import packing
 from continual.backbones import Backbone
 from continual.cache import returned_cache, with_cache
-from continual.model import Batch, every_token, forward, hooks, kept_positions, position_ids
+from continual.model import (
+    Batch,
+    every_token,
+    forward,
+    has_inputs,
+    hooks,
+    kept_positions,
+    position_ids,
+)
 from continual.modules.base import RowModules
 from continual.objectives.base import TextLimits
 from tasks.spec import TaskSpec
@@ -64,7 +72,7 @@ def tail_logprob(
     last K+1 positions (K = longest tail), which is all that is scored.
     """
     k = max(len(t) for t in tails)
-    if packing.packable(backbone):
+    if packing.packable(backbone) and not has_inputs(modules):
         return _tail_logprob_packed(backbone, prompts, tails, modules, k)
     ids, mask = _left_pad([p + t for p, t in zip(prompts, tails)], backbone.tokenizer.pad_token_id)
     keep = kept_positions(ids.shape[1], k + 1)

@@ -9,7 +9,7 @@ import torch
 
 from continual import packing
 from continual.backbones import Backbone
-from continual.model import Batch, forward, mean_pool
+from continual.model import Batch, forward, has_inputs, mean_pool
 from continual.modules.base import RowModules
 from continual.objectives.base import TextLimits
 
@@ -32,8 +32,9 @@ def encoder_features(
     limits: TextLimits,
 ) -> torch.Tensor:
     """Mean-pooled last hidden states `[B, H]` of the texts under their rows' modules, in one
-    packed pass (no padding computed; `continual.packing`) where the attention allows it."""
-    if not packing.packable(backbone):
+    packed pass (no padding computed; `continual.packing`) where the attention and the modules
+    allow it (a soft prompt's input tokens run padded)."""
+    if not packing.packable(backbone) or has_inputs(modules):
         batch = encoder_batch(backbone, texts, limits)
         hidden = forward(backbone, batch, modules).last_hidden_state
         return mean_pool(hidden, batch.attention_mask).float()

@@ -1,4 +1,4 @@
-"""Every module kind beside the prefix (lora, ptuning, ia3, bitfit) through the generic paths:
+"""Every module kind beside the prefix (lora, prompt, ptuning, ia3, bitfit) through the generic paths:
 it trains on the frozen backbone, is ejected and rebuilt exactly, is stored and loaded, refuses
 tensors of another shape in one line, and rows of several tasks of the kind share a pass as each
 answers alone, padded or packed; (IA)³ computes what PEFT's does."""
@@ -20,8 +20,14 @@ from tasks.errors import ConfigError
 from tasks.spec import TaskSpec
 from tests.continual.test_module_seam import LIMITS, SPEC, TEXTS, data
 
-KINDS = ("lora", "ptuning", "ia3", "bitfit")
-OPTIONS = {"lora": {"rank": 4}, "ptuning": {"length": 3}, "ia3": {}, "bitfit": {}}
+KINDS = ("lora", "prompt", "ptuning", "ia3", "bitfit")
+OPTIONS = {
+    "lora": {"rank": 4},
+    "prompt": {"length": 3},
+    "ptuning": {"length": 3},
+    "ia3": {},
+    "bitfit": {},
+}
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +96,7 @@ def test_each_kind_is_stored_loaded_and_refuses_another_shape(
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("kind", ("lora", "ptuning", "ia3"))
+@pytest.mark.parametrize("kind", ("lora", "prompt", "ptuning", "ia3"))
 def test_rows_of_several_tasks_of_a_kind_share_a_pass_on_a_decoder(
     kind, tiny_decoder, sentiment, monkeypatch
 ) -> None:
@@ -105,7 +111,7 @@ def test_rows_of_several_tasks_of_a_kind_share_a_pass_on_a_decoder(
     for task in (cls, gen):
         config = module_kind(kind).config_for(tiny_decoder, **OPTIONS[kind])
         # deep prompts without the reparameterization learn slowly at the prefix's rate
-        lr = 1e-1 if kind == "ptuning" else run.lr
+        lr = 1e-1 if kind in ("ptuning", "prompt") else run.lr
         result = train(
             tiny_decoder, task, config, run.with_(max_target_length=4, lr=lr), progress=False
         )

@@ -1,4 +1,4 @@
-"""`--module KIND` and `module:` in stream entries: a LoRA (or P-tuning, (IA)³, BitFit) task
+"""`--module KIND` and `module:` in stream entries: a LoRA (or prompt, P-tuning, (IA)³, BitFit) task
 arrives, is registered with its kind, is predicted and re-evaluated like a prefix, and a stream
 mixing three kinds forgets nothing (every column constant after its arrival)."""
 
@@ -38,7 +38,7 @@ def test_train_with_module_lora_registers_a_lora_and_predicts_with_it(
     assert code == 0 and said["predictions"][0]["prediction"] in ("positive", "negative"), said
 
 
-@pytest.mark.parametrize("kind", ["ptuning", "ia3", "bitfit"])
+@pytest.mark.parametrize("kind", ["prompt", "ptuning", "ia3", "bitfit"])
 def test_every_kind_arrives_through_train_and_evaluates_the_same_again(
     kind, tiny_encoder_dir, write_jsonl, sentiment, tmp_path
 ) -> None:
@@ -61,6 +61,10 @@ def test_every_kind_arrives_through_train_and_evaluates_the_same_again(
         (["--module", "lora", "--lora-rank", "0"], "rank must be"),
         (["--module", "lora", "--prefix-length", "4"], "--prefix-length sets a prefix"),
         (["--module", "lora", "--lora-targets", "nope"], "matches no layer"),
+        (["--prompt-length", "4"], "add --module prompt"),
+        (["--module", "prompt", "--prompt-length", "0"], "prompt length must be"),
+        (["--module", "prompt", "--prefix-length", "4"], "use --prompt-length"),
+        (["--module", "lora", "--prompt-length", "4"], "add --module prompt"),
     ],
 )
 def test_bad_module_options_are_one_line_and_register_nothing(
@@ -99,16 +103,16 @@ def test_a_stream_entry_names_its_module_and_it_travels_in_the_job() -> None:
             arrival_plan({"name": "d", "dataset": "trec", **entry}, where="e")
 
 
+@pytest.mark.parametrize(
+    ("second", "third"),
+    [("{kind: lora, rank: 2}", "ia3"), ("{kind: prompt, length: 4}", "ptuning")],
+)
 def test_a_stream_of_three_module_kinds_forgets_nothing(
-    tmp_path, tiny_encoder_dir, sentiment
+    second, third, tmp_path, tiny_encoder_dir, sentiment
 ) -> None:
     folder = tmp_path / "data"
     write_tasks(folder, sentiment)
-    modules = {
-        "sentiment": "",
-        "opinion": ", module: {kind: lora, rank: 2}",
-        "mood": ", module: ia3",
-    }
+    modules = {"sentiment": "", "opinion": f", module: {second}", "mood": f", module: {third}"}
     arrivals = "\n".join(
         f"  - {{name: {t}, train: {t}-train.jsonl, eval: {t}-eval.jsonl{modules[t]}}}"
         for t, _, _ in TASKS
@@ -125,9 +129,10 @@ def test_a_stream_of_three_module_kinds_forgets_nothing(
     assert code == 0, err
     with Registry.open(home, tracking_uri="none") as reg:
         kinds = {name: reg.prefix(name).kind for name, _, _ in TASKS}
-    assert kinds == {"sentiment": "prefix", "opinion": "lora", "mood": "ia3"}
+    kind = second.split(",")[0].removeprefix("{kind: ")
+    assert kinds == {"sentiment": "prefix", "opinion": kind, "mood": third}
     doc = report(home)
-    assert [t.get("module") for t in doc["tasks"]] == [None, "lora", "ia3"]
+    assert [t.get("module") for t in doc["tasks"]] == [None, kind, third]
     m = doc["methods"]["prefix"]
     R = m["R"]
     for j in range(3):

@@ -1,4 +1,4 @@
-"""LoRA and (IA)³ modules out as PEFT adapters and back: PEFT's `PeftModel.from_pretrained`
+"""LoRA, (IA)³ and prompt-tuning modules out as PEFT adapters and back: PEFT's `PeftModel.from_pretrained`
 loads the folder and computes what our module computes (within 1e-4), `registry import` brings
 it back as the same module (equal predictions), and our own folders keep the kind. A kind PEFT
 has no format for (BitFit) is one line."""
@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from continual.backbones import load_backbone
+from continual.model import Batch, forward
 from continual.modules import module_kind
 from registry import Registry
 from tests.continual.test_module_seam import TEXTS
@@ -29,7 +30,7 @@ def _train(kind: str, tiny_encoder_dir, write_jsonl, sentiment, home) -> str:
     return ev
 
 
-@pytest.mark.parametrize("kind", ["lora", "ia3"])
+@pytest.mark.parametrize("kind", ["lora", "ia3", "prompt"])
 def test_a_module_goes_out_as_a_peft_adapter_and_comes_back(
     kind, tiny_encoder_dir, write_jsonl, sentiment, tmp_path
 ) -> None:
@@ -47,15 +48,15 @@ def test_a_module_goes_out_as_a_peft_adapter_and_comes_back(
     tok = backbone.tokenizer(TEXTS, return_tensors="pt", padding=True)
     own = {k: v for k, v in tensors.items() if not k.startswith("head.")}
     rows = module_kind(kind).single(own, config, len(TEXTS))
+    batch = Batch(tok["input_ids"], tok["attention_mask"])
+    real = batch.attention_mask.bool()  # a pad's own output is never read
     with torch.no_grad():
         theirs = theirs_model(**tok).last_hidden_state
-        with rows.hooks(
-            backbone.model, torch.arange(len(TEXTS))[:, None].expand_as(tok["input_ids"])
-        ):
-            ours = backbone.model(**tok).last_hidden_state
-        plain = backbone.model(**tok).last_hidden_state
-    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
-    assert (ours - plain).abs().max() > 1e-5  # the module acts
+        theirs = theirs[:, theirs.shape[1] - batch.input_ids.shape[1] :]  # a prompt's tokens first
+        ours = forward(backbone, batch, rows).last_hidden_state
+        plain = forward(backbone, batch, None).last_hidden_state
+    torch.testing.assert_close(ours[real], theirs[real], atol=1e-4, rtol=0)
+    assert (ours - plain)[real].abs().max() > 1e-5  # the module acts
 
     code, doc, err = run("evaluate", "--task", "t", "--eval", ev, "--home", home)
     assert code == 0, err
