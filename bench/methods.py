@@ -3,6 +3,10 @@
     python -m bench.methods                      # minilm and smollm2 suites (hours)
     python -m bench.methods --backbones minilm   # the minilm suites only
     python -m bench.methods --quick              # one task, two methods, a few steps
+    python -m bench.methods --backbones minilm --methods prompt --tasks trec --merge
+                                                 # add runs to the committed results
+    python -m bench.methods --backbones minilm --efficiency-only --merge
+                                                 # only the efficiency columns, all methods
 
 For each backbone and task, full fine-tuning and every module kind (prefix, lora, ptuning, ia3,
 bitfit) train the same number of steps at each learning rate of a small sweep
@@ -14,17 +18,25 @@ rounds of a few steps by turns) and mixed-batch serving throughput (the suite's 
 requests interleaved: a module kind's tasks share passes; fine-tuned copies cannot). Catalog
 tasks are where the defaults were chosen; held-out tasks come from sources the catalog does not
 use. Results: bench/results/methods.json, written after each task.
+
+`--merge` starts from the results file and replaces only what this run measures (a task's
+entries for the methods run; the efficiency columns unless `--no-efficiency`), so a suite can
+be filled in several sittings; `complete` says whether every task has every method and the
+efficiency columns cover them all. `--efficiency-only` skips the sweeps: the modules served
+are trained `--time-steps` steps on each catalog task (throughput does not depend on what
+they learned).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import machine, run_worker, table, write
+from bench.common import RESULTS, machine, run_worker, table, write
 from bench.methods_run import LRS, METHODS, applicable, serving, step_times, train_one
 
 SUITES = {
@@ -75,68 +87,118 @@ def efficiency(name: str, backbone: Any, data: Any, methods, served, about, a) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    from continual.backbones import load_backbone
-    from continual.train import TrainConfig
-    from tasks.load import DataArgs, load_data
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backbones", default="minilm,smollm2")
     ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--tasks", help="only these tasks of the suites (comma-separated)")
     ap.add_argument("--steps", type=int, default=300, help="training steps per run")
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--time-steps", type=int, default=8)
     ap.add_argument("--time-rounds", type=int, default=3)
     ap.add_argument("--serve-items", type=int, default=256)
+    ap.add_argument("--merge", action="store_true", help="add to the results file")
+    ap.add_argument("--no-efficiency", action="store_true")
+    ap.add_argument("--efficiency-only", action="store_true")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out")
     a = ap.parse_args(argv)
     methods = [m for m in a.methods.split(",") if m]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise SystemExit(f"--methods: unknown {unknown}; known: {', '.join(METHODS)}")
     suites = {b: SUITES[b] for b in a.backbones.split(",")}
+    if a.tasks:
+        keep = set(a.tasks.split(","))
+        suites = {b: {g: tuple(t for t in ts if t in keep) for g, ts in s.items()}
+                  for b, s in suites.items()}  # fmt: skip
     lrs = {m: LRS[m] for m in methods}
     if a.quick:
         suites = {"minilm": {"catalog": ("trec", "sms_spam"), "heldout": ()}}
         methods, a.steps, a.time_steps, a.time_rounds, a.serve_items = (
             ["full", "lora"], 4, 2, 1, 16)  # fmt: skip
         lrs = {m: LRS[m][1:2] for m in methods}
-    began = time.perf_counter()
+    name_out = "methods_quick" if a.quick else "methods"
+    out = None if a.out is None else Path(a.out)
+    path = out or RESULTS / f"{name_out}.json"
     doc: dict[str, Any] = {"bench": "methods", "machine": machine(), "quick": a.quick,
                            "setup": {"steps": a.steps, "max_length": a.max_length,
                                      "max_train": MAX_TRAIN, "max_eval": MAX_EVAL, "lrs": lrs},
                            "backbones": {}}  # fmt: skip
-    out = None if a.out is None else Path(a.out)
-    name_out = "methods_quick" if a.quick else "methods"
+    if a.merge and path.exists():
+        doc = json.loads(path.read_text())
+        if doc["setup"]["steps"] != a.steps or doc["setup"]["max_length"] != a.max_length:
+            raise SystemExit(f"--merge: {path} was run with other --steps or --max-length")
+        doc["setup"]["lrs"] |= lrs
+        doc.setdefault("machines", [doc["machine"]]).append(machine())
+    began = time.perf_counter()
     for name, suite in suites.items():
-        backbone = load_backbone(name)
-        config = TrainConfig(steps=a.steps, eval_every=max(1, a.steps // 4),
-                             batch_size=BATCH[name], max_length=a.max_length)  # fmt: skip
-        here = [m for m in methods if applicable(m, backbone) is None]
-        rows: dict[str, Any] = {"n_params": backbone.n_params, "tasks": {}, "not_applicable": {
-            m: applicable(m, backbone) for m in methods if m not in here}}  # fmt: skip
-        doc["backbones"][name] = rows
-        served: dict[str, list[Any]] = {m: [] for m in here}
-        about: list[Any] = []
-        first = None
-        for group, tasks in suite.items():
-            for task in tasks:
-                data = load_data(DataArgs(dataset=task, max_train=MAX_TRAIN, max_eval=MAX_EVAL,
-                                          seed=0))  # fmt: skip
-                first = first or data
-                print(f"  {name} {task} ({group})", flush=True)
-                res = {m: sweep(backbone, data, m, config, lrs[m]) for m in here}
-                if group == "catalog" and data.spec.kind == "classification":
-                    for m in here:
-                        served[m].append(res[m]["_served"])
-                    about.append((data.spec, config.limits))
-                rows["tasks"][task] = {"group": group, "kind": data.spec.kind, "methods": {
-                    m: {k: v for k, v in r.items() if not k.startswith("_")}
-                    for m, r in res.items()}}  # fmt: skip
-                write(name_out, doc | {"complete": False}, out)
-        rows["efficiency"] = efficiency(name, backbone, first, here, served, about, a)
-        write(name_out, doc | {"complete": False}, out)
-    doc["seconds"] = time.perf_counter() - began
+        run_suite(name, suite, methods, lrs, doc, a, path)
+    doc["seconds"] = doc.get("seconds", 0) + time.perf_counter() - began
     print(render(doc))
-    print(f"wrote {write(name_out, doc | {'complete': True}, out)}")
+    done = True if a.quick else complete(doc)  # a quick run is complete as what it is
+    print(f"wrote {write(name_out, doc | {'complete': done}, out)}")
     return 0
+
+
+def run_suite(name: str, suite, methods, lrs, doc, a, path: Path) -> None:
+    from continual.backbones import load_backbone
+    from continual.train import TrainConfig
+    from tasks.load import DataArgs, load_data
+
+    backbone = load_backbone(name)
+    config = TrainConfig(steps=a.steps, eval_every=max(1, a.steps // 4),
+                         batch_size=BATCH[name], max_length=a.max_length)  # fmt: skip
+    here = [m for m in methods if applicable(m, backbone) is None]
+    rows = doc["backbones"].setdefault(name, {"n_params": backbone.n_params, "tasks": {}})
+    rows["not_applicable"] = rows.get("not_applicable", {}) | {
+        m: applicable(m, backbone) for m in methods if m not in here}  # fmt: skip
+    served: dict[str, list[Any]] = {m: [] for m in here}
+    about: list[Any] = []
+    first = None
+    for group, tasks in suite.items():
+        for task in tasks:
+            data = load_data(DataArgs(dataset=task, max_train=MAX_TRAIN, max_eval=MAX_EVAL,
+                                      seed=0))  # fmt: skip
+            first = first or data
+            serves = group == "catalog" and data.spec.kind == "classification"
+            if a.efficiency_only:
+                if serves:
+                    short = config.with_(steps=a.time_steps, eval_every=a.time_steps + 1)
+                    for m in here:
+                        served[m].append(train_one(backbone, data, m, short)["_served"])
+                    about.append((data.spec, config.limits))
+                continue
+            print(f"  {name} {task} ({group})", flush=True)
+            res = {m: sweep(backbone, data, m, config, lrs[m]) for m in here}
+            if serves:
+                for m in here:
+                    served[m].append(res[m]["_served"])
+                about.append((data.spec, config.limits))
+            entry = rows["tasks"].setdefault(
+                task, {"group": group, "kind": data.spec.kind, "methods": {}}
+            )
+            entry["methods"] |= {m: {k: v for k, v in r.items() if not k.startswith("_")}
+                                 for m, r in res.items()}  # fmt: skip
+            write(path.stem, doc | {"complete": False}, path)
+    if first is not None and not a.no_efficiency:
+        rows["efficiency"] = efficiency(name, backbone, first, here, served, about, a)
+        write(path.stem, doc | {"complete": False}, path)
+
+
+def complete(doc: dict[str, Any]) -> bool:
+    """Every suite task has every method that runs on its backbone, and the efficiency
+    columns cover them all."""
+    for name, suite in SUITES.items():
+        rows = doc["backbones"].get(name)
+        if rows is None:
+            return False
+        want = set(METHODS) - set(rows.get("not_applicable", {}))
+        for task in (t for ts in suite.values() for t in ts):
+            if task not in rows["tasks"] or want - set(rows["tasks"][task]["methods"]):
+                return False
+        if want - set(rows.get("efficiency", {}).get("step_seconds", {})):
+            return False
+    return True
 
 
 def render(doc: dict[str, Any]) -> str:

@@ -9,13 +9,15 @@ from typing import Any
 
 import torch
 
-METHODS = ("full", "prefix", "lora", "ptuning", "ia3", "bitfit")
+METHODS = ("full", "prefix", "lora", "prompt", "ptuning", "ia3", "bitfit")
 #: A small sweep per method around its usual rate (full fine-tuning's is the BERT paper's
-#: range; the modules' the rates their papers and PEFT's examples use, one each way).
+#: range; the modules' the rates their papers and PEFT's examples use, one each way; prompt
+#: tuning's centre is PEFT's prompt-tuning example's 3e-2 with AdamW).
 LRS = {
     "full": (2e-5, 5e-5, 1e-4),
     "prefix": (3e-4, 1e-3, 3e-3),
     "lora": (3e-4, 1e-3, 3e-3),
+    "prompt": (1e-2, 3e-2, 1e-1),
     "ptuning": (3e-3, 1e-2, 3e-2),
     "ia3": (1e-3, 3e-3, 1e-2),
     "bitfit": (3e-4, 1e-3, 3e-3),

@@ -84,7 +84,7 @@ def methods(doc: dict[str, Any]) -> str:
     for name, rows in doc["backbones"].items():
         tasks = rows["tasks"]
         eff = rows.get("efficiency", {})
-        kinds = [m for m in ("full", "prefix", "lora", "ptuning", "ia3", "bitfit")
+        kinds = [m for m in ("full", "prefix", "lora", "prompt", "ptuning", "ia3", "bitfit")
                  if any(m in t["methods"] for t in tasks.values())]  # fmt: skip
         body = []
         for m in kinds:

@@ -220,3 +220,46 @@ def test_smollm2_prefix_logits_match_peft(smollm2, cli, tmp_path: Path) -> None:
     full = int(batch.attention_mask.sum(-1).argmax())
     no_pos = theirs(peft_model, smollm2, batch)
     assert float((mine_left[full] - no_pos[full]).abs().max()) < ATOL
+
+
+# --- prompt tuning -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["minilm", "smollm2"])
+def test_a_soft_prompt_matches_peft_prompt_tuning(name, request, cli, tmp_path: Path) -> None:
+    """A prompt (`--module prompt`) exported as a PROMPT_TUNING adapter: PEFT puts the same
+    embeddings before the input and computes our outputs on every real token. Right padding:
+    PEFT ignores position ids under prompt tuning, so its positions are right only there (we
+    run decoders left-padded; our positions skip padding either way)."""
+    from continual.modules import module_kind
+
+    backbone = request.getfixturevalue(name)
+    plugin = module_kind("prompt")
+    config = plugin.config_for(backbone, length=5)
+    tensors = plugin.build(config, seed=3).eject()
+    home, out = tmp_path / "home", tmp_path / "peft"
+    task = TaskSpec(name="p", kind="classification", labels=("yes", "no"))
+    with Registry.open(home, tracking_uri="none") as reg:
+        reg.register_prefix(
+            task=task, data_fingerprint="0" * 64, backbone=backbone.info(), tensors=tensors,
+            prefix_config={**config.to_dict(), "backbone": backbone.name},
+            train_summary={"steps": 0, "seconds": 0.0, "final_loss": None, "losses": []},
+            run={"seed": 0, "config": {}, "packages": {},
+                 "backbone_fingerprint": backbone.fingerprint},
+            kind="prompt",
+        )  # fmt: skip
+    r = cli("registry", "export", "p", "--format", "peft", "--out", out, "--json", "--home", home)
+    assert r.rc == 0, r.err
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert adapter["peft_type"] == "PROMPT_TUNING" and adapter["num_virtual_tokens"] == 5
+    peft_model = load_peft(backbone, out)
+    batch = padded(backbone, "right")
+    rows = plugin.single(tensors, config, batch.input_ids.shape[0])
+    with torch.no_grad():
+        out_ours = forward(backbone, batch, rows)
+        bare = forward(backbone, batch, None)
+    pick = "last_hidden_state" if backbone.kind == "encoder" else "logits"
+    mine = getattr(out_ours, pick)
+    peft_out = theirs(peft_model, backbone, batch)[:, 5:]
+    assert max_diff(mine, peft_out, batch.attention_mask) < ATOL
+    assert max_diff(mine, getattr(bare, pick), batch.attention_mask) > 1e-2  # the prompt acts

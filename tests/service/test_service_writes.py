@@ -96,20 +96,26 @@ def test_an_arrival_with_a_search_runs_it_and_registers_the_winner(
     assert only.config["length"] == found["best"]["params"]["prefix_length"] in (2, 4)
 
 
-def test_an_arrival_may_train_another_module_kind(home: Path, client_for, sentiment) -> None:
-    """`options.module` over HTTP: the worker trains a LoRA, registered with its kind, and
-    `/v1/predict` answers with it."""
+@pytest.mark.parametrize(
+    ("module", "field", "value"),
+    [({"kind": "lora", "rank": 2}, "rank", 2), ({"kind": "prompt", "length": 3}, "length", 3)],
+)
+def test_an_arrival_may_train_another_module_kind(
+    module, field, value, home: Path, client_for, sentiment
+) -> None:
+    """`options.module` over HTTP: the worker trains a LoRA (or a soft prompt), registered
+    with its kind, and `/v1/predict` answers with it."""
     client = client_for(home)
     rows = [{"text": r["text"], "label": r["label"]} for r in sentiment(48, seed=5)]
     up = client.post("/v1/datasets", files={"train": ("s.jsonl", _jsonl(rows))}).json()
     job = client.post(
         "/v1/streams/s/arrivals",
         json={"name": "t5", "dataset": up["id"],
-              "options": {"steps": 6, "module": {"kind": "lora", "rank": 2}}},
+              "options": {"steps": 6, "module": module}},
     )  # fmt: skip
     assert job.status_code == 202, job.text
     queued = job.json()["job"]
-    assert queued["payload"]["plan"]["module"] == "lora"
+    assert queued["payload"]["plan"]["module"] == module["kind"]
 
     from pipelines.arrival.worker import Worker
     from pipelines.settings import RegistryArgs
@@ -121,7 +127,7 @@ def test_an_arrival_may_train_another_module_kind(home: Path, client_for, sentim
     assert done["state"] == "done", done["error"]
     with Registry.open(home, tracking_uri="none") as reg:
         record = reg.prefix("t5")
-    assert record.kind == "lora" and record.config["rank"] == 2
+    assert record.kind == module["kind"] and record.config[field] == value
     answered = client.post("/v1/predict", json={"inputs": ["good"], "task": "t5"}).json()
     assert answered["predictions"][0]["prediction"] in ("positive", "negative")
 
