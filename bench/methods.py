@@ -19,9 +19,10 @@ requests interleaved: a module kind's tasks share passes; fine-tuned copies cann
 tasks are where the defaults were chosen; held-out tasks come from sources the catalog does not
 use. Results: bench/results/methods.json, written after each task.
 
-`--merge` starts from the results file and replaces only what this run measures (a task's
-entries for the methods run; the efficiency columns unless `--no-efficiency`), so a suite can
-be filled in several sittings; `complete` says whether every task has every method and the
+`--merge` starts from the results file and adds what this run measures (a task's runs of the
+methods run, beside its runs at other rates, the best on validation chosen among all; the
+efficiency columns unless `--no-efficiency`), so a suite can be filled, or a sweep widened
+(`--lrs`), in several sittings; `complete` says whether every task has every method and the
 efficiency columns cover them all. `--efficiency-only` skips the sweeps: the modules served
 are trained `--time-steps` steps on each catalog task (throughput does not depend on what
 they learned).
@@ -50,13 +51,17 @@ MAX_TRAIN, MAX_EVAL = 1000, 300
 BATCH = {"minilm": 16, "smollm2": 8}
 
 
-def sweep(backbone: Any, data: Any, method: str, config: Any, lrs) -> dict[str, Any]:
-    runs = []
+def sweep(backbone: Any, data: Any, method: str, config: Any, lrs, before=()) -> dict[str, Any]:
+    """Train `method` at each rate of `lrs`; the rate with the best validation value is kept.
+    `before`: runs of an earlier sitting (`--merge`) at other rates, chosen among as well."""
+    runs = [r for r in before if r["lr"] not in lrs]
     for lr in lrs:
         r = train_one(backbone, data, method, config.with_(lr=lr))
         runs.append({"lr": lr, **r})
         print(f"    {method} lr {lr:g}: val {r['validation']} eval {r['eval']:.4f}", flush=True)
+    runs.sort(key=lambda r: r["lr"])
     best = max(runs, key=lambda r: -1e9 if r["validation"] is None else r["validation"])
+    served = best.get("_served") or next(r["_served"] for r in runs if "_served" in r)
     return {
         "lr": best["lr"],
         "eval": best["eval"],
@@ -65,7 +70,7 @@ def sweep(backbone: Any, data: Any, method: str, config: Any, lrs) -> dict[str, 
         "trainable_params": best["trainable_params"],
         "stored_bytes": best["stored_bytes"],
         "sweep": [{k: v for k, v in r.items() if not k.startswith("_")} for r in runs],
-        "_served": best["_served"],
+        "_served": served,
     }
 
 
@@ -91,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backbones", default="minilm,smollm2")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--tasks", help="only these tasks of the suites (comma-separated)")
+    ap.add_argument("--lrs", help="rates to run instead of the sweep's (comma-separated)")
     ap.add_argument("--steps", type=int, default=300, help="training steps per run")
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--time-steps", type=int, default=8)
@@ -112,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         suites = {b: {g: tuple(t for t in ts if t in keep) for g, ts in s.items()}
                   for b, s in suites.items()}  # fmt: skip
     lrs = {m: LRS[m] for m in methods}
+    if a.lrs:
+        lrs = {m: tuple(float(x) for x in a.lrs.split(",")) for m in methods}
     if a.quick:
         suites = {"minilm": {"catalog": ("trec", "sms_spam"), "heldout": ()}}
         methods, a.steps, a.time_steps, a.time_rounds, a.serve_items = (
@@ -128,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         doc = json.loads(path.read_text())
         if doc["setup"]["steps"] != a.steps or doc["setup"]["max_length"] != a.max_length:
             raise SystemExit(f"--merge: {path} was run with other --steps or --max-length")
-        doc["setup"]["lrs"] |= lrs
+        for m, rates in lrs.items():  # the rates each method has been run at, all sittings
+            had = doc["setup"]["lrs"].get(m, [])
+            doc["setup"]["lrs"][m] = sorted(set(had) | set(rates))
         doc.setdefault("machines", [doc["machine"]]).append(machine())
     began = time.perf_counter()
     for name, suite in suites.items():
@@ -169,7 +179,10 @@ def run_suite(name: str, suite, methods, lrs, doc, a, path: Path) -> None:
                     about.append((data.spec, config.limits))
                 continue
             print(f"  {name} {task} ({group})", flush=True)
-            res = {m: sweep(backbone, data, m, config, lrs[m]) for m in here}
+            before = rows["tasks"].get(task, {}).get("methods", {})
+            res = {m: sweep(backbone, data, m, config, lrs[m],
+                            before.get(m, {}).get("sweep", ()) if a.merge else ())
+                   for m in here}  # fmt: skip
             if serves:
                 for m in here:
                     served[m].append(res[m]["_served"])
