@@ -137,6 +137,14 @@ def module_config(backbone: Any, plan: ArrivalPlan) -> Any:
     if plan.module in PREFIX_LIKE:  # deep prompts take the prefix's length and positions
         options = {"length": plan.prefix_length, "positions": plan.positions} | options
     config = module_kind(plan.module).config_for(backbone, **options)
+    taken = getattr(config, "input_positions", 0)  # a soft prompt's tokens precede the input
+    context = getattr(backbone.model.config, "max_position_embeddings", None)
+    if taken and isinstance(context, int) and taken + plan.config.max_length > context:
+        raise ConfigError(
+            f"arrival {plan.name}: a {plan.module} of {taken} tokens before inputs of up to "
+            f"{plan.config.max_length} tokens needs {taken + plan.config.max_length} positions; "
+            f"backbone {backbone.name} has {context}: shorten --prompt-length or --max-length"
+        )
     return config.with_(init=plan.init)
 
 

@@ -65,6 +65,7 @@ def test_every_kind_arrives_through_train_and_evaluates_the_same_again(
         (["--module", "prompt", "--prompt-length", "0"], "prompt length must be"),
         (["--module", "prompt", "--prefix-length", "4"], "use --prompt-length"),
         (["--module", "lora", "--prompt-length", "4"], "add --module prompt"),
+        (["--module", "prompt", "--prompt-length", "100"], "shorten --prompt-length"),
     ],
 )
 def test_bad_module_options_are_one_line_and_register_nothing(

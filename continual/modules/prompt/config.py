@@ -48,6 +48,12 @@ class PromptConfig:
     def n_params(self) -> int:
         return self.length * self.hidden_size
 
+    @property
+    def input_positions(self) -> int:
+        """Positions the prompt takes before every input (the backbone's context bounds it
+        and the input together)."""
+        return self.length
+
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {NAME: (self.length, self.hidden_size)}
 
