@@ -5,6 +5,7 @@ mixing three kinds forgets nothing (every column constant after its arrival)."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from pipelines.arrival.plan import ArrivalPlan
 from pipelines.stream import arrival_plan
@@ -47,7 +48,7 @@ def test_every_kind_arrives_through_train_and_evaluates_the_same_again(
     ev = write_jsonl("e.jsonl", sentiment(24, seed=2))
     code, doc = cli(
         "train", "--backbone", tiny_encoder_dir, "--train", train, "--eval", ev, "--name", "t",
-        "--home", home, *FAST, "--module", kind,
+        "--home", home, *FAST, "--module", kind, "--max-length", "64",
     )  # fmt: skip
     assert code == 0 and doc["module"] == kind, doc
     code, again = cli("evaluate", "--task", "t", "--eval", ev, "--home", home)
@@ -121,7 +122,7 @@ def test_a_stream_of_three_module_kinds_forgets_nothing(
     path = folder / "stream.yaml"
     path.write_text(
         f"backbone: {tiny_encoder_dir}\n"
-        "defaults: {steps: 16, lr: 1.0e-2, eval_every: 8, batch_size: 8}\n"
+        "defaults: {steps: 16, lr: 1.0e-2, eval_every: 8, batch_size: 8, max_length: 64}\n"
         f"arrivals:\n{arrivals}\n",
         encoding="utf-8",
     )
@@ -186,3 +187,30 @@ def test_the_field_s_baselines_run_in_a_stream_beside_the_prefixes(
         assert all(R[i][j] is not None for i in range(3) for j in range(i + 1)), (name, R)
     iso = doc["methods"]["per-task-ft"]
     assert iso["bwt"] == 0.0 and iso["forgetting_max"] == 0.0
+
+
+def test_a_prompt_starts_from_the_description_s_words(
+    tiny_encoder_dir, write_jsonl, sentiment, tmp_path
+) -> None:
+    """`--init words` on a prompt: the stored start is the backbone's embeddings of the
+    description (one step at a vanishing rate: what is registered is the start)."""
+    from continual.backbones import load_backbone
+    from continual.modules import module_kind
+
+    home = tmp_path / "home"
+    train = write_jsonl("t.jsonl", sentiment(32, seed=1))
+    code, doc = cli(
+        "train", "--backbone", tiny_encoder_dir, "--train", train, "--name", "t", "--home", home,
+        "--module", "prompt", "--prompt-length", "4", "--init", "words", "--description",
+        "good or bad", "--steps", "1", "--lr", "1e-9", "--batch-size", "8", "--max-length", "64",
+    )  # fmt: skip
+    assert code == 0, doc
+    backbone = load_backbone(str(tiny_encoder_dir))
+    with Registry.open(home, tracking_uri="none") as reg:
+        tensors, record = reg.load_prefix(reg.prefix("t").id, backbone.fingerprint)
+    config = module_kind("prompt").config_from_dict(record.config)
+    assert record.kind == "prompt" and config.init == "words" and config.length == 4
+    want = module_kind("prompt").start_from_text(backbone, config, "good or bad")
+    torch.testing.assert_close(tensors["prompt"], want["prompt"], atol=1e-6, rtol=0)
+    random = module_kind("prompt").build(config).eject()["prompt"]
+    assert (tensors["prompt"] - random).abs().max() > 1e-2

@@ -24,7 +24,7 @@ def _train(kind: str, tiny_encoder_dir, write_jsonl, sentiment, home) -> str:
     ev = write_jsonl("e.jsonl", sentiment(24, seed=2))
     code, _, err = run(
         "train", "--backbone", tiny_encoder_dir, "--train", train, "--eval", ev, "--name", "t",
-        "--home", home, *FAST, "--module", kind,
+        "--home", home, *FAST, "--module", kind, "--max-length", "64",
     )  # fmt: skip
     assert code == 0, err
     return ev

@@ -111,7 +111,7 @@ def test_an_arrival_may_train_another_module_kind(
     job = client.post(
         "/v1/streams/s/arrivals",
         json={"name": "t5", "dataset": up["id"],
-              "options": {"steps": 6, "module": module}},
+              "options": {"steps": 6, "max_length": 64, "module": module}},
     )  # fmt: skip
     assert job.status_code == 202, job.text
     queued = job.json()["job"]
