@@ -232,7 +232,7 @@ def render(doc: dict[str, Any]) -> str:
                 f"{100 * one['trainable_params'] / n:.3f}",
                 round(one["stored_bytes"] / 1024, 1),
                 round(1000 * eff.get("step_seconds", {}).get(m, float("nan")), 1),
-                round(_above(eff.get("memory", {}).get(m, {}))),
+                round(_above(eff.get("memory", {}).get(m, {})), 0),  # nan: not measured
                 round(eff.get("serving_items_per_second", {}).get(m, float("nan")), 1),
             ])  # fmt: skip
         parts.append(f"{name} ({n / 1e6:.1f}M parameters)\n" + table(header, body))

@@ -61,3 +61,11 @@ def test_complete_needs_every_task_every_method_and_the_efficiency_columns() -> 
     assert not bench_methods.complete(doc)
     del doc["backbones"]["smollm2"]
     assert not bench_methods.complete(doc)
+
+
+def test_a_suite_without_efficiency_columns_yet_still_renders() -> None:
+    run = {"eval": 0.8, "lr": 1e-3, "trainable_params": 10, "stored_bytes": 2048}
+    doc = {"backbones": {"minilm": {"n_params": 1000, "tasks": {
+        "trec": {"group": "catalog", "methods": {"prefix": run}}}}}}  # fmt: skip
+    out = bench_methods.render(doc)
+    assert "0.8000 @0.001" in out and "nan" in out
