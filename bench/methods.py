@@ -143,7 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     for name, suite in suites.items():
         run_suite(name, suite, methods, lrs, doc, a, path)
-    doc["seconds"] = doc.get("seconds", 0) + time.perf_counter() - began
+    if a.merge:  # several sittings: each run's own seconds are in its sweep entry
+        doc.pop("seconds", None)
+    else:
+        doc["seconds"] = time.perf_counter() - began
     print(render(doc))
     done = True if a.quick else complete(doc)  # a quick run is complete as what it is
     print(f"wrote {write(name_out, doc | {'complete': done}, out)}")

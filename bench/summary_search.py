@@ -75,11 +75,12 @@ def methods(doc: dict[str, Any]) -> str:
         "### methods (every module kind beside full fine-tuning)",
         "",
         f"Each method trained {doc['setup']['steps']} steps at each learning rate of a small "
-        "sweep, the rate with the best validation kept; eval scores (accuracy) with the rate "
-        "chosen in brackets. Efficiency on the backbone's first task: trainable parameters, bytes stored per "
-        "task, median training step (methods interleaved), training memory above the loaded "
-        "backbone and data, mixed-batch serving of the suite's tasks."
-        + ("" if doc.get("complete") else " **Partial run.**"),
+        "sweep (widened by one rate where the first sweep's best was at its top; every run is "
+        "in the JSON), the rate with the best validation kept; eval scores (accuracy) with the "
+        "rate chosen in brackets. Efficiency on the backbone's first task: trainable "
+        "parameters, bytes stored per task, median training step (methods interleaved), "
+        "training memory above the loaded backbone and data, mixed-batch serving of the "
+        "suite's tasks." + ("" if doc.get("complete") else " **Partial run.**"),
     ]
     for name, rows in doc["backbones"].items():
         tasks = rows["tasks"]
