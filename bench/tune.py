@@ -14,11 +14,17 @@ pruning saves >= 40% of the search's trial steps. Results: bench/results/tune.js
 again after each task (`"complete": false` until the end; the suites are taken by turns), so a
 stopped run keeps what it measured. Torch runs one thread (`CONTINUAL_THREADS`, unless set): the
 numbers must not depend on how busy the machine was.
+
+`--merge` adds this run's tasks to the results file (a task run again replaces its row; the
+setup must be the same), re-reading it under a lock before each write, so runs of different
+`--tasks` can share the machine's cores and one file; `complete` then says whether every task
+of both suites is in it.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import statistics
@@ -27,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import machine, table, write
+from bench.common import RESULTS, machine, table, write
 
 CATALOG = (
     ("trec", "minilm"), ("sms_spam", "minilm"), ("vader_nyt", "minilm"), ("bbc_news", "minilm"),
@@ -146,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="two tasks, 2 trials of 3 + 6 steps")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--tasks", help="only these tasks (comma-separated names as listed)")
+    ap.add_argument("--merge", action="store_true", help="add the tasks to the results file")
     a = ap.parse_args(argv)
     # Training's numerics depend on torch's thread count, which each arrival otherwise picks
     # from the idle cores: two runs of this bench on a busy machine then train different prefixes
@@ -163,9 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-tune-") as tmp:
         for suite, (task, backbone) in interleaved(suites):
             rows[suite].append(one(task, backbone, a, Path(tmp)))
-            write("tune", document(a, rows, began) | {"complete": False}, a.out)
+            if a.merge:
+                merged(a, rows)
+            else:
+                write("tune", document(a, rows, began) | {"complete": False}, a.out)
     # A subset (--tasks, --quick) is a partial run of the suites, whatever it finished.
     doc = document(a, rows, began) | {"complete": not (a.tasks or a.quick)}
+    if a.merge:
+        doc = merged(a, rows)
     print(
         table(
             ["suite", "task", "default", "tuned", "gain pts", "P", "lr", "pruning saved"],
@@ -191,8 +203,39 @@ def main(argv: list[str] | None = None) -> int:
             f"{s['tuned_at_least_default']}/{s['tasks']}, pruning saved "
             f"{100 * s['pruning_saved_mean']:.0f}% of the search's steps"
         )
-    print(f"wrote {write('tune', doc, a.out)}")
+    print(
+        f"wrote {a.out or RESULTS / 'tune.json'}"
+        if a.merge
+        else f"wrote {write('tune', doc, a.out)}"
+    )
     return 0
+
+
+def merged(a: argparse.Namespace, rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The results file with this run's task rows added (replacing earlier rows of the same
+    tasks), read and written under a lock: runs of other tasks may be writing it too."""
+    path = a.out or RESULTS / "tune.json"
+    order = {t: i for i, (t, _) in enumerate(CATALOG + HELDOUT)}
+    with open(Path(tempfile.gettempdir()) / "bench-tune.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        fresh = document(a, rows, time.perf_counter())
+        old = json.loads(path.read_text()) if path.exists() else fresh
+        if old["setup"] != fresh["setup"]:
+            raise SystemExit(f"--merge: {path} was run with another setup: {old['setup']}")
+        mine = {r["task"] for rs in rows.values() for r in rs}
+        suites = {}
+        for suite in ("catalog", "heldout"):
+            kept = [r for r in old["suites"].get(suite, []) if r["task"] not in mine]
+            suites[suite] = sorted(kept + rows.get(suite, []), key=lambda r: order[r["task"]])
+        doc = document(a, suites, time.perf_counter())
+        doc.pop("wall_seconds")  # several sittings: each row keeps its own seconds
+        machines = old.get("machines") or [old["machine"]]
+        doc["machines"] = machines if fresh["machine"] in machines else [*machines, doc["machine"]]
+        have = {r["task"] for rs in suites.values() for r in rs}
+        doc["complete"] = have >= set(order)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc, indent=1) + "\n")
+    return doc
 
 
 if __name__ == "__main__":
