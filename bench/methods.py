@@ -8,7 +8,7 @@
     python -m bench.methods --backbones minilm --efficiency-only --merge
                                                  # only the efficiency columns, all methods
 
-For each backbone and task, full fine-tuning and every module kind (prefix, lora, ptuning, ia3,
+For each backbone and task, full fine-tuning and every module kind (prefix, lora, prompt, ptuning, ia3,
 bitfit) train the same number of steps at each learning rate of a small sweep
 (`bench.methods_run.LRS`); the rate with the best validation score (a split of the training
 data) is kept and its eval score reported. Then, on the backbone's first task: trainable

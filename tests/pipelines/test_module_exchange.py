@@ -89,3 +89,40 @@ def test_our_own_folder_keeps_the_kind_and_bitfit_has_no_peft_format(
     assert code == 0, err
     with Registry.open(tmp_path / "other", tracking_uri="none") as reg:
         assert reg.prefix("t").kind == "bitfit"
+
+
+def test_a_prompt_adapter_saved_by_peft_itself_is_imported_as_a_prompt(
+    tiny_encoder_dir, tmp_path
+) -> None:
+    """A file written by another tool: PEFT's own `save_pretrained` of a prompt-tuning model
+    (no sidecar of ours), imported through the library with a task spec and the backbone's
+    fingerprint, is registered as a prompt that computes what PEFT computes."""
+    from peft import PromptTuningConfig, get_peft_model
+
+    from tasks.spec import TaskSpec
+
+    backbone = load_backbone(str(tiny_encoder_dir))
+    peft_model = get_peft_model(
+        copy.deepcopy(backbone.model),
+        PromptTuningConfig(task_type="FEATURE_EXTRACTION", num_virtual_tokens=3),
+    ).eval()
+    with torch.no_grad():  # PEFT's own random start, moved so the prompt is not trivial
+        table = peft_model.prompt_encoder["default"].embedding.weight
+        table.copy_(torch.randn(table.shape, generator=torch.Generator().manual_seed(4)))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    with Registry.open(tmp_path / "home", tracking_uri="none") as reg:
+        record = reg.import_(
+            tmp_path / "adapter",
+            backbone_fingerprint=backbone.fingerprint,
+            task=TaskSpec(name="p", kind="classification", labels=("a", "b")),
+        )
+        tensors, record = reg.load_prefix(record.id, backbone.fingerprint)
+    assert record.kind == "prompt" and record.config["length"] == 3
+    config = module_kind("prompt").config_from_dict(record.config)
+    tok = backbone.tokenizer(TEXTS, return_tensors="pt", padding=True)
+    batch = Batch(tok["input_ids"], tok["attention_mask"])
+    with torch.no_grad():
+        theirs = peft_model(**tok).last_hidden_state[:, 3:]
+        ours = forward(backbone, batch, module_kind("prompt").single(tensors, config, len(TEXTS)))
+    real = batch.attention_mask.bool()
+    torch.testing.assert_close(ours.last_hidden_state[real], theirs[real], atol=1e-4, rtol=0)
