@@ -39,7 +39,7 @@ def human(result: dict[str, Any]) -> str:
             parts.append(f"{result['steps']} steps, {result['train_seconds']:.1f} s training")
         if "stored_params" in result:
             parts.append(
-                f"prefix+head {result['stored_params']:,} params "
+                f"{result.get('module') or 'prefix'}+head {result['stored_params']:,} params "
                 f"({100 * result['stored_fraction']:.2f}% of the backbone's bytes)"
             )
         if "prefix_path" in result:

@@ -214,3 +214,12 @@ def test_a_prompt_starts_from_the_description_s_words(
     torch.testing.assert_close(tensors["prompt"], want["prompt"], atol=1e-6, rtol=0)
     random = module_kind("prompt").build(config).eject()["prompt"]
     assert (tensors["prompt"] - random).abs().max() > 1e-2
+
+
+def test_the_one_line_summary_names_the_module_kind() -> None:
+    from pipelines.cli_output import human
+
+    result = {"task": "t", "metric": "accuracy", "score": 0.5, "steps": 3, "train_seconds": 1.0,
+              "stored_params": 6150, "stored_fraction": 0.0003}  # fmt: skip
+    assert "prefix+head 6,150 params" in human(result)  # records without a module: a prefix
+    assert "prompt+head 6,150 params" in human(result | {"module": "prompt"})
