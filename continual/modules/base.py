@@ -220,6 +220,13 @@ def check_shapes(
     return dict(tensors)
 
 
+def refuse_unknown(options: Mapping[str, Any], known: Sequence[str], kind: str, where: str) -> None:
+    """A ConfigError starting with `where` when `options` name anything outside `known`."""
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown {kind} option(s) {unknown}; known: {', '.join(known)}")
+
+
 def split_tensors(tensors: Mapping[str, torch.Tensor]) -> tuple[Tensors, Tensors]:
     """(module tensors, head tensors) of a stored set: head tensors are named `head.*`."""
     module = {k: v for k, v in tensors.items() if not k.startswith(HEAD_PREFIX)}

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from continual.backbones import Backbone
-from continual.modules.base import check_shapes, register_module
+from continual.modules.base import check_shapes, refuse_unknown, register_module
 from continual.modules.hooked import RowHooks, resolve_targets, stack
 from continual.modules.hooked.vectors import TrainableVectors
 from tasks.errors import ConfigError
@@ -88,11 +88,7 @@ class IA3Module:
     kind = KIND
 
     def check_options(self, options: Mapping[str, Any], where: str = KIND) -> dict[str, Any]:
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise ConfigError(
-                f"{where}: unknown ia3 option(s) {unknown}; known: {', '.join(OPTIONS)}"
-            )
+        refuse_unknown(options, OPTIONS, "ia3", where)
         out = {}
         for key in OPTIONS:
             if key in options:

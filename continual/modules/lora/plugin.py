@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from continual.backbones import Backbone
+from continual.modules.base import refuse_unknown
 from continual.modules.hooked import RowHooks, resolve_targets
 from continual.modules.lora.config import ALPHA, KIND, RANK, LoraConfig
 from continual.modules.lora.module import TrainableLora
@@ -38,11 +39,7 @@ class LoraModule:
     kind = KIND
 
     def check_options(self, options: Mapping[str, Any], where: str = "lora") -> dict[str, Any]:
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise ConfigError(
-                f"{where}: unknown lora option(s) {unknown}; known: {', '.join(OPTIONS)}"
-            )
+        refuse_unknown(options, OPTIONS, "lora", where)
         out = dict(options)
         if "targets" in out:
             t = out["targets"]

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from continual.backbones import Backbone
+from continual.modules.base import refuse_unknown
 from continual.modules.prompt.config import KIND, LENGTH, NAME, PromptConfig
 from continual.modules.prompt.rows import RowPrompt, single, stack_rows
 from tasks.errors import ConfigError
@@ -50,11 +51,7 @@ class PromptModule:
     kind = KIND
 
     def check_options(self, options: Mapping[str, Any], where: str = KIND) -> dict[str, Any]:
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise ConfigError(
-                f"{where}: unknown prompt option(s) {unknown}; known: {', '.join(OPTIONS)}"
-            )
+        refuse_unknown(options, OPTIONS, "prompt", where)
         _length(options, where)
         return dict(options)
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from continual.backbones import Backbone
-from continual.modules.base import register_module
+from continual.modules.base import refuse_unknown, register_module
 from continual.modules.prefix.config import NAME, PrefixConfig, check_flat
 from continual.modules.prefix.module import TrainablePrefix
 from continual.modules.prefix.plugin import PrefixModule
@@ -56,11 +56,7 @@ class PTuningModule(PrefixModule):
     kind = KIND
 
     def check_options(self, options: Mapping[str, Any], where: str = KIND) -> dict[str, Any]:
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise ConfigError(
-                f"{where}: unknown ptuning option(s) {unknown}; known: {', '.join(OPTIONS)}"
-            )
+        refuse_unknown(options, OPTIONS, "ptuning", where)
         length = options.get("length", 16)
         if isinstance(length, bool) or not isinstance(length, int) or length < 1:
             raise ConfigError(f"{where}: ptuning length must be a whole number >= 1")
