@@ -227,6 +227,20 @@ def refuse_unknown(options: Mapping[str, Any], known: Sequence[str], kind: str, 
         raise ConfigError(f"{where}: unknown {kind} option(s) {unknown}; known: {', '.join(known)}")
 
 
+def padded_bank(per_task: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-task `[P_t, D]` virtual positions as one bank `[n, P_max, D]` (shorter ones
+    zero-padded at the end) and its mask `[n, P_max]` (1 on real positions)."""
+    p_max = max(int(t.shape[0]) for t in per_task)
+    bank = torch.stack(
+        [
+            t if t.shape[0] == p_max else nn.functional.pad(t, (0, 0, 0, p_max - t.shape[0]))
+            for t in per_task
+        ]
+    )
+    mask = torch.stack([(torch.arange(p_max) < t.shape[0]).long() for t in per_task])
+    return bank, mask
+
+
 def split_tensors(tensors: Mapping[str, torch.Tensor]) -> tuple[Tensors, Tensors]:
     """(module tensors, head tensors) of a stored set: head tensors are named `head.*`."""
     module = {k: v for k, v in tensors.items() if not k.startswith(HEAD_PREFIX)}

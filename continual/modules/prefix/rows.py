@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from continual.modules.base import PackedModules, Past
+from continual.modules.base import PackedModules, Past, padded_bank
 from continual.modules.prefix.config import PrefixConfig
 from continual.modules.prefix.packed import bank_past, columns, row_banks
 from tasks.errors import ConfigError
@@ -98,14 +98,7 @@ def stack_rows(
     for _, c in prefixes:
         if (c.layers, c.kv_heads, c.head_dim) != (first.layers, first.kv_heads, first.head_dim):
             raise ConfigError("prefixes of one batch must be for the same backbone geometry")
-    p_max = max(t.shape[0] for t, _ in prefixes)
-    bank = torch.stack(
-        [
-            t if t.shape[0] == p_max else nn.functional.pad(t, (0, 0, 0, p_max - t.shape[0]))
-            for t, _ in prefixes
-        ]
-    )
-    mask = torch.stack([(torch.arange(p_max) < t.shape[0]).long() for t, _ in prefixes])
+    bank, mask = padded_bank([t for t, _ in prefixes])
     offset = torch.tensor(
         [t.shape[0] if c.positions == "shifted" else 0 for t, c in prefixes], dtype=torch.long
     )

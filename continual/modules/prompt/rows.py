@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from continual.modules.base import PackedModules
+from continual.modules.base import PackedModules, padded_bank
 from continual.modules.prompt.config import PromptConfig
 from tasks.errors import ConfigError
 
@@ -70,14 +70,7 @@ def stack_rows(
     widths = {c.hidden_size for _, c in prompts}
     if len(widths) != 1:
         raise ConfigError("prompts of one batch must be for the same backbone width")
-    p_max = max(t.shape[0] for t, _ in prompts)
-    bank = torch.stack(
-        [
-            t if t.shape[0] == p_max else nn.functional.pad(t, (0, 0, 0, p_max - t.shape[0]))
-            for t, _ in prompts
-        ]
-    )
-    mask = torch.stack([(torch.arange(p_max) < t.shape[0]).long() for t, _ in prompts])
+    bank, mask = padded_bank([t for t, _ in prompts])
     offset = torch.tensor([t.shape[0] for t, _ in prompts], dtype=torch.long)
     return RowPrompt(bank[row_task], mask[row_task], offset[row_task], row_task)
 
