@@ -4,7 +4,8 @@
     continual registry prefixes [--task NAME --limit N --offset N]
     continual registry show TASK | history TASK | lineage TASK
     continual registry export TASK --format peft|safetensors --out DIR
-    continual registry import DIR [--backbone-fingerprint FP] [--new-version]
+    continual registry import DIR [--backbone NAME | --backbone-fingerprint FP] [--new-version]
+                                  [--name TASK --labels A,B | --kind generation]
     continual registry check [--repair] [--mlflow]
     continual registry sync-mlflow
     continual registry upgrade
@@ -57,11 +58,21 @@ def add_registry_commands(subparsers: Any, common: argparse.ArgumentParser) -> N
     p.add_argument("--format", dest="fmt", choices=("peft", "safetensors"), required=True)
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write")
     p.add_argument("--version", type=int, help="that version instead of the current one")
-    p = leaf("import", cmd_import, "register a prefix folder written by export (or by PEFT)")
+    p = leaf("import", cmd_import, "register a module folder written by export (or by PEFT)")
     p.add_argument("dir", metavar="DIR")
-    p.add_argument(
-        "--backbone-fingerprint", help="the backbone's fingerprint (needed for a bare PEFT adapter)"
+    bb = p.add_mutually_exclusive_group()
+    bb.add_argument(
+        "--backbone",
+        metavar="NAME_OR_FOLDER",
+        help="the backbone it was trained on: stored with it, and the module is tried on it "
+        "before anything is written (a bare PEFT adapter needs this or --backbone-fingerprint)",
     )
+    bb.add_argument("--backbone-fingerprint", help="the backbone's fingerprint, without loading it")
+    g = p.add_argument_group("task, for an adapter saved without one (PEFT's own folders)")
+    g.add_argument("--name", help="the task's name")
+    g.add_argument("--labels", metavar="A,B,...", help="its labels, in order (classification)")
+    g.add_argument("--kind", choices=("classification", "generation"))
+    g.add_argument("--description", default="", help="one line saying what the task is")
     p.add_argument(
         "--new-version", action="store_true", help="add it as a new version of an existing task"
     )
@@ -243,10 +254,14 @@ def cmd_export(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_import(a: argparse.Namespace) -> dict[str, Any]:
+    from continual.backbones import load_backbone
+    from pipelines.importing import import_folder, task_from_flags
+
+    task = task_from_flags(a.name, a.kind, a.labels, a.description)
+    backbone = load_backbone(a.backbone) if a.backbone else None
     with _open(a) as reg:
-        record = reg.import_(
-            Path(a.dir), backbone_fingerprint=a.backbone_fingerprint, new_version=a.new_version
-        )
+        record = import_folder(reg, Path(a.dir), backbone=backbone, task=task,
+                               fingerprint=a.backbone_fingerprint, new_version=a.new_version)  # fmt: skip
     return {"imported": record.to_dict()}
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -208,7 +209,11 @@ def import_(
     backbone_fingerprint: str | None,
     task: TaskSpec | None,
     new_version: bool,
+    backbone: dict[str, Any] | None = None,
+    verify: Callable[[str, dict[str, Any], dict[str, Any], TaskSpec], None] | None = None,
 ) -> PrefixRecord:
+    """`task` for an adapter without a spec; `backbone` (its record) in place of PEFT's model
+    name; `verify(kind, config, tensors, spec)` may refuse the module before anything is written."""
     if (path / OURS_JSON).is_file():
         about = _read_json(path / OURS_JSON)
         check_prefix_format(about, path / OURS_JSON)
@@ -230,8 +235,12 @@ def import_(
             f"{PEFT_CONFIG} (a PEFT adapter)"
         )
     fingerprint = _fingerprint(path, about, backbone_fingerprint)
+    if task is not None and about.get("task"):
+        raise ConfigError(f"{path} carries its task spec: give a task only for an adapter without")
     spec = task or _spec(path, about)
-    backbone = dict(about["backbone"], fingerprint=fingerprint)
+    if verify is not None:
+        verify(about.get("module_kind") or PREFIX_KEY, about["prefix_config"], tensors, spec)
+    backbone = dict(backbone or about["backbone"], fingerprint=fingerprint)
     train = about.get("train") or {"steps": 0, "seconds": 0.0, "final_loss": None, "losses": []}
     run = about.get("run") or {"seed": 0, "config": {}, "packages": {}}
     run = dict(
@@ -290,14 +299,7 @@ def _read_peft(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     }
     if any(config.get(k) != v for k, v in geometry.items()):
         raise ConfigError(f"{path}: {SIDECAR} prefix_config disagrees with {PEFT_CONFIG}")
-    name = adapter.get("base_model_name_or_path") or "unknown"
-    about = {
-        **about,
-        "prefix_config": config,
-        "backbone": about.get("backbone")
-        or {"name": name, "source": "peft", "n_params": 0, "config": {}},
-    }
-    return about, tensors
+    return _peft_about(about, adapter, config), tensors
 
 
 def _sidecar(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -316,15 +318,14 @@ def _read_adapter(path: Path, adapter: dict[str, Any]) -> tuple[dict[str, Any], 
     tensors |= heads
     stored = about.get("prefix_config") or {}
     config = {**stored, **config} if stored else config
+    return _peft_about(about, adapter, config, module_kind=kind), tensors
+
+
+def _peft_about(about: dict[str, Any], adapter: dict[str, Any], config, **more) -> dict[str, Any]:
+    """What import needs of a PEFT folder: our sidecar's fields, else what the adapter says."""
     name = adapter.get("base_model_name_or_path") or "unknown"
-    about = {
-        **about,
-        "prefix_config": config,
-        "module_kind": kind,
-        "backbone": about.get("backbone")
-        or {"name": name, "source": "peft", "n_params": 0, "config": {}},
-    }
-    return about, tensors
+    unknown = {"name": name, "source": "peft", "n_params": 0, "config": {}}
+    return {**about, **more, "prefix_config": config, "backbone": about.get("backbone") or unknown}
 
 
 def _fingerprint(path: Path, about: dict[str, Any], given: str | None) -> str:
@@ -332,12 +333,13 @@ def _fingerprint(path: Path, about: dict[str, Any], given: str | None) -> str:
     if given and known and given != known:
         raise IntegrityError(
             f"{path} was exported from backbone fingerprint {known}, not "
-            f"{given}; pass the matching --backbone-fingerprint"
+            f"{given}; pass the backbone it was trained on (--backbone or the matching "
+            "--backbone-fingerprint)"
         )
     if not (given or known):
         raise ConfigError(
-            f"importing the PEFT adapter {path} needs the backbone's fingerprint: "
-            "pass --backbone-fingerprint"
+            f"importing the PEFT adapter {path} needs the backbone it was trained on: "
+            "pass --backbone NAME_OR_FOLDER (or --backbone-fingerprint)"
         )
     return given or known
 
@@ -345,7 +347,8 @@ def _fingerprint(path: Path, about: dict[str, Any], given: str | None) -> str:
 def _spec(path: Path, about: dict[str, Any]) -> TaskSpec:
     if not about.get("task"):
         raise ConfigError(
-            f"{path} has no task spec ({SIDECAR} is missing); import it with an explicit task spec"
+            f"{path} has no task spec ({SIDECAR} is missing); name the task: --name TASK "
+            "with --labels A,B,... (classification) or --kind generation"
         )
     return TaskSpec.from_dict(about["task"])
 

@@ -4,7 +4,9 @@ small; the work is done by `registry.exchange`, `registry.integrity` and `regist
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from registry import exchange, integrity, mirror
 from registry.records import CheckReport, ExportRecord, PrefixRecord, SyncReport
@@ -25,14 +27,21 @@ class Exchange:
         backbone_fingerprint: str | None = None,
         task: TaskSpec | None = None,
         new_version: bool = False,
+        backbone: dict[str, Any] | None = None,
+        verify: Callable[[str, dict[str, Any], dict[str, Any], TaskSpec], None] | None = None,
     ) -> PrefixRecord:
-        """Register a prefix exported by `export` (either format) or a PEFT prefix adapter."""
+        """Register a module exported by `export` (either format) or a PEFT adapter. `task`:
+        the spec of an adapter that carries none; `backbone`: the record (`Backbone.info()`) of
+        the backbone it was trained on; `verify(kind, config, tensors, spec)` may refuse it
+        before anything is written."""
         return exchange.import_(
             self,
             Path(path),
             backbone_fingerprint=backbone_fingerprint,
             task=task,
             new_version=new_version,
+            backbone=backbone,
+            verify=verify,
         )
 
     def check(

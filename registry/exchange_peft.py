@@ -15,6 +15,7 @@ tensors are named here as the plugins name them (`lora.{i}.A`, `ia3.{i}`, `promp
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -85,15 +86,10 @@ def module_from_adapter(
     peft_type = adapter.get("peft_type")
     if peft_type == "PROMPT_TUNING":
         return _prompt(path, adapter, weights)
-    targets = adapter.get("target_modules")
-    if not isinstance(targets, list) or not targets:
-        raise ConfigError(
-            f"{path}: target_modules must list the adapted layers' full names (as PEFT saves "
-            "them after training); a pattern or short names cannot be imported"
-        )
     if peft_type == "LORA":
         if adapter.get("bias", "none") != "none" or adapter.get("use_dora"):
             raise ConfigError(f"{path}: only LoRA adapters without bias or DoRA can be imported")
+        targets = _layers(path, adapter, weights, (".lora_A.weight", ".lora_B.weight"))
         tensors, dims = {}, []
         for i, name in enumerate(targets):
             a, b = _weight(path, weights, f"{name}.lora_A.weight"), None
@@ -107,7 +103,9 @@ def module_from_adapter(
         config = {"targets": targets, "dims": dims, "rank": rank, "alpha": alpha}
         return "lora", config, tensors
     if peft_type == "IA3":
-        ff = set(adapter.get("feedforward_modules") or [])
+        targets = _layers(path, adapter, weights, (".ia3_l",))
+        ff = adapter.get("feedforward_modules") or []
+        ff = {ff} if isinstance(ff, str) else set(ff)
         tensors, dims, on_input = {}, [], []
         for i, name in enumerate(targets):
             w = _weight(path, weights, f"{name}.ia3_l")
@@ -141,6 +139,29 @@ def _prompt(
         )
     config = {"length": int(embeds.shape[0]), "hidden_size": int(embeds.shape[1])}
     return "prompt", config, {"prompt": embeds}
+
+
+def _layers(path: Path, adapter: dict[str, Any], weights: dict[str, Any], suffixes) -> list[str]:
+    """The adapted layers' full names: `target_modules` where it lists them (our exports), else
+    read off the tensors' names (PEFT saves the short names or the pattern it was given),
+    layer 2 before layer 10. A tensor of anything else (a saved head, embedding LoRA) is one line."""
+    found: dict[str, None] = {}
+    for key in weights:
+        end = next((x for x in suffixes if key.endswith(x)), None)
+        if end is None:
+            raise ConfigError(
+                f"{path}: the adapter also holds {key!r} (a saved head or another kind of "
+                "layer), which cannot be imported; only the adapter's own layers can"
+            )
+        found[key.removeprefix(ROOT)[: -len(end)]] = None
+    listed = adapter.get("target_modules")
+    if isinstance(listed, list) and listed and set(listed) == set(found):
+        return list(listed)
+    if not found:
+        raise ConfigError(f"{path}: the adapter holds no tensors")
+    return sorted(
+        found, key=lambda n: [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", n)]
+    )
 
 
 def _weight(path: Path, weights: dict[str, Any], name: str) -> Any:

@@ -98,12 +98,14 @@ def test_an_unknown_format_is_one_clear_error(made, tmp_path, capsys) -> None:
         assert "'continual.prefix/9'" in err[0] and PREFIX_FORMAT in err[0]
 
 
-@pytest.mark.parametrize("kind", ["out", "safetensors", "peft", "bare-peft"])
+@pytest.mark.parametrize("kind", ["out", "safetensors", "peft", "bare-peft", "bare-peft+backbone"])
 def test_an_imported_prefix_is_served_by_task(made, kind, tmp_path, tiny_encoder) -> None:
-    """`train --out` folders and bare PEFT adapters carry no training run; exports do."""
-    folder = made["peft" if kind == "bare-peft" else kind]
+    """`train --out` folders and bare PEFT adapters carry no training run; exports do. A bare
+    adapter imported with `--backbone` keeps that backbone's record, so it serves by name."""
+    bare = kind.startswith("bare-peft")
+    folder = made["peft" if bare else kind]
     extra: list[str | Path] = []
-    if kind == "bare-peft":
+    if bare:
         folder = tmp_path / "bare"
         shutil.copytree(made["peft"], folder)
         sidecar = json.loads((folder / "continual_export.json").read_text())
@@ -114,10 +116,14 @@ def test_an_imported_prefix_is_served_by_task(made, kind, tmp_path, tiny_encoder
         adapter["base_model_name_or_path"] = "nobody/unknown-model"  # not loadable offline
         (folder / "adapter_config.json").write_text(json.dumps(adapter))
         extra = ["--backbone-fingerprint", tiny_encoder.fingerprint]
+        if kind == "bare-peft+backbone":
+            extra = ["--backbone", tiny_encoder.source]
     want = predictions("--task", "sentiment", "--home", made["home"])
     home = tmp_path / "home"
     code, _, err = run("registry", "import", folder, "--home", home, *extra)
     assert code == 0, err
+    if kind == "bare-peft+backbone":
+        extra = []  # served without naming the backbone again
     if kind == "bare-peft":
         # a bare adapter names only its base model, which cannot be loaded here
         code, _, err = run("predict", "--task", "sentiment", "--home", home, *TEXTS)

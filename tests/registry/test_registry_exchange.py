@@ -73,7 +73,7 @@ def test_peft_round_trip(reg: Registry, tmp_path: Path) -> None:
     b, _ = reg.load_prefix("trec", FINGERPRINT, version=2)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert reg.prefix("trec").config == reg.prefix("trec", version=1).config
-    with pytest.raises(IntegrityError, match="pass the matching --backbone-fingerprint"):
+    with pytest.raises(IntegrityError, match="--backbone or the matching --backbone-fingerprint"):
         reg.import_(tmp_path / "peft", backbone_fingerprint="0" * 64, new_version=True)
 
 
@@ -82,7 +82,7 @@ def test_a_bare_peft_adapter_needs_a_fingerprint_and_a_task(reg: Registry, tmp_p
     out = tmp_path / "peft"
     reg.export("trec", "peft", out)
     (out / "continual_export.json").unlink()
-    with pytest.raises(ConfigError, match="pass --backbone-fingerprint"):
+    with pytest.raises(ConfigError, match="pass --backbone NAME_OR_FOLDER"):
         reg.import_(out)
     with pytest.raises(ConfigError, match="no task spec"):
         reg.import_(out, backbone_fingerprint="9" * 64)
