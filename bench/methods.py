@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--tasks", help="only these tasks of the suites (comma-separated)")
     ap.add_argument("--lrs", help="rates to run instead of the sweep's (comma-separated)")
-    ap.add_argument("--steps", type=int, default=300, help="training steps per run")
+    ap.add_argument("--steps", type=int, default=200, help="training steps per run")
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--time-steps", type=int, default=8)
     ap.add_argument("--time-rounds", type=int, default=3)

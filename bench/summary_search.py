@@ -76,17 +76,20 @@ def methods(doc: dict[str, Any]) -> str:
         "",
         f"Each method trained {doc['setup']['steps']} steps at each learning rate of a small "
         "sweep (widened by one rate where the first sweep's best was at its top; every run is "
-        "in the JSON), the rate with the best validation kept; eval scores (accuracy) with the "
-        "rate chosen in brackets. Efficiency on the backbone's first task: trainable "
-        "parameters, bytes stored per task, median training step (methods interleaved), "
-        "training memory above the loaded backbone and data, mixed-batch serving of the "
-        "suite's tasks." + ("" if doc.get("complete") else " **Partial run.**"),
+        "in the JSON), the rate with the best validation kept; eval scores (accuracy, ROUGE-L "
+        "F1 for a generation task) with the rate chosen in brackets. Efficiency on the "
+        "backbone's first task: trainable parameters, bytes stored per task, median training "
+        "step (methods interleaved), training memory above the loaded backbone and data, "
+        "mixed-batch serving of the suite's classification tasks (none where it has one)."
+        + ("" if doc.get("complete") else " **Partial run.**"),
     ]
     for name, rows in doc["backbones"].items():
         tasks = rows["tasks"]
         eff = rows.get("efficiency", {})
         kinds = [m for m in ("full", "prefix", "lora", "prompt", "ptuning", "ia3", "bitfit")
                  if any(m in t["methods"] for t in tasks.values())]  # fmt: skip
+        metric = {t: next(iter(v["methods"].values()))["metric"] for t, v in tasks.items()}
+        one_metric = len(set(metric.values())) == 1  # a mean over accuracy and ROUGE says nothing
         body = []
         for m in kinds:
             scores = [t["methods"][m]["eval"] for t in tasks.values() if m in t["methods"]]
@@ -96,7 +99,7 @@ def methods(doc: dict[str, Any]) -> str:
                 m,
                 *[f"{t['methods'][m]['eval']:.3f} ({t['methods'][m]['lr']:g})"
                   if m in t["methods"] else "-" for t in tasks.values()],
-                f"**{sum(scores) / len(scores):.3f}**",
+                f"**{sum(scores) / len(scores):.3f}**" if one_metric else "-",
                 f"{100 * one['trainable_params'] / rows['n_params']:.3f}",
                 f"{one['stored_bytes'] / 1024:,.0f}",
                 cell(1000 * eff["step_seconds"][m]) if m in eff.get("step_seconds", {}) else "-",
@@ -104,9 +107,13 @@ def methods(doc: dict[str, Any]) -> str:
                 cell(eff.get("serving_items_per_second", {}).get(m)),
             ])  # fmt: skip
         head = ["method", *[f"`{t}`{' (held out)' if v['group'] == 'heldout' else ''}"
+                            f"{'' if metric[t] == 'accuracy' else f' ({metric[t]})'}"
                             for t, v in tasks.items()],
                 "mean", "trainable %", "KB / task", "step ms", "train MB", "serve / s"]  # fmt: skip
-        lines += ["", f"**{name}** ({rows['n_params'] / 1e6:.1f}M parameters)", "", md(head, body)]
+        widths = sorted({len(r["sweep"]) for t in tasks.values() for r in t["methods"].values()})
+        rates = f"{widths[0]}" if len(widths) == 1 else f"{widths[0]}-{widths[-1]}"
+        lines += ["", f"**{name}** ({rows['n_params'] / 1e6:.1f}M parameters; {rates} rates "
+                  "per method and task)", "", md(head, body)]  # fmt: skip
         for m, why in rows.get("not_applicable", {}).items():
             lines.append(f"\n{m}: not run ({why})")
     return "\n".join(lines + ["", machine_line(doc)])

@@ -70,3 +70,28 @@ def test_a_suite_without_efficiency_columns_yet_still_renders() -> None:
     out = bench_methods.render(doc)
     row = out.splitlines()[-1].split()
     assert row[:2] == ["prefix", "0.8000"] and row[-3:] == ["-", "-", "-"]  # not measured
+
+
+def test_the_summary_gives_no_mean_over_accuracy_and_rouge() -> None:
+    from bench.summary_search import methods as summary_methods
+
+    def run(score, metric, rates):
+        sweep = [{"lr": r} for r in rates]
+        return {"eval": score, "lr": 1e-3, "metric": metric, "trainable_params": 10,
+                "stored_bytes": 2048, "sweep": sweep}  # fmt: skip
+
+    machine = {"cores": 2, "threads": 2, "torch": "x"}
+    doc = {"bench": "methods", "machine": machine, "setup": {"steps": 200}, "backbones": {
+        "minilm": {"n_params": 1000, "tasks": {
+            "trec": {"group": "catalog", "methods": {"lora": run(0.8, "accuracy", [1, 2, 3])}},
+            "sms": {"group": "heldout", "methods": {"lora": run(0.9, "accuracy", [1, 2, 3, 4])}}}},
+        "smollm2": {"n_params": 1000, "tasks": {
+            "sms": {"group": "catalog", "methods": {"lora": run(0.9, "accuracy", [1, 2])}},
+            "heads": {"group": "catalog", "methods": {"lora": run(0.3, "rouge_l", [1, 2])}}}},
+    }}  # fmt: skip
+    out = summary_methods(doc)
+    minilm, smollm2 = out.split("**minilm**")[1].split("**smollm2**")
+    assert "3-4 rates per method" in minilm and "2 rates per method" in smollm2
+    assert "| lora | 0.800 (0.001) | 0.900 (0.001) | **0.850** |" in minilm
+    assert "`heads` (rouge_l)" in smollm2 and "`sms` |" in smollm2  # accuracy is the default
+    assert "| lora | 0.900 (0.001) | 0.300 (0.001) | - |" in smollm2  # no mean across metrics
