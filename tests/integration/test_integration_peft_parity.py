@@ -263,3 +263,49 @@ def test_a_soft_prompt_matches_peft_prompt_tuning(name, request, cli, tmp_path: 
     peft_out = theirs(peft_model, backbone, batch)[:, 5:]
     assert max_diff(mine, peft_out, batch.attention_mask) < ATOL
     assert max_diff(mine, getattr(bare, pick), batch.attention_mask) > 1e-2  # the prompt acts
+
+
+# --- an adapter PEFT saved itself --------------------------------------------------------------
+
+
+def test_a_lora_that_peft_saved_on_smollm2_comes_in_from_the_command_line(
+    smollm2, cli, tmp_path: Path
+) -> None:
+    """LoRA on the real smollm2 as PEFT users save it (short target names, no task of ours):
+    `registry import --backbone smollm2 --name --kind generation` registers it, our LoRA
+    computes PEFT's logits, and the task then answers by name."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(smollm2.source, dtype=torch.float32)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                            lora_dropout=0.0, task_type="CAUSAL_LM"))  # fmt: skip
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():  # PEFT starts B at zero: move it so the adapter acts
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.02 * torch.randn(p.shape, generator=gen))
+    out, home = tmp_path / "adapter", tmp_path / "home"
+    model.eval().save_pretrained(out)
+    assert json.loads((out / "adapter_config.json").read_text())["target_modules"] != []
+    r = cli("registry", "import", out, "--backbone", "smollm2", "--name", "heads", "--kind",
+            "generation", "--json", "--home", home)  # fmt: skip
+    assert r.rc == 0, r.err
+    assert r.out["imported"]["kind"] == "lora" and r.out["imported"]["backbone_name"] == "smollm2"
+    with Registry.open(home, tracking_uri="none") as reg:
+        loaded = task_prefix_from_registry(reg, "heads", smollm2)
+    assert len(loaded.config.targets) == 2 * smollm2.model.config.num_hidden_layers
+    batch = padded(smollm2, "left")
+    from continual.modules import module_kind
+
+    rows = module_kind("lora").single(loaded.tensors, loaded.config, batch.input_ids.shape[0])
+    with torch.no_grad():
+        mine = forward(smollm2, batch, rows).logits
+        bare = forward(smollm2, batch, None).logits
+    peft_out = theirs(model, smollm2, batch, position_ids=explicit_positions(batch))
+    assert max_diff(mine, peft_out, batch.attention_mask) < ATOL
+    assert max_diff(mine, bare, batch.attention_mask) > 1e-2  # the adapter acts
+    r = cli("predict", "--task", "heads", "Summarise: the cat sat on the mat.", "--json",
+            "--home", home)  # fmt: skip
+    assert r.rc == 0, r.err
+    assert len(r.out["predictions"]) == 1
