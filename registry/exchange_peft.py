@@ -100,6 +100,13 @@ def module_from_adapter(
         alpha = float(adapter.get("lora_alpha", rank))
         if adapter.get("use_rslora"):
             raise ConfigError(f"{path}: rank-stabilized LoRA (use_rslora) cannot be imported")
+        if adapter.get("rank_pattern") or adapter.get("alpha_pattern"):
+            raise ConfigError(f"{path}: a LoRA with per-layer ranks or alphas (rank_pattern, "
+                              "alpha_pattern) cannot be imported; one rank for every layer can")  # fmt: skip
+        if adapter.get("fan_in_fan_out"):
+            raise ConfigError(
+                f"{path}: fan_in_fan_out LoRA (GPT-2's Conv1D layers) cannot be imported"
+            )
         config = {"targets": targets, "dims": dims, "rank": rank, "alpha": alpha}
         return "lora", config, tensors
     if peft_type == "IA3":

@@ -159,6 +159,14 @@ def test_what_cannot_run_is_refused_in_one_line_with_nothing_written(
               extra / "adapter_model.safetensors")  # fmt: skip
     line = refused(extra, "--backbone", tiny_decoder_dir, "--name", "x", "--kind", "generation")
     assert "score.weight" in line
+    # per-layer ranks: our LoRA has one rank
+    config = json.loads((folder / "adapter_config.json").read_text())
+    (extra / "adapter_config.json").write_text(
+        json.dumps({**config, "rank_pattern": {"q_proj": 4}})
+    )
+    save_file(weights, extra / "adapter_model.safetensors")
+    line = refused(extra, "--backbone", tiny_decoder_dir, "--name", "x", "--kind", "generation")
+    assert "rank_pattern" in line
 
 
 def test_a_task_is_refused_for_a_folder_that_carries_its_own(
