@@ -40,9 +40,12 @@ from typing import Any
 from bench.common import RESULTS, machine, run_worker, table, write
 from bench.methods_run import LRS, METHODS, applicable, serving, step_times, train_one
 
+#: The issue's suites: minilm on four classification tasks (three catalog, one held out),
+#: smollm2 on one classification and one generation task. (A fifth minilm task, bbc_news, was
+#: listed at first and never run; it was taken out of the suite unmeasured.)
 SUITES = {
     "minilm": {
-        "catalog": ("trec", "sms_spam", "vader_nyt", "bbc_news"),
+        "catalog": ("trec", "sms_spam", "vader_nyt"),
         "heldout": ("sarcasm_headlines",),
     },
     "smollm2": {"catalog": ("sms_spam", "bbc_headlines"), "heldout": ()},

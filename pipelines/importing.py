@@ -62,7 +62,7 @@ def fits(backbone: Backbone, path: Path):
             raise ConfigError(
                 f"{path}: the {kind} module does not run on backbone {backbone.name}: {e}"
             ) from None
-        except (RuntimeError, KeyError, ValueError, IndexError, AttributeError) as e:
+        except (RuntimeError, KeyError, ValueError, IndexError, AttributeError, TypeError) as e:
             why = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise ConfigError(
                 f"{path}: the {kind} module does not run on backbone {backbone.name} ({why}); "

@@ -236,7 +236,8 @@ def import_(
         )
     fingerprint = _fingerprint(path, about, backbone_fingerprint)
     if task is not None and about.get("task"):
-        raise ConfigError(f"{path} carries its task spec: give a task only for an adapter without")
+        raise ConfigError(f"{path} carries its own task spec; --name, --labels and --kind are "
+                          "for an adapter saved without one")  # fmt: skip
     spec = task or _spec(path, about)
     if verify is not None:
         verify(about.get("module_kind") or PREFIX_KEY, about["prefix_config"], tensors, spec)

@@ -182,7 +182,12 @@ def test_a_task_is_refused_for_a_folder_that_carries_its_own(
     assert code == 0, err
     other = tmp_path / "other"
     code, _, err = run("registry", "import", out, "--home", other, "--name", "u", "--labels", "a,b")
-    assert code == 2 and len(err) == 1 and "carries its task spec" in err[0]
+    assert (
+        code == 2
+        and len(err) == 1
+        and "carries its own task spec" in err[0]
+        and "--labels" in err[0]
+    )
     _nothing_written(other)
     code, doc, err = run("registry", "import", out, "--home", other, "--backbone", tiny_encoder_dir)
     assert code == 0, err  # our export, tried on its backbone and kept with its head
