@@ -8,11 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from continual import checkpoint
 from continual.backbones import Backbone
 from continual.inference import predict
-from continual.modules import config_from_dict
-from continual.objectives import TextLimits, objective_for
+from continual.objectives import objective_for
+from pipelines.jobs import stored_task
 from registry import PrefixRecord, Registry
 from tasks.errors import ConfigError, ContinualError
 from tasks.spec import TaskSpec
@@ -54,9 +53,7 @@ def fits(backbone: Backbone, path: Path):
                 "with `registry export` to move it with its head"
             )
         try:
-            module = config_from_dict(kind, config)
-            limits = TextLimits(**config.get("limits", {}))
-            task = checkpoint.task_from_tensors(dict(tensors), spec, module, limits)
+            task = stored_task(dict(tensors), spec, kind, config)
             predict(backbone, [task], [(0, PROBE)], batch_size=1)
         except ContinualError as e:
             raise ConfigError(

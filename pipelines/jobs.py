@@ -35,9 +35,16 @@ def trained_task(reg: Registry, view: TaskView, backbone: Backbone) -> TrainedTa
     verified against its sha256 and the backbone's fingerprint."""
     assert view.current is not None  # current_view refuses a task without one
     tensors, record = reg.load_prefix(view.current.id, backbone.fingerprint)
-    config = config_from_dict(record.kind or DEFAULT_KIND, record.config)
-    limits = TextLimits(**record.config.get("limits", {}))
-    return checkpoint.task_from_tensors(tensors, TaskSpec.from_dict(view.task.spec), config, limits)
+    return stored_task(tensors, TaskSpec.from_dict(view.task.spec), record.kind, record.config)
+
+
+def stored_task(
+    tensors: dict[str, Any], spec: TaskSpec, kind: str | None, config: dict[str, Any]
+) -> TrainedTask:
+    """A task from its stored tensors, module kind and config (the config's text limits too)."""
+    module = config_from_dict(kind or DEFAULT_KIND, config)
+    limits = TextLimits(**config.get("limits", {}))
+    return checkpoint.task_from_tensors(tensors, spec, module, limits)
 
 
 def check_writable(out: Path) -> None:
