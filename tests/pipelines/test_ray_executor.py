@@ -1,7 +1,12 @@
 """`continual worker --ray`: arrivals as tasks on a real local Ray instance (started by the
 worker itself). Two streams of three arrivals run in parallel, a Ray worker process is SIGKILLed
 in the middle of an arrival, Ray retries the task, and every job ends `done` once with each
-stream's scores and predictions hashes equal to an uninterrupted serial run's."""
+stream's scores and predictions hashes equal to an uninterrupted serial run's.
+
+The test finds the process to kill in the job's live progress in the registry (its phase, and
+the `host:pid` running it), not in Ray's forwarded log lines, which Ray's log monitor forwards
+late. (An earlier version read them from the stderr pipe in a thread while `communicate()` read
+the same pipe: each reader got part of the lines, and a CI run missed the one it waited for.)"""
 
 # ruff: noqa: F811 - `serial`, a fixture of test_workers, is imported and then requested by name
 
@@ -9,11 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -27,7 +33,23 @@ from tests.pipelines.test_workers import (  # noqa: F401 - `serial` is a fixture
     write_data,
 )
 
-TRIGGER = "[alpha 2] a2 · prefix"
+A2 = 2  # a2's place in queue_all's order: a1, b1, a2, b2, a3, b3
+
+
+def kill_when_training(home: Path, job_id: int, done: threading.Event, killed: list[int]) -> None:
+    """SIGKILL the process that runs `job_id` once its live progress says it is in the prefix's
+    steps (embed, train, register, re-evaluate); polls the registry every 20 ms."""
+    with Registry.open(home, tracking_uri="none") as reg:
+        while not done.is_set() and not killed:
+            job = reg.queue.get(job_id)
+            p = job.progress or {}
+            host, _, pid = str(p.get("process", "")).partition(":")
+            if job.state == "running" and str(p.get("phase", "")).startswith("prefix · "):
+                if host == socket.gethostname() and pid.isdigit():
+                    killed.append(int(pid))
+                    os.kill(int(pid), signal.SIGKILL)  # the Ray worker process running a2
+                    return
+            time.sleep(0.02)
 
 
 @pytest.mark.slow
@@ -45,32 +67,26 @@ def test_two_streams_on_ray_equal_a_serial_run_with_a_ray_worker_killed(
     args += ["--poll", "0.5", "--lease", "60", "--parallel", "2", "--home", str(home)]
     args += ["--tracking-uri", "none", "--json", "--quiet"]
     env = _env(CONTINUAL_THREADS="1", RAY_DEDUP_LOGS="0")
-    proc = subprocess.Popen(
-        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    lines: list[str] = []
+    err = tmp_path / "worker.stderr"
     killed: list[int] = []
-
-    def pump() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.append(line.rstrip())
-            found = re.search(r"pid=(\d+)", line)
-            if TRIGGER in line and found and not killed:
-                killed.append(int(found.group(1)))
-                os.kill(killed[0], signal.SIGKILL)  # the Ray worker process running a2
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    try:
-        out, _ = proc.communicate(timeout=900)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    reader.join(timeout=10)
+    finished = threading.Event()
+    killer = threading.Thread(
+        target=kill_when_training, args=(home, jobs[A2], finished, killed), daemon=True
+    )
+    with err.open("w") as errors:  # a file: communicate() is the only reader of the pipe
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=errors, text=True)
+        killer.start()
+        try:
+            out, _ = proc.communicate(timeout=900)
+        finally:
+            finished.set()
+            if proc.poll() is None:
+                proc.kill()
+    killer.join(timeout=10)
+    lines = err.read_text(errors="replace").splitlines()
     log = "\n".join(lines[-60:])
     assert proc.returncode == 0, log
-    assert killed, f"no line {TRIGGER!r} from a Ray worker:\n{log}"
+    assert killed, f"a2 was never seen in its prefix's steps with a process:\n{log}"
     outcomes = json.loads(out)["jobs"]
     by_task = {o["task"]: o for o in outcomes if o["state"] == "done"}
     assert sorted(by_task) == ["a1", "a2", "a3", "b1", "b2", "b3"], outcomes

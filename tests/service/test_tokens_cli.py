@@ -42,7 +42,12 @@ def test_tokens_are_shown_once_and_stored_as_hashes(tmp_path: Path) -> None:
 
 
 def test_job_progress_is_written_by_phase_and_throttled_by_step(tmp_path: Path) -> None:
+    import os
+    import socket
+
     from pipelines.arrival.live import JobProgress
+
+    here = {"process": f"{socket.gethostname()}:{os.getpid()}"}  # the process doing the work
 
     with Registry.open(tmp_path / "home", tracking_uri="none") as reg:
         job = reg.queue.enqueue(stream="s", task="t", payload={})
@@ -50,12 +55,18 @@ def test_job_progress_is_written_by_phase_and_throttled_by_step(tmp_path: Path) 
         assert claimed is not None and claimed.id == job.id
         live = JobProgress(reg, job.id, "w1", every_s=3600)
         live.phase("prefix · train (10 steps)")
-        assert reg.queue.get(job.id).progress == {"phase": "prefix · train (10 steps)"}
+        assert reg.queue.get(job.id).progress == {"phase": "prefix · train (10 steps)", **here}
         live.step(1, 10, 0.5)  # within every_s of the phase's write: kept in memory only
-        assert reg.queue.get(job.id).progress == {"phase": "prefix · train (10 steps)"}
+        assert reg.queue.get(job.id).progress == {"phase": "prefix · train (10 steps)", **here}
         live.step(10, 10, 0.25)  # the last step is always written
         got = reg.queue.get(job.id).progress
-        assert got == {"phase": "prefix · train (10 steps)", "step": 10, "steps": 10, "loss": 0.25}
+        assert got == {
+            "phase": "prefix · train (10 steps)",
+            "step": 10,
+            "steps": 10,
+            "loss": 0.25,
+            **here,
+        }
         other = JobProgress(reg, job.id, "w2")  # a worker that does not own the job writes nothing
         other.phase("hijack")
         assert reg.queue.get(job.id).progress["phase"] == "prefix · train (10 steps)"
