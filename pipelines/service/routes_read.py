@@ -137,7 +137,7 @@ def add(app: FastAPI, service: Service) -> None:
 
     @app.get("/v1/jobs/{job_id}", tags=["jobs"])
     def job(job_id: int = JOB_ID, _: Any = READ) -> dict[str, Any]:
-        """One job: state, progress (phase, step, loss), result, error."""
+        """One job: state, progress (phase, step, loss, process), result, error."""
         return {"job": public_job(reg.queue.get(job_id))}
 
     @app.get("/v1/datasets/{dataset_id}", tags=["datasets"])
