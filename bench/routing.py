@@ -18,11 +18,17 @@ only way). Outputs must be equal; times are medians over alternating repeats.
 Prints a table and writes bench/results/routing.json.
 
     python -m bench.routing --routers                # the two routers, catalog and held-out
+    python -m bench.routing --keys                   # how many keys per task, long stream
 
 Routers (`--routers`, bench/results/routing_routers.json): the logistic regression against
 the closed-form ridge router (used from `ROUTE_RIDGE_FROM` tasks on), over the demo's five
 catalog tasks (λ was chosen on these), and over those five plus seven held-out tasks from
 sources the catalog does not use (kept out of every choice): accuracy and fit seconds.
+
+Keys (`--keys`, bench/results/routing_keys.json): the logistic router fit on 256, 512 and 1,024
+keys per task (one seeded draw of 1,024 and its first 256 and 512), beside the stored 256-key
+sample, on the demo's five tasks and on the long stream's 17 (streams/long.yaml): routing
+accuracy over every eval input, the worst task's, and fit seconds.
 """
 
 from __future__ import annotations
@@ -36,8 +42,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from sklearn.metrics.pairwise import cosine_similarity
 
+from bench.common import table
 from bench.prefix_quality import machine
 from continual.backbones import load_backbone
 from continual.inference import predict
@@ -161,14 +169,65 @@ def serving(bb, data: dict, home: Path, repeats: int) -> dict[str, Any]:
     }
 
 
+KEY_COUNTS = (256, 512, 1024)
+
+
+def key_counts(bb, data: dict) -> dict[str, Any]:
+    """Routing accuracy against the number of keys per task (see the module's docstring)."""
+    stored = {t: task_keys(bb, data[t].train, seed=0) for t in data}
+    drawn = {t: route_features(bb, sample_texts(data[t].train, max(KEY_COUNTS), 1)) for t in data}
+    feats = {t: route_features(bb, [e.text for e in data[t].eval]) for t in data}
+    long = tuple(data)
+    out: dict[str, Any] = {}
+    for suite, names in (("demo", TASKS), ("long", long)):
+        x = np.concatenate([feats[t] for t in names])
+        y = np.concatenate([np.full(len(feats[t]), t) for t in names])
+        row: dict[str, Any] = {"tasks": len(names), "inputs": len(y)}
+        fits = [("stored_256", {t: stored[t] for t in names})]
+        fits += [(f"drawn_{n}", {t: drawn[t][:n] for t in names}) for n in KEY_COUNTS]
+        for name, keys in fits:
+            began = time.perf_counter()
+            router = Router(keys)
+            fit_s = time.perf_counter() - began
+            got = np.array(router.tasks)[router.route(x).task]
+            per = {t: float(np.mean(got[y == t] == t)) for t in names}
+            row[name] = {"accuracy": float(np.mean(got == y)), "worst": min(per.values()),
+                         "fit_s": fit_s, "per_task": per}  # fmt: skip
+        out[suite] = row
+    return out
+
+
+def main_keys(bb, out: Path) -> int:
+    stream = Path(__file__).resolve().parent.parent / "streams" / "long.yaml"
+    names = [a["dataset"] for a in yaml.safe_load(stream.read_text())["arrivals"]]
+    data = {
+        t: load_data(DataArgs(dataset=t, max_train=1600, max_eval=200, seed=0), None) for t in names
+    }
+    doc = {"bench": "routing_keys", "machine": machine(), "backbone": bb.name}
+    doc["keys"] = key_counts(bb, data)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1))
+    fits = ["stored_256", *(f"drawn_{n}" for n in KEY_COUNTS)]
+    print(table(["suite", "tasks", *fits], [
+        [suite, row["tasks"], *(f"{100 * row[f]['accuracy']:.1f}% (worst {100 * row[f]['worst']:.1f})"
+                                for f in fits)]
+        for suite, row in doc["keys"].items()
+    ]))  # fmt: skip
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--home", type=Path, help="a workspace holding the five tasks' prefixes")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--routers", action="store_true", help="logistic against ridge")
+    ap.add_argument("--keys", action="store_true", help="routing against keys per task")
     a = ap.parse_args(argv)
     bb = load_backbone("minilm")
+    if a.keys:
+        return main_keys(bb, a.out or RESULTS / "routing_keys.json")
     if a.routers:
         return main_routers(bb, a.out or RESULTS / "routing_routers.json")
     a.out = a.out or RESULTS / "routing.json"
