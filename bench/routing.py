@@ -172,6 +172,13 @@ def serving(bb, data: dict, home: Path, repeats: int) -> dict[str, Any]:
 KEY_COUNTS = (256, 512, 1024)
 
 
+def demo_sized(names) -> dict:
+    """Each named catalog task at the demo's sizes: 1,600 training and 200 eval examples."""
+    return {
+        t: load_data(DataArgs(dataset=t, max_train=1600, max_eval=200, seed=0), None) for t in names
+    }
+
+
 def key_counts(bb, data: dict) -> dict[str, Any]:
     """Routing accuracy against the number of keys per task (see the module's docstring)."""
     stored = {t: task_keys(bb, data[t].train, seed=0) for t in data}
@@ -200,9 +207,7 @@ def key_counts(bb, data: dict) -> dict[str, Any]:
 def main_keys(bb, out: Path) -> int:
     stream = Path(__file__).resolve().parent.parent / "streams" / "long.yaml"
     names = [a["dataset"] for a in yaml.safe_load(stream.read_text())["arrivals"]]
-    data = {
-        t: load_data(DataArgs(dataset=t, max_train=1600, max_eval=200, seed=0), None) for t in names
-    }
+    data = demo_sized(names)
     doc = {"bench": "routing_keys", "machine": machine(), "backbone": bb.name}
     doc["keys"] = key_counts(bb, data)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -231,9 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.routers:
         return main_routers(bb, a.out or RESULTS / "routing_routers.json")
     a.out = a.out or RESULTS / "routing.json"
-    data = {
-        t: load_data(DataArgs(dataset=t, max_train=1600, max_eval=200, seed=0), None) for t in TASKS
-    }
+    data = demo_sized(TASKS)
     doc: dict[str, Any] = {"bench": "routing", "machine": machine(), "backbone": bb.name}
     doc["routing"] = routing(bb, data)
     if a.home is not None:
@@ -260,10 +263,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def main_routers(bb, out: Path) -> int:
-    data = {
-        t: load_data(DataArgs(dataset=t, max_train=1600, max_eval=200, seed=0), None)
-        for t in TASKS + HELDOUT
-    }
+    data = demo_sized(TASKS + HELDOUT)
     doc = {"bench": "routing_routers", "machine": machine(), "backbone": bb.name}
     doc["routers"] = routers(bb, data)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -66,7 +66,7 @@ def test_two_streams_on_ray_equal_a_serial_run_with_a_ray_worker_killed(
     args = [sys.executable, "-m", "pipelines.cli", "worker", "--ray", "--until-empty"]
     args += ["--poll", "0.5", "--lease", "60", "--parallel", "2", "--home", str(home)]
     args += ["--tracking-uri", "none", "--json", "--quiet"]
-    env = _env(CONTINUAL_THREADS="1", RAY_DEDUP_LOGS="0")
+    env = _env(CONTINUAL_THREADS="1")
     err = tmp_path / "worker.stderr"
     killed: list[int] = []
     finished = threading.Event()
