@@ -175,8 +175,8 @@ class TuneSpace:
         fit = tuple(n for n in self.lengths if n <= max_length)
         if not fit:
             raise ConfigError(
-                f"tune: no prefix length in {list(self.lengths)} fits this backbone's context "
-                f"(at most {max_length})"
+                f"tune: no prefix length in {list(self.lengths)} fits this backbone's context; "
+                f"give lengths of at most {max_length} (--tune-lengths, or lengths: in tune:)"
             )
         return fit
 

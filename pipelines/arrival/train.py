@@ -17,7 +17,7 @@ from continual.train import TrainConfig, train, unflatten_state
 from pipelines.arrival.plan import INIT, PREFIX_LENGTH, ArrivalPlan
 from pipelines.arrival.steps import train_task
 from pipelines.jobs import check_writable, register_trained, runtime, task_prefix_from_registry
-from pipelines.progress import Progress
+from pipelines.progress import Progress, to_stderr
 from pipelines.settings import RegistryArgs, pick_threads
 from registry.artifacts import undone_on_error
 from tasks.errors import ConfigError
@@ -97,9 +97,12 @@ def run_train(
                 module=module or DEFAULT_KIND,
                 module_options=module_options or {},
             )
+            # a search says each trial's options and score (its bars alone all read "train
+            # TASK"); a plain run shows its one bar only
+            say = to_stderr if progress and tune is not None else lambda _: None
             trained = train_task(
-                reg, backbone, data, plan, log=Progress(lambda _: None), tag=task,
-                bars=progress, with_starts=False,
+                reg, backbone, data, plan, log=Progress(say), tag=task, bars=progress,
+                with_starts=False,
             )  # fmt: skip
             result, ev, lineage = trained.result, trained.evaluation, trained.lineage
             vectors, pconfig = trained.embeddings, trained.pconfig

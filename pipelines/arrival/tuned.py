@@ -31,11 +31,14 @@ from tasks.spec import TaskData
 def context_room(backbone: Backbone, positions: str | None, max_length: int) -> int:
     """The longest prefix the backbone's context leaves room for: with shifted positions (a
     decoder's default) the prefix takes positions before the `max_length` tokens; with
-    explicit ones (an encoder's) it takes none."""
-    if prefix_config_for(backbone, 1, positions).positions != "shifted":
+    explicit ones (an encoder's) it takes none, but no prefix may be longer than the context
+    (`PrefixPlugin.config_for` refuses one)."""
+    limit = getattr(backbone.model.config, "max_position_embeddings", None)
+    if not isinstance(limit, int):
         return 1 << 20
-    limit = getattr(backbone.model.config, "max_position_embeddings", None) or 1 << 20
-    return max(1, int(limit) - max_length)
+    if prefix_config_for(backbone, 1, positions).positions != "shifted":
+        return limit
+    return max(1, limit - max_length)
 
 
 class Search:
@@ -159,8 +162,11 @@ class Search:
 
     def _search(self, *, helper: bool) -> Any:
         room = context_room(self.backbone, self.plan.positions, self.config.max_length)
+        lengths = self.space.capped(room)  # before the study exists: a bad space writes nothing
+        if len(lengths) < len(self.space.lengths) and not helper:
+            dropped = sorted(set(self.space.lengths) - set(lengths))
+            self.say(f"tune: prefix lengths {dropped} do not fit the context (at most {room})")
         url = self.reg.db.engine.url.render_as_string(hide_password=False)
-        lengths = self.space.capped(room)
         return search(
             self.space,
             lengths=lengths,

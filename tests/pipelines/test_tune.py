@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import tune
+from pipelines.cli import main
 from pipelines.tune import TuneSpace
 from registry import NullTracker, Registry
 from tasks.errors import ConfigError
@@ -42,6 +43,37 @@ def test_bad_search_settings_are_one_line_before_anything_is_written(
     )  # fmt: skip
     assert code == 2 and says in doc["error"] and "\n" not in doc["error"], doc
     assert not (home / "registry.db").exists() and not (home / "studies.db").exists()
+
+
+def test_lengths_past_the_context_are_refused_before_the_study_or_dropped_with_a_line(
+    tiny_encoder_dir, write_jsonl, sentiment, tmp_path, capsys
+) -> None:
+    """The tiny encoder has 128 positions: a space of only longer prefixes is one line naming
+    the flag, before the study exists (it used to fail inside Optuna's first trial, with a
+    traceback and a failed trial left in studies.db); a longer length among others is dropped
+    with a line, and the search runs on the rest."""
+    train = write_jsonl("t.jsonl", sentiment(40))
+    home = tmp_path / "home"
+    code, doc = cli(
+        "train", "--backbone", tiny_encoder_dir, "--train", train, "--name", "t",
+        "--home", home, *FAST, "--tune", "2", "--tune-lengths", "200,300",
+    )  # fmt: skip
+    err = doc["error"]
+    assert code == 2 and "at most 128" in err and "--tune-lengths" in err and "\n" not in err
+    assert not (home / "studies.db").exists()
+    with Registry.open(home, tracker=NullTracker()) as reg:
+        assert not reg.has_task("t")
+    capsys.readouterr()
+    argv = [
+        "train", "--backbone", tiny_encoder_dir, "--train", train, "--name", "t",
+        "--home", tmp_path / "other", *FAST, "--tune", "2", *SPACE[2:],
+        "--tune-lengths", "2,200", "--json", "--tracking-uri", "none",
+    ]  # fmt: skip
+    assert main([str(a) for a in argv]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["prefix_length"] == 2
+    assert "tune: prefix lengths [200] do not fit the context (at most 128)" in err
+    assert err.count("tune: trial ") == 2  # a search says each trial (bars alone cannot)
 
 
 def test_the_space_reads_from_a_stream_entry() -> None:
