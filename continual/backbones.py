@@ -163,6 +163,14 @@ class Backbone:
         return sum(p.numel() * p.element_size() for p in self.model.parameters())
 
 
+def context_positions(backbone: Any) -> int | None:
+    """How many positions `backbone` has (its config's `max_position_embeddings`), or None
+    where its config does not say (relative positions): the one reader of the context, for
+    the prefix and prompt lengths it refuses and the search space it caps."""
+    context = getattr(backbone.model.config, "max_position_embeddings", None)
+    return context if isinstance(context, int) else None
+
+
 def geometry_of(config: Any) -> Geometry:
     heads = int(config.num_attention_heads)
     hidden = int(config.hidden_size)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from continual.backbones import context_positions
 from continual.init import strategies
 from continual.modules import DEFAULT_KIND, module_kind
 from continual.modules.prefix import prefix_config_for
@@ -138,8 +139,8 @@ def module_config(backbone: Any, plan: ArrivalPlan) -> Any:
         options = {"length": plan.prefix_length, "positions": plan.positions} | options
     config = module_kind(plan.module).config_for(backbone, **options)
     taken = getattr(config, "input_positions", 0)  # a soft prompt's tokens precede the input
-    context = getattr(backbone.model.config, "max_position_embeddings", None)
-    if taken and isinstance(context, int) and taken + plan.config.max_length > context:
+    context = context_positions(backbone)
+    if taken and context is not None and taken + plan.config.max_length > context:
         raise ConfigError(
             f"arrival {plan.name}: a {plan.module} of {taken} tokens before inputs of up to "
             f"{plan.config.max_length} tokens needs {taken + plan.config.max_length} positions; "

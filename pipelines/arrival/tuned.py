@@ -16,7 +16,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from continual.backbones import Backbone
+from continual.backbones import Backbone, context_positions
 from continual.inference import evaluate
 from continual.init import InitContext, Start, needs_sources, start_module
 from continual.modules.prefix import prefix_config_for
@@ -33,8 +33,8 @@ def context_room(backbone: Backbone, positions: str | None, max_length: int) -> 
     decoder's default) the prefix takes positions before the `max_length` tokens; with
     explicit ones (an encoder's) it takes none, but no prefix may be longer than the context
     (`PrefixPlugin.config_for` refuses one)."""
-    limit = getattr(backbone.model.config, "max_position_embeddings", None)
-    if not isinstance(limit, int):
+    limit = context_positions(backbone)
+    if limit is None:
         return 1 << 20
     if prefix_config_for(backbone, 1, positions).positions != "shifted":
         return limit

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from continual.backbones import Backbone
+from continual.backbones import Backbone, context_positions
 from continual.modules.prefix.config import KIND, NAME, PrefixConfig
 from continual.modules.prefix.module import TrainablePrefix
 from continual.modules.prefix.rows import RowPrefix, single, stack_rows
@@ -51,8 +51,8 @@ class PrefixModule:
         g = backbone.geometry
         if not isinstance(length, int) or length < 1:
             raise ConfigError(f"prefix length {length!r} is out of range: use at least 1")
-        context = getattr(backbone.model.config, "max_position_embeddings", None)
-        if isinstance(context, int) and length > context:
+        context = context_positions(backbone)
+        if context is not None and length > context:
             raise ConfigError(
                 f"prefix length {length} is longer than backbone {backbone.name}'s context "
                 f"({context} positions); use a --prefix-length of at most {context}"

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from continual.backbones import Backbone
+from continual.backbones import Backbone, context_positions
 from continual.modules.base import refuse_unknown
 from continual.modules.prompt.config import KIND, LENGTH, NAME, PromptConfig
 from continual.modules.prompt.rows import RowPrompt, single, stack_rows
@@ -61,8 +61,8 @@ class PromptModule:
         """A prompt of `length` for `backbone`. Its tokens take input positions, so a prompt
         as long as the backbone's context would leave no room for the input: refused."""
         length = _length({"length": length}, KIND)
-        context = getattr(backbone.model.config, "max_position_embeddings", None)
-        if isinstance(context, int) and length >= context:
+        context = context_positions(backbone)
+        if context is not None and length >= context:
             raise ConfigError(
                 f"prompt length {length} leaves no room for the input in backbone "
                 f"{backbone.name}'s {context} positions; use a --prompt-length under {context}"
