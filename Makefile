@@ -49,11 +49,13 @@ bench-registry: install
 bench-serve: install
 	$(BIN)/python -m bench.serve
 
-# Accuracy benchmarks (hours on 2 cores): prefix quality, similar-task init, routing.
+# Accuracy benchmarks (hours on 2 cores): prefix quality, similar-task init, routing and its
+# ceiling (how far a router reading the input alone could go).
 bench-quality: install
 	$(BIN)/python -m bench.prefix_quality
 	$(BIN)/python -m bench.similar_init
 	$(BIN)/python -m bench.routing
+	$(BIN)/python -m bench.routing_ceiling
 
 # The reliability drills (docs/RELIABILITY.md): `chaos` at full size (about an hour here), one
 # drill file at a time so each lands in bench/results/chaos.json as it ends; it rewrites the
