@@ -69,66 +69,59 @@ def ceiling(feats: dict, names: list[str], given: dict[str, float]) -> dict[str,
     """Routing accuracy of each router over `names`' eval inputs, and its misroutes' cost."""
     y_eval = np.concatenate([np.full(len(feats[t]["eval"]), i) for i, t in enumerate(names)])
     y_all = np.concatenate([np.full(len(feats[t]["train"]), i) for i, t in enumerate(names)])
-    y_key = np.concatenate([np.full(len(feats[t]["keys"]), i) for i, t in enumerate(names)])
     x_eval = np.concatenate([feats[t]["eval"] for t in names])
     x_all = np.concatenate([feats[t]["train"] for t in names])
     vec = _ngrams()
     ng_all = vec.fit_transform([s for t in names for s in feats[t]["train_texts"]])
     ng_eval = vec.transform([s for t in names for s in feats[t]["eval_texts"]])
-    fits = {
-        "stored_256": (np.concatenate([feats[t]["keys"] for t in names]), y_key, x_eval),
-        "all_train": (x_all, y_all, x_eval),
-        "all_train_ngrams": (
-            sparse.hstack([sparse.csr_matrix(x_all), ng_all]).tocsr(),
-            y_all,
-            sparse.hstack([sparse.csr_matrix(x_eval), ng_eval]).tocsr(),
-        ),
-    }
     out: dict[str, Any] = {"tasks": len(names), "inputs": int(len(y_eval))}
     routers: dict[str, Any] = {}
-    for name, (x, y, xe) in fits.items():
+    began = time.perf_counter()  # n-grams: sparse, so not through `Router`
+    model = LogisticRegression(C=ROUTE_C, max_iter=5000, random_state=0).fit(
+        sparse.hstack([sparse.csr_matrix(x_all), ng_all]).tocsr(), y_all
+    )
+    routers["all_train_ngrams"] = (
+        model.predict(sparse.hstack([sparse.csr_matrix(x_eval), ng_eval]).tocsr()),
+        time.perf_counter() - began,
+    )
+    for name, part in (("stored_256", "keys"), ("all_train", "train"),
+                       ("ridge_256", "keys"), ("ridge_all_train", "train")):  # fmt: skip
         began = time.perf_counter()
-        model = LogisticRegression(C=ROUTE_C, max_iter=5000, random_state=0).fit(x, y)
-        routers[name] = (model.predict(xe), time.perf_counter() - began)
-    for name, part in (("ridge_256", "keys"), ("ridge_all_train", "train")):
-        began = time.perf_counter()
-        stats = RidgeStats(x_eval.shape[1])
-        for k, t in enumerate(names):
-            stats.add(t, feats[t][part], str(k))
-        router = Router.ridge(stats)  # λ as `predict --auto` from ROUTE_RIDGE_FROM tasks on
+        if name.startswith("ridge"):
+            stats = RidgeStats(x_eval.shape[1])
+            for k, t in enumerate(names):
+                stats.add(t, feats[t][part], str(k))
+            router = Router.ridge(stats)  # λ as `predict --auto` from ROUTE_RIDGE_FROM tasks on
+        else:
+            router = Router({t: feats[t][part] for t in names})  # what `predict --auto` fits
         order = np.array([names.index(t) for t in router.tasks])
         routers[name] = (order[router.route(x_eval).task], time.perf_counter() - began)
-    for name, (got, fit_s) in routers.items():
-        per = {t: float(np.mean(got[y_eval == i] == i)) for i, t in enumerate(names)}
-        lost = {t: _lost(feats, names, t, got[y_eval == i]) for i, t in enumerate(names)}
+    for name in ROUTERS:
+        got, fit_s = routers[name]
+        routed = {t: got[y_eval == i] for i, t in enumerate(names)}
+        masks = {t: _lost(feats, names, t, routed[t]) for t in names}
+        per = {t: float(np.mean(routed[t] == i)) for i, t in enumerate(names)}
+        lost = {t: float(m.mean()) for t, m in masks.items()}
         row = {"accuracy": float(np.mean(got == y_eval)), "per_task": per, "lost": lost,
                "fit_s": fit_s}  # fmt: skip
-        if name == "stored_256":  # what the lost inputs look like
-            row["lost_examples"] = _examples(feats, names, got, y_eval)
+        if name == "stored_256":  # what the lost inputs look like: each task's first two
+            row["lost_examples"] = [
+                {"task": t, "routed_to": names[routed[t][k]], "label": feats[t]["targets"][k],
+                 "text": feats[t]["eval_texts"][k]}
+                for t in names for k in np.flatnonzero(masks[t])[:2]
+            ]  # fmt: skip
         if all(t in given for t in names):
             row["floor"] = statistics.fmean(given[t] * lost[t] for t in names)
         out[name] = row
     return out
 
 
-def _lost(feats: dict, names: list[str], task: str, routed: np.ndarray) -> float:
-    """The share of `task`'s eval inputs routed to a task whose labels lack the input's own."""
+def _lost(feats: dict, names: list[str], task: str, routed: np.ndarray) -> np.ndarray:
+    """Which of `task`'s eval inputs went to a task whose labels lack the input's own."""
     targets = feats[task]["targets"]
-    return float(
-        np.mean([t not in feats[names[j]]["labels"] for t, j in zip(targets, routed, strict=True)])
+    return np.array(
+        [t not in feats[names[j]]["labels"] for t, j in zip(targets, routed, strict=True)]
     )
-
-
-def _examples(feats: dict, names: list[str], got: np.ndarray, y: np.ndarray, k: int = 2):
-    """Each task's first `k` eval inputs routed to a task that lacks their label."""
-    out = []
-    for i, t in enumerate(names):
-        pairs = zip(feats[t]["eval_texts"], feats[t]["targets"], got[y == i], strict=True)
-        lost = [(text, target, j) for text, target, j in pairs
-                if j != i and target not in feats[names[j]]["labels"]]  # fmt: skip
-        out += [{"task": t, "routed_to": names[j], "label": target, "text": text}
-                for text, target, j in lost[:k]]  # fmt: skip
-    return out
 
 
 def given_scores(entry: str) -> tuple[dict[str, float], float | None]:
