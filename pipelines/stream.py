@@ -22,6 +22,7 @@ duplicate names, out-of-range values) and says where, before any arrival starts.
 from __future__ import annotations
 
 import difflib
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -323,8 +324,9 @@ def _known(d: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
 
 
 def precheck(spec: StreamSpec) -> None:
-    """Catch a misspelt dataset or a missing file now, not hours into the stream (each arrival's
-    data is still validated in full when it arrives)."""
+    """Catch a misspelt dataset, a missing file or an option the backbone cannot take (a prefix
+    longer than its context, a LoRA target it lacks) now, not hours into the stream (each
+    arrival's data is still validated in full when it arrives)."""
     from tasks import catalog
 
     for plan in spec.arrivals:
@@ -336,3 +338,36 @@ def precheck(spec: StreamSpec) -> None:
                     f"{spec.source}: arrival {plan.name}: {path}: file not found; fix the path "
                     "(relative paths are read from the stream file's folder)"
                 )
+    where = spec.source or "stream"
+    check_on_backbone(spec.arrivals, spec.backbone, where=where, strict=spec.executor == "local")
+
+
+def check_on_backbone(
+    plans: tuple[ArrivalPlan, ...], backbone: str, *, where: str, strict: bool
+) -> None:
+    """Each plan's module and search against `backbone`'s shapes (`continual.skeleton`: its
+    config, no weights; the plugins' own rules). A backbone this machine cannot read is refused
+    when `strict` (this machine runs the jobs) and skipped otherwise: a Ray stream's workers or
+    the HTTP server's may see folders this one does not, and each job checks it when it runs."""
+    from pipelines.arrival.plan import check_plan
+
+    at = f"{where}: " if where else ""
+    try:
+        skeleton = _skeleton(backbone)
+    except ContinualError as e:
+        if not strict:
+            return
+        raise ConfigError(f"{at}{e}") from None
+    for plan in plans:
+        try:
+            check_plan(skeleton, plan)
+        except ConfigError as e:
+            said, mine = str(e), f"arrival {plan.name}: "
+            raise ConfigError(f"{at}{said if said.startswith(mine) else mine + said}") from None
+
+
+@functools.lru_cache(maxsize=8)
+def _skeleton(backbone: str) -> Any:
+    from continual.skeleton import skeleton_backbone
+
+    return skeleton_backbone(backbone)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from continual.backbones import context_positions
+from continual.backbones import Backbone, context_positions
 from continual.init import strategies
 from continual.modules import DEFAULT_KIND, module_kind
 from continual.modules.prefix import prefix_config_for
@@ -147,6 +147,28 @@ def module_config(backbone: Any, plan: ArrivalPlan) -> Any:
             f"backbone {backbone.name} has {context}: shorten --prompt-length or --max-length"
         )
     return config.with_(init=plan.init)
+
+
+def context_room(backbone: Backbone, positions: str | None, max_length: int) -> int:
+    """The longest prefix the backbone's context leaves room for: with shifted positions (a
+    decoder's default) the prefix takes positions before the `max_length` tokens; with
+    explicit ones (an encoder's) it takes none, but no prefix may be longer than the context
+    (`PrefixPlugin.config_for` refuses one)."""
+    limit = context_positions(backbone)
+    if limit is None:
+        return 1 << 20
+    if prefix_config_for(backbone, 1, positions).positions != "shifted":
+        return limit
+    return max(1, limit - max_length)
+
+
+def check_plan(backbone: Backbone, plan: ArrivalPlan) -> None:
+    """Refuse, in one line, what `plan` asks of `backbone` that training would refuse later: a
+    module that does not fit it (`module_config`, the plugins' own rules) or a search whose
+    prefix lengths all exceed its context. Shapes only: a `continual.skeleton` backbone will do."""
+    module_config(backbone, plan)
+    if plan.tune is not None:
+        plan.tune.capped(context_room(backbone, plan.positions, plan.config.max_length))
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from pipelines.arrival.plan import ArrivalJob, ArrivalPlan, BaselinePlan
 from pipelines.arrival.worker import Worker
 from pipelines.progress import to_stderr
 from pipelines.settings import RegistryArgs
-from pipelines.stream import StreamSpec, executor_address, precheck
+from pipelines.stream import StreamSpec, check_on_backbone, executor_address, precheck
 from registry import JobRecord, Registry
 from registry.artifacts import undone_on_error
 from registry.streams import check_stream
@@ -102,6 +102,9 @@ def enqueue_arrival(
             fingerprint=data.fingerprint,
         )
     _objective_exists(name, backbone, data.spec.kind)
+    # what the backbone cannot take (a prefix past its context, a LoRA target it lacks) is
+    # refused now, not a failed job later; a backbone only the workers can read is theirs
+    check_on_backbone((plan,), backbone, where="", strict=False)
     with undone_on_error(reg.artifacts, reg.db) as written:  # no data file without its job
         row = reg.data.stage(data, written)
         payload = ArrivalJob(

@@ -16,29 +16,17 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from continual.backbones import Backbone, context_positions
+from continual.backbones import Backbone
 from continual.inference import evaluate
 from continual.init import InitContext, Start, needs_sources, start_module
 from continual.modules.prefix import prefix_config_for
 from continual.routing import arrival_embeddings
 from continual.similarity import embedding_method
 from continual.train import train
+from pipelines.arrival.plan import context_room
 from pipelines.tune import search, storage_for, study_name
 from registry import Registry
 from tasks.spec import TaskData
-
-
-def context_room(backbone: Backbone, positions: str | None, max_length: int) -> int:
-    """The longest prefix the backbone's context leaves room for: with shifted positions (a
-    decoder's default) the prefix takes positions before the `max_length` tokens; with
-    explicit ones (an encoder's) it takes none, but no prefix may be longer than the context
-    (`PrefixPlugin.config_for` refuses one)."""
-    limit = context_positions(backbone)
-    if limit is None:
-        return 1 << 20
-    if prefix_config_for(backbone, 1, positions).positions != "shifted":
-        return limit
-    return max(1, limit - max_length)
 
 
 class Search:

@@ -90,6 +90,11 @@ def write_files(folder: Path) -> None:
         "stream-case.yaml": "name: s\nbackbone: {E}\narrivals:\n  - {name: t1, train: good-train.jsonl}\n  - {name: t2, train: good-train.jsonl}\n  - {name: T1, train: good-train.jsonl}\n",
         "stream-reorder.yaml": "name: s\nbackbone: {E}\narrivals:\n  - {name: t2, train: good-train.jsonl}\n  - {name: t1, train: good-train.jsonl}\n",
         "stream-module.yaml": "backbone: {E}\narrivals:\n  - {name: t9, train: good-train.jsonl, module: {kind: lora, rank: 0}}\n",
+        # the second arrival cannot run on the backbone: refused before the first one trains
+        "stream-late-prefix.yaml": "backbone: {E}\narrivals:\n  - {name: t8, train: good-train.jsonl}\n  - {name: t9, train: good-train.jsonl, prefix_length: 100000}\n",
+        "stream-late-lora.yaml": "backbone: {E}\narrivals:\n  - {name: t8, train: good-train.jsonl}\n  - {name: t9, train: good-train.jsonl, module: {kind: lora, targets: [nowhere]}}\n",
+        "stream-late-tune.yaml": "backbone: {E}\narrivals:\n  - {name: t8, train: good-train.jsonl}\n  - {name: t9, train: good-train.jsonl, tune: {trials: 2, lengths: [100000]}}\n",
+        "stream-no-model.yaml": "backbone: /nonexistent/no-model\narrivals:\n  - {name: t9, train: good-train.jsonl}\n",
         "stream-binary.yaml": b"\x00\x01\x02\xff\xfe",
         "stream-empty.yaml": "",
     }
@@ -185,6 +190,7 @@ CASES: list[tuple[str, str, str]] = [
         "../x",
     ),  # fmt: skip
     ("adopt an unknown task", "learn --stream s --task nosuch", "nosuch"),
+    ("queue a prefix past the context", LEARN + " --name t9 --queue --prefix-length 100000", "128"),
     ("predict an unknown task", "predict --task nosuch good", "nosuch"),
     ("predict a path as task", "predict --task ../../etc good", "../../etc"),
     ("predict an unknown prefix id", "predict --prefix 99999 good", "99999"),
@@ -228,6 +234,10 @@ CASES: list[tuple[str, str, str]] = [
     ("arrival case twin", "stream run {F}/stream-case.yaml", "T1"),
     ("stream reordered after a run", "stream run {F}/stream-reorder.yaml", "t1"),
     ("module option out of range", "stream run {F}/stream-module.yaml", "rank"),
+    ("stream prefix past the context", "stream run {F}/stream-late-prefix.yaml", "100000"),
+    ("stream LoRA target missing", "stream run {F}/stream-late-lora.yaml", "nowhere"),
+    ("stream search past the context", "stream run {F}/stream-late-tune.yaml", "lengths"),
+    ("stream backbone missing", "stream run {F}/stream-no-model.yaml", "no-model"),
     ("stream file binary", "stream run {F}/stream-binary.yaml", "stream-binary.yaml"),
     ("stream file empty", "stream run {F}/stream-empty.yaml", "stream-empty.yaml"),
     ("negative order", "stream run {F}/stream-reorder.yaml --order -1", "order"),

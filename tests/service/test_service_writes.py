@@ -191,6 +191,18 @@ def test_a_bad_upload_is_one_line_and_leaves_nothing(
             422,
             "rank must be",
         ),
+        # what the backbone (the tiny encoder: 128 positions) cannot take, refused at queue time
+        ({"catalog": "trec", "options": {"prefix_length": 100000}}, 422, "context (128"),
+        (
+            {"catalog": "trec", "options": {"module": {"kind": "lora", "targets": ["nowhere"]}}},
+            422,
+            "lora target 'nowhere' matches no layer",
+        ),
+        (
+            {"catalog": "trec", "options": {"tune": {"trials": 2, "lengths": [100000]}}},
+            422,
+            "lengths of at most 128",
+        ),
     ],
 )
 def test_a_bad_arrival_is_refused_before_anything_is_queued(

@@ -55,7 +55,8 @@ class PrefixModule:
         if context is not None and length > context:
             raise ConfigError(
                 f"prefix length {length} is longer than backbone {backbone.name}'s context "
-                f"({context} positions); use a --prefix-length of at most {context}"
+                f"({context} positions); use a prefix length (--prefix-length, or "
+                f"prefix_length: in a stream file) of at most {context}"
             )
         return PrefixConfig(
             length=length,

@@ -68,12 +68,9 @@ class PromptModule:
                 f"{backbone.name}'s {context} positions; use a --prompt-length under {context}"
             )
         weight = backbone.model.get_input_embeddings().weight
-        return PromptConfig(
-            length=length,
-            hidden_size=int(weight.shape[1]),
-            init_std=round(float(weight.detach().float().std()), 6),
-            init=init,
-        )
+        # a skeleton backbone (continual.skeleton, for checks) has shapes but no values
+        spread = {} if weight.is_meta else {"init_std": round(float(weight.float().std()), 6)}
+        return PromptConfig(length=length, hidden_size=int(weight.shape[1]), init=init, **spread)
 
     def config_from_dict(self, d: Mapping[str, Any]) -> PromptConfig:
         return PromptConfig.from_dict(d)
