@@ -92,6 +92,10 @@ def enqueue_arrival(
             f"`continual learn --task {name}` adds it to the stream with its current prefix, "
             "or give the arriving task another --name"
         )
+    # what the backbone cannot take (a prefix past its context, a LoRA target it lacks) is
+    # refused now, before the data is read, not as a failed job later; a backbone only the
+    # workers can read is theirs to check
+    check_on_backbone((plan,), backbone, where="", strict=False)
     if data is None:
         data = load_data(plan.data, name)
     elif data.spec.name != name:
@@ -102,9 +106,6 @@ def enqueue_arrival(
             fingerprint=data.fingerprint,
         )
     _objective_exists(name, backbone, data.spec.kind)
-    # what the backbone cannot take (a prefix past its context, a LoRA target it lacks) is
-    # refused now, not a failed job later; a backbone only the workers can read is theirs
-    check_on_backbone((plan,), backbone, where="", strict=False)
     with undone_on_error(reg.artifacts, reg.db) as written:  # no data file without its job
         row = reg.data.stage(data, written)
         payload = ArrivalJob(
