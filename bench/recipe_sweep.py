@@ -5,8 +5,9 @@
 
 A variant is `NAME:key=value,...` over `TrainConfig` fields, plus `P` (prefix length),
 `reparam` (the MLP's hidden width), `probe_C` (the inverse regularization of the probe that
-starts the head; smaller is a softer start) and `ft=1` (full fine-tuning of a copy of the backbone
-instead of a prefix). Same data caps as `bench.prefix_quality --suite` (2,000 train, 500 eval),
+starts the head; smaller is a softer start), `dropout` (the frozen backbone's dropout rate while
+the prefix trains, 0 = off; the default keeps the backbone's own, as PEFT does) and `ft=1` (full
+fine-tuning of a copy of the backbone instead of a prefix). Same data caps as `bench.prefix_quality --suite` (2,000 train, 500 eval),
 minilm, 400 steps x 16 unless a variant says otherwise. Results are merged into
 bench/results/recipe_sweep.json (task -> variant -> score), so runs can be added one at a time.
 Held-out tasks are refused unless `--check` is given: then the variants (chosen on the catalog
@@ -19,8 +20,11 @@ import argparse
 import json
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+
+from torch import nn
 
 from bench.common import machine
 from bench.quality_compare import HELDOUT, MAX_EVAL, MAX_TRAIN
@@ -43,7 +47,27 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
     return name, pairs
 
 
+@contextmanager
+def backbone_dropout(bb, p: str | None):
+    """Run with every dropout of the frozen backbone at rate `p` (None: as it is), then restore.
+    BERT's attention dropout reads its `nn.Dropout`'s rate too, so one sweep covers both."""
+    saved = {m: m.p for m in bb.model.modules() if isinstance(m, nn.Dropout)}
+    if p is not None:
+        for m in saved:
+            m.p = float(p)
+    try:
+        yield
+    finally:
+        for m, rate in saved.items():
+            m.p = rate
+
+
 def run(bb, data, pairs: dict[str, str]) -> dict:
+    with backbone_dropout(bb, pairs.get("dropout")):
+        return _run(bb, data, pairs)
+
+
+def _run(bb, data, pairs: dict[str, str]) -> dict:
     fields = TrainConfig.__dataclass_fields__
     config = TrainConfig(
         **{k: type(getattr(TrainConfig(), k))(v) for k, v in pairs.items() if k in fields}
