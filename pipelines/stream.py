@@ -366,8 +366,15 @@ def check_on_backbone(
             raise ConfigError(f"{at}{said if said.startswith(mine) else mine + said}") from None
 
 
-@functools.lru_cache(maxsize=8)
 def _skeleton(backbone: str) -> Any:
+    """The skeleton of `backbone`, read once per process; a local folder's is read again when
+    its config.json changes (another model saved under the same path)."""
+    config = Path(backbone).expanduser() / "config.json"
+    return _read_skeleton(backbone, config.stat().st_mtime_ns if config.is_file() else None)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_skeleton(backbone: str, stamp: int | None) -> Any:
     from continual.skeleton import skeleton_backbone
 
     return skeleton_backbone(backbone)

@@ -50,3 +50,25 @@ def test_a_folder_without_a_model_is_one_line(tmp_path) -> None:
     with pytest.raises((AssetError, ConfigError)) as e:
         skeleton_backbone(str(tmp_path))
     assert str(tmp_path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_folder_saved_over_is_read_again(tiny_encoder_dir, tmp_path) -> None:
+    """The queue-time check caches a backbone's skeleton per process, but not past a change of
+    its config.json: another model saved under the same path is checked as itself."""
+    import json
+    import os
+    import shutil
+
+    from pipelines.arrival.plan import ArrivalPlan
+    from pipelines.stream import check_on_backbone
+    from tasks.load import DataArgs
+
+    folder = shutil.copytree(tiny_encoder_dir, tmp_path / "model")
+    plan = ArrivalPlan(name="t", data=DataArgs(dataset="trec"), prefix_length=100)
+    check_on_backbone((plan,), str(folder), where="s.yaml", strict=True)  # 128 positions
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 64}))
+    later = (folder / "config.json").stat().st_mtime_ns + 10**9  # whatever the clock's step
+    os.utime(folder / "config.json", ns=(later, later))
+    with pytest.raises(ConfigError, match=r"s.yaml: arrival t: prefix length 100 .*\(64 positions"):
+        check_on_backbone((plan,), str(folder), where="s.yaml", strict=True)
