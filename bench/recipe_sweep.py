@@ -7,8 +7,9 @@ A variant is `NAME:key=value,...` over `TrainConfig` fields, plus `P` (prefix le
 `reparam` (the MLP's hidden width), `probe_C` (the inverse regularization of the probe that
 starts the head; smaller is a softer start), `dropout` (the frozen backbone's dropout rate while
 the prefix trains, 0 = off; the default keeps the backbone's own, as PEFT does) and `ft=1` (full
-fine-tuning of a copy of the backbone instead of a prefix). Same data caps as `bench.prefix_quality --suite` (2,000 train, 500 eval),
-minilm, 400 steps x 16 unless a variant says otherwise. Results are merged into
+fine-tuning of a copy of the backbone instead of a prefix). Same data caps as
+`bench.prefix_quality --suite` (2,000 train, 500 eval), minilm, 400 steps x 16 unless a variant
+says otherwise. Results are merged into
 bench/results/recipe_sweep.json (task -> variant -> score), so runs can be added one at a time.
 Held-out tasks are refused unless `--check` is given: then the variants (chosen on the catalog
 beforehand) are tried on them and the results go to bench/results/recipe_check.json.
