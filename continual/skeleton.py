@@ -10,33 +10,64 @@ layer names, no weights read or allocated), so the rules are the ones training u
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from continual.backbones import Backbone, BackboneKind, geometry_of, locate, traits
 from tasks.errors import AssetError
 
 
+class MetaLayers:
+    """Stands in for a backbone's model: its `config` at once, and its layers, built on the
+    meta device, on the first other attribute asked for. Building them imports the
+    architecture's code (about 2 s in a fresh process), which the prefix's and the search's
+    checks, reading only the config, never need; LoRA's, (IA)³'s and BitFit's do."""
+
+    def __init__(self, name: str, config: Any, auto_class: str) -> None:
+        self.config = config
+        self._name, self._auto_class, self._model = name, auto_class, None
+
+    @property
+    def built(self) -> bool:
+        return self._model is not None
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("_"):  # not the model's: no build for a private or special name
+            raise AttributeError(attr)
+        if self._model is None:
+            import transformers
+
+            try:
+                with torch.device("meta"):
+                    model = getattr(transformers, self._auto_class).from_config(self.config)
+            except (OSError, ValueError) as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise AssetError(f"backbone {self._name!r} could not be built: {first}") from None
+            self._model = model.eval()
+        return getattr(self._model, attr)
+
+
 def skeleton_backbone(name_or_path: str, *, kind: BackboneKind | None = None) -> Backbone:
-    """`name_or_path`'s backbone with every tensor on the meta device: its config, layers,
-    geometry and tokenizer, for checks only (it cannot run; its fingerprint is empty)."""
-    import transformers
+    """`name_or_path`'s backbone with no weights: its config, geometry and tokenizer, and its
+    layers on the meta device when a check asks for them (`MetaLayers`). For checks only: it
+    cannot run, its fingerprint is empty and its parameters are not counted (`n_params` 0)."""
     from transformers import AutoConfig
 
     found = locate(name_or_path, kind=kind)
     try:
         config = AutoConfig.from_pretrained(found.where)
-        with torch.device("meta"):
-            model = getattr(transformers, traits(found.kind).auto_class).from_config(config)
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise AssetError(f"backbone {name_or_path!r} could not be read: {first}") from None
+    layers: Any = MetaLayers(name_or_path, config, traits(found.kind).auto_class)
     return Backbone(
         name=found.name,
         source=found.source,
         kind=found.kind,
-        model=model.eval(),
+        model=layers,
         tokenizer=found.tokenizer,
-        geometry=geometry_of(model.config),
+        geometry=geometry_of(config),
         fingerprint="",
-        n_params=sum(p.numel() for p in model.parameters()),
+        n_params=0,
     )
