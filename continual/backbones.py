@@ -253,10 +253,17 @@ class Located:
     where: str
     kind: BackboneKind
     tokenizer: Any
+    config: Any = None  # the transformers config read to resolve the kind
 
     @property
     def source(self) -> str:
         return self.where if Path(self.where).exists() else f"hub:{self.where}"
+
+
+def first_line(e: BaseException) -> str:
+    """An exception's first line, or its type's name when it says nothing."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def locate(name_or_path: str, *, kind: BackboneKind | None = None) -> Located:
@@ -273,14 +280,15 @@ def locate(name_or_path: str, *, kind: BackboneKind | None = None) -> Located:
         kind = kind or _kind_of(config)
         tokenizer = AutoTokenizer.from_pretrained(where)
     except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise AssetError(f"backbone {name_or_path!r} could not be loaded: {first}") from None
+        raise AssetError(
+            f"backbone {name_or_path!r} could not be loaded: {first_line(e)}"
+        ) from None
     how = traits(kind)
     if how.padding_side is not None:
         tokenizer.padding_side = how.padding_side
     if how.pad_with_eos and tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return Located(name=name, where=where, kind=kind, tokenizer=tokenizer)
+    return Located(name=name, where=where, kind=kind, tokenizer=tokenizer, config=config)
 
 
 def load_backbone(
@@ -298,8 +306,9 @@ def load_backbone(
         loader = getattr(transformers, traits(kind).auto_class)
         model = loader.from_pretrained(where, dtype=torch.float32)
     except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise AssetError(f"backbone {name_or_path!r} could not be loaded: {first}") from None
+        raise AssetError(
+            f"backbone {name_or_path!r} could not be loaded: {first_line(e)}"
+        ) from None
     freeze(model)
     use_fast_dropout(model)  # same dropout, cheaper masks on CPU (continual.kernels)
     use_fast_attention(model)  # SDPA, with the same cheap masks for attention dropout

@@ -14,7 +14,14 @@ from typing import Any
 
 import torch
 
-from continual.backbones import Backbone, BackboneKind, geometry_of, locate, traits
+from continual.backbones import (
+    Backbone,
+    BackboneKind,
+    first_line,
+    geometry_of,
+    locate,
+    traits,
+)
 from tasks.errors import AssetError
 
 
@@ -42,8 +49,9 @@ class MetaLayers:
                 with torch.device("meta"):
                     model = getattr(transformers, self._auto_class).from_config(self.config)
             except (OSError, ValueError) as e:
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise AssetError(f"backbone {self._name!r} could not be built: {first}") from None
+                raise AssetError(
+                    f"backbone {self._name!r} could not be built: {first_line(e)}"
+                ) from None
             self._model = model.eval()
         return getattr(self._model, attr)
 
@@ -52,14 +60,8 @@ def skeleton_backbone(name_or_path: str, *, kind: BackboneKind | None = None) ->
     """`name_or_path`'s backbone with no weights: its config, geometry and tokenizer, and its
     layers on the meta device when a check asks for them (`MetaLayers`). For checks only: it
     cannot run, its fingerprint is empty and its parameters are not counted (`n_params` 0)."""
-    from transformers import AutoConfig
-
-    found = locate(name_or_path, kind=kind)
-    try:
-        config = AutoConfig.from_pretrained(found.where)
-    except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise AssetError(f"backbone {name_or_path!r} could not be read: {first}") from None
+    found = locate(name_or_path, kind=kind)  # reads the config (and the tokenizer) once
+    config = found.config
     layers: Any = MetaLayers(name_or_path, config, traits(found.kind).auto_class)
     return Backbone(
         name=found.name,
