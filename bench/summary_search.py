@@ -24,18 +24,33 @@ def cell(x: float | None) -> str:
     return "–" if x is None else f"{x:.2f}"
 
 
+def _setup_words(st: dict[str, Any]) -> str:
+    """A bench.tune setup in words: its trials, refit, pruner and any batch or length given."""
+    extra = f", batch {st['batch_size']}" if "batch_size" in st else ""
+    extra += f", inputs cut at {st['max_length']} tokens" if "max_length" in st else ""
+    extra += f", {st['threads']} torch threads" if "threads" in st else ""
+    return (
+        f"{st['trials']} trials of {st['steps_per_trial']} steps ({st.get('pruner', 'median')} "
+        f"pruning), refit {st['refit_steps']} steps{extra}"
+    )
+
+
 def tune(doc: dict[str, Any]) -> str:
     """bench.tune: the search against the defaults at the steps it used, per suite."""
     st = doc["setup"]
-    rows = []
+    rows, own = [], []
     for suite, rs in doc["suites"].items():
         for r in rs:
             c = r["chosen"]
+            mark = ""
+            if "setup" in r:  # run at a setup of its own (`bench.tune --merge --own-setup`)
+                own.append(f"`{r['task']}`: {_setup_words(r['setup'])}")
+                mark = " " + "†" * len(own)
             rows.append([
                 suite, f"`{r['task']}` ({r['backbone']})", f"{r['default']['score']:.4f}",
                 f"{r['tuned']['score']:.4f}", f"**{r['gain_points']:+.2f}**",
                 f"P {c['prefix_length']}, lr {c['lr']:.2g}, width {c['reparam_hidden']}",
-                f"{100 * r['pruning_saved']:.0f}%", r["tuned"]["steps"],
+                f"{100 * r['pruning_saved']:.0f}%", f"{r['tuned']['steps']}{mark}",
             ])  # fmt: skip
     lines = [
         "### tune (per-task search against the defaults at equal steps)",
@@ -60,6 +75,13 @@ def tune(doc: dict[str, Any]) -> str:
         ),  # fmt: skip
         "",
     ]
+    for k, words in enumerate(own, 1):
+        lines.append(
+            f"{'†' * k} At a setup of its own, {words}; its gain and pruning count in the "
+            "means below like the others'."
+        )
+    if own:
+        lines.append("")
     for suite, sm in doc["summary"].items():
         lines.append(
             f"- {suite}: mean gain {sm['mean_gain_points']:+.2f} points (target ≥ +1), tuned ≥ "

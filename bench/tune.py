@@ -18,7 +18,9 @@ numbers must not depend on how busy the machine was.
 `--merge` adds this run's tasks to the results file (a task run again replaces its row; the
 setup must be the same), re-reading it under a lock before each write, so runs of different
 `--tasks` can share the machine's cores and one file; `complete` then says whether every task
-of both suites is in it.
+of both suites is in it. A task too slow for the file's setup on this machine may run at a
+smaller one (`--trials`, `--trial-steps`, `--steps`, `--batch-size`, `--max-length`) and join
+with `--merge --own-setup`: its row then carries its setup and the docs' table marks it.
 """
 
 from __future__ import annotations
@@ -85,7 +87,8 @@ def one(task: str, backbone: str, a: argparse.Namespace, folder: Path) -> dict[s
         began = time.perf_counter()
         summary = run_train(
             backbone_name=backbone, data_args=data, name=f"{name}-{how_}", prefix_length=None,
-            positions=None, config=TrainConfig(steps=steps, eval_every=max(1, steps // 4)),
+            positions=None, config=TrainConfig(steps=steps, eval_every=max(1, steps // 4),
+                                               **shape(a)),
             registry=reg, init="random", progress=False,
             tune=space if how_ == "tuned" else None,
         )  # fmt: skip
@@ -105,6 +108,21 @@ def one(task: str, backbone: str, a: argparse.Namespace, folder: Path) -> dict[s
     out["pruning_saved"] = 1 - search["steps"] / (a.trials * a.trial_steps)
     out["chosen"] = search["best"]["params"]
     return out
+
+
+def shape(a: argparse.Namespace) -> dict[str, int]:
+    """The batch size and input length given on the command line (none: `TrainConfig`'s)."""
+    given = {
+        "batch_size": getattr(a, "batch_size", None),
+        "max_length": getattr(a, "max_length", None),
+    }
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def threads() -> dict[str, int]:
+    """Torch's thread count where `CONTINUAL_THREADS` set it to other than the bench's one."""
+    n = int(os.environ.get("CONTINUAL_THREADS", "1"))
+    return {} if n == 1 else {"threads": n}
 
 
 def interleaved(suites: dict[str, tuple[tuple[str, str], ...]]):
@@ -127,6 +145,8 @@ def document(a: argparse.Namespace, rows: dict[str, list[dict[str, Any]]], began
             "refit_steps": a.steps,
             "pruner": a.pruner,
             "quick": a.quick,
+            **shape(a),  # only when given, so files of the usual setup still merge
+            **threads(),
         },
         "suites": rows,
         "summary": {
@@ -150,9 +170,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=600, help="the winner's refit steps")
     ap.add_argument("--pruner", default="halving", choices=("median", "halving", "none"))
     ap.add_argument("--quick", action="store_true", help="two tasks, 2 trials of 3 + 6 steps")
+    ap.add_argument("--batch-size", type=int, help="every run's batch (default: TrainConfig's)")
+    ap.add_argument("--max-length", type=int, help="inputs cut at N tokens (default: 128)")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--tasks", help="only these tasks (comma-separated names as listed)")
     ap.add_argument("--merge", action="store_true", help="add the tasks to the results file")
+    ap.add_argument(
+        "--own-setup",
+        action="store_true",
+        help="with --merge: a file of another setup takes these rows, each marked with its own",
+    )
     a = ap.parse_args(argv)
     # Training's numerics depend on torch's thread count, which each arrival otherwise picks
     # from the idle cores: two runs of this bench on a busy machine then train different prefixes
@@ -221,13 +248,21 @@ def merged(a: argparse.Namespace, rows: dict[str, list[dict[str, Any]]]) -> dict
         fresh = document(a, rows, time.perf_counter())
         old = json.loads(path.read_text()) if path.exists() else fresh
         if old["setup"] != fresh["setup"]:
-            raise SystemExit(f"--merge: {path} was run with another setup: {old['setup']}")
+            if not getattr(a, "own_setup", False):
+                raise SystemExit(
+                    f"--merge: {path} was run with another setup: {old['setup']} "
+                    "(--own-setup adds these rows marked with theirs)"
+                )
+            mark = {"setup": fresh["setup"], "machine": fresh["machine"]}
+            rows = {s: [{**r, **mark} for r in rs] for s, rs in rows.items()}
         mine = {r["task"] for rs in rows.values() for r in rs}
         suites = {}
         for suite in ("catalog", "heldout"):
             kept = [r for r in old["suites"].get(suite, []) if r["task"] not in mine]
             suites[suite] = sorted(kept + rows.get(suite, []), key=lambda r: order[r["task"]])
-        doc = document(a, suites, time.perf_counter())
+        doc = document(a, suites, time.perf_counter()) | {"setup": old["setup"]}
+        if old["setup"] != fresh["setup"]:  # the table's machine line stays the file's own
+            doc["machine"] = old["machine"]
         doc.pop("wall_seconds")  # several sittings: each row keeps its own seconds
         machines = old.get("machines") or [old["machine"]]
         doc["machines"] = machines if fresh["machine"] in machines else [*machines, doc["machine"]]
