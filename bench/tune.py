@@ -265,7 +265,9 @@ def merged(a: argparse.Namespace, rows: dict[str, list[dict[str, Any]]]) -> dict
             doc["machine"] = old["machine"]
         doc.pop("wall_seconds")  # several sittings: each row keeps its own seconds
         machines = old.get("machines") or [old["machine"]]
-        doc["machines"] = machines if fresh["machine"] in machines else [*machines, doc["machine"]]
+        doc["machines"] = (
+            machines if fresh["machine"] in machines else [*machines, fresh["machine"]]
+        )
         have = {r["task"] for rs in suites.values() for r in rs}
         doc["complete"] = have >= set(order)
         path.parent.mkdir(parents=True, exist_ok=True)

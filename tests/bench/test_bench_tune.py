@@ -57,6 +57,7 @@ def test_rows_of_another_setup_join_only_when_asked_and_carry_theirs(tmp_path) -
     assert "setup" not in trec and "machine" not in trec
     assert bbc["machine"]["cpu"] != "the first sitting's"  # the run's own machine
     assert doc["machine"]["cpu"] == "the first sitting's"  # the table's line stays the file's
+    assert doc["machines"][-1] == bbc["machine"]  # and the run's machine joins the list
     assert bbc["setup"] == {**doc["setup"], "trials": 4, "batch_size": 8, "max_length": 64}
     assert doc["summary"]["catalog"]["mean_gain_points"] == 2.0  # both rows count
     # the same task run again at the file's own setup replaces the marked row
