@@ -24,15 +24,20 @@ def cell(x: float | None) -> str:
     return "–" if x is None else f"{x:.2f}"
 
 
+def _trials_words(st: dict[str, Any]) -> str:
+    """A bench.tune setup's search in words: "8 trials of 100 steps (halving pruning)"."""
+    return (
+        f"{st['trials']} trials of {st['steps_per_trial']} steps "
+        f"({st.get('pruner', 'median')} pruning)"
+    )
+
+
 def _setup_words(st: dict[str, Any]) -> str:
     """A bench.tune setup in words: its trials, refit, pruner and any batch or length given."""
     extra = f", batch {st['batch_size']}" if "batch_size" in st else ""
     extra += f", inputs cut at {st['max_length']} tokens" if "max_length" in st else ""
     extra += f", {st['threads']} torch threads" if "threads" in st else ""
-    return (
-        f"{st['trials']} trials of {st['steps_per_trial']} steps ({st.get('pruner', 'median')} "
-        f"pruning), refit {st['refit_steps']} steps{extra}"
-    )
+    return f"{_trials_words(st)}, refit {st['refit_steps']} steps{extra}"
 
 
 def tune(doc: dict[str, Any]) -> str:
@@ -55,8 +60,8 @@ def tune(doc: dict[str, Any]) -> str:
     lines = [
         "### tune (per-task search against the defaults at equal steps)",
         "",
-        f"{st['trials']} trials of {st['steps_per_trial']} steps ({st.get('pruner', 'median')} "
-        f"pruning), the winner's options trained again for {st['refit_steps']} steps; the "
+        f"{_trials_words(st)}, the winner's options trained again for {st['refit_steps']} "
+        "steps; the "
         "defaults trained for the steps the whole search used."
         + ("" if doc.get("complete") else " **Partial run**: the tasks below only."),
         "",

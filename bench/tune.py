@@ -247,7 +247,8 @@ def merged(a: argparse.Namespace, rows: dict[str, list[dict[str, Any]]]) -> dict
         fcntl.flock(lock, fcntl.LOCK_EX)
         fresh = document(a, rows, time.perf_counter())
         old = json.loads(path.read_text()) if path.exists() else fresh
-        if old["setup"] != fresh["setup"]:
+        own = old["setup"] != fresh["setup"]
+        if own:
             if not getattr(a, "own_setup", False):
                 raise SystemExit(
                     f"--merge: {path} was run with another setup: {old['setup']} "
@@ -261,7 +262,7 @@ def merged(a: argparse.Namespace, rows: dict[str, list[dict[str, Any]]]) -> dict
             kept = [r for r in old["suites"].get(suite, []) if r["task"] not in mine]
             suites[suite] = sorted(kept + rows.get(suite, []), key=lambda r: order[r["task"]])
         doc = document(a, suites, time.perf_counter()) | {"setup": old["setup"]}
-        if old["setup"] != fresh["setup"]:  # the table's machine line stays the file's own
+        if own:  # the table's machine line stays the file's own
             doc["machine"] = old["machine"]
         doc.pop("wall_seconds")  # several sittings: each row keeps its own seconds
         machines = old.get("machines") or [old["machine"]]

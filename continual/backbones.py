@@ -253,7 +253,7 @@ class Located:
     where: str
     kind: BackboneKind
     tokenizer: Any
-    config: Any = None  # the transformers config read to resolve the kind
+    config: Any  # the transformers config read to resolve the kind
 
     @property
     def source(self) -> str:
