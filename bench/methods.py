@@ -128,12 +128,14 @@ def main(argv: list[str] | None = None) -> int:
         methods, a.steps, a.time_steps, a.time_rounds, a.serve_items = (
             ["full", "lora"], 4, 2, 1, 16)  # fmt: skip
         lrs = {m: LRS[m][1:2] for m in methods}
+    # a quick run checks the bench end to end; its data caps keep the probe and evaluation short
+    a.max_train, a.max_eval = (200, 64) if a.quick else (MAX_TRAIN, MAX_EVAL)
     name_out = "methods_quick" if a.quick else "methods"
     out = None if a.out is None else Path(a.out)
     path = out or RESULTS / f"{name_out}.json"
     doc: dict[str, Any] = {"bench": "methods", "machine": machine(), "quick": a.quick,
                            "setup": {"steps": a.steps, "max_length": a.max_length,
-                                     "max_train": MAX_TRAIN, "max_eval": MAX_EVAL, "lrs": lrs},
+                                     "max_train": a.max_train, "max_eval": a.max_eval, "lrs": lrs},
                            "backbones": {}}  # fmt: skip
     if a.merge and path.exists():
         doc = json.loads(path.read_text())
@@ -173,7 +175,7 @@ def run_suite(name: str, suite, methods, lrs, doc, a, path: Path) -> None:
     first = None
     for group, tasks in suite.items():
         for task in tasks:
-            data = load_data(DataArgs(dataset=task, max_train=MAX_TRAIN, max_eval=MAX_EVAL,
+            data = load_data(DataArgs(dataset=task, max_train=a.max_train, max_eval=a.max_eval,
                                       seed=0))  # fmt: skip
             first = first or data
             serves = group == "catalog" and data.spec.kind == "classification"

@@ -56,12 +56,21 @@ FULL = {
     "minilm-imdb-128": {"rounds": 3, "warmup": 2, "steps": 10, "memory_steps": 3},
     "smollm2-sms_spam-64": {"rounds": 2, "warmup": 2, "steps": 6, "memory_steps": 2},
 }
-QUICK = {"minilm-trec-64": {"rounds": 1, "warmup": 1, "steps": 2, "memory_steps": 1}}
+QUICK = {
+    "minilm-trec-64": {
+        "rounds": 1,
+        "warmup": 1,
+        "steps": 2,
+        "memory_steps": 1,
+        "head_init": "random",
+    }
+}
 
 
-def measure(name: str, plan: dict[str, int]) -> dict[str, Any]:
+def measure(name: str, plan: dict[str, Any]) -> dict[str, Any]:
     base = SETUPS[name]
-    timed = {**base["setup"], "warmup": plan["warmup"], "steps": plan["steps"]}
+    start = {"head_init": plan["head_init"]} if "head_init" in plan else {}
+    timed = {**base["setup"], **start, "warmup": plan["warmup"], "steps": plan["steps"]}
     per_step: dict[str, list[float]] = {c: [] for c in CONTENDERS}
     for r in range(plan["rounds"]):
         t0 = time.perf_counter()
@@ -75,7 +84,7 @@ def measure(name: str, plan: dict[str, int]) -> dict[str, Any]:
             flush=True,
         )
 
-    alone = {**base["setup"], "warmup": 1, "steps": plan["memory_steps"]}
+    alone = {**base["setup"], **start, "warmup": 1, "steps": plan["memory_steps"]}
     mem = rounds(
         CONTENDERS,
         lambda c: run_worker("step", {**base, "setup": alone, "contender": c}),

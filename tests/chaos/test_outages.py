@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -50,7 +51,10 @@ class MlflowServer:
                 str(self.port), "--workers", "1"]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
         with open(self.root / "server.log", "a") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+            # its own process group: `mlflow server` runs uvicorn and job runners as children,
+            # which outlive a SIGKILL of the parent alone and keep answering on the port
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                         start_new_session=True)  # fmt: skip
         deadline = time.monotonic() + 180
         while True:
             try:
@@ -65,16 +69,17 @@ class MlflowServer:
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the server and every process it started
             self.proc.wait(timeout=30)
-            # the gunicorn/uvicorn worker it started goes with it; wait for the port to close
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
+            while True:
                 try:
                     socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                    time.sleep(0.2)
                 except OSError:
-                    break
+                    return
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"MLflow still answers on {self.url} after the kill")
+                time.sleep(0.2)
 
     def runs_per_prefix(self) -> dict[str, int]:
         from mlflow.tracking import MlflowClient

@@ -8,8 +8,6 @@ the `host:pid` running it), not in Ray's forwarded log lines, which Ray's log mo
 late. (An earlier version read them from the stderr pipe in a thread while `communicate()` read
 the same pipe: each reader got part of the lines, and a CI run missed the one it waited for.)"""
 
-# ruff: noqa: F811 - `serial`, a fixture of test_workers, is imported and then requested by name
-
 from __future__ import annotations
 
 import json
@@ -25,13 +23,7 @@ from pathlib import Path
 import pytest
 
 from registry import Registry
-from tests.pipelines.test_workers import (  # noqa: F401 - `serial` is a fixture
-    _env,
-    matrices,
-    queue_all,
-    serial,
-    write_data,
-)
+from tests.pipelines.test_workers import _env, matrices, queue_all, write_data
 
 A2 = 2  # a2's place in queue_all's order: a1, b1, a2, b2, a3, b3
 
@@ -57,7 +49,7 @@ def test_two_streams_on_ray_equal_a_serial_run_with_a_ray_worker_killed(
     serial,
     tmp_path: Path,
     tiny_encoder_dir: Path,
-    sentiment,  # noqa: F811 - the fixture
+    sentiment,
 ) -> None:
     pytest.importorskip("ray", reason="ray is a dev dependency (make install)")
     home = tmp_path / "home"

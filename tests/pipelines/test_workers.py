@@ -143,16 +143,6 @@ def _pump(i: int, proc: subprocess.Popen, lines: queue.Queue) -> None:
         lines.put((i, line.rstrip()))
 
 
-@pytest.fixture(scope="module")
-def serial(tmp_path_factory, tiny_encoder_dir, sentiment) -> dict:
-    """The same queue run by one worker, uninterrupted (SQLite)."""
-    root = tmp_path_factory.mktemp("serial")
-    write_data(root / "data", sentiment)
-    queue_all(root / "home", None, root / "data", tiny_encoder_dir)
-    cli(root / "home", None, "worker", "--until-empty")
-    return matrices(root / "home", None)
-
-
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     psycopg = pytest.importorskip("psycopg")
