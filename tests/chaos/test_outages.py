@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -124,12 +124,28 @@ def _learn(home: Path, files: Path, encoder: Path, name: str, *extra: str | Path
             *TRAIN, "--home", home, "--quiet", *extra]  # fmt: skip
 
 
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[MlflowServer]:
+    """A started `MlflowServer`; its process group is killed at the end whatever happened."""
+    server = MlflowServer(tmp_path)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.kill()
+
+
 def test_mlflow_down_before_or_during_arrivals(
-    drill: Callable, drills: dict, base_home: Path, tmp_path: Path, files: Path, tiny_encoder_dir
+    drill: Callable,
+    drills: dict,
+    base_home: Path,
+    tmp_path: Path,
+    files: Path,
+    tiny_encoder_dir,
+    mlflow_server: MlflowServer,
 ) -> None:
     d = drills.get("outages") or drill("outages", CHECKS)
-    server = MlflowServer(tmp_path)
-    server.start()
+    server = mlflow_server
     rng = random.Random(SEED)
     home = tmp_path / "home"
     shutil.copytree(base_home, home)
@@ -163,7 +179,6 @@ def test_mlflow_down_before_or_during_arrivals(
             problems.append(f"runs per prefix {counts}")
         case = f"MLflow {'killed during' if during else 'down before'} arrival {name}"
         d.case(case, not problems, "; ".join(problems) or "landed; sync caught up; one run each")
-    server.kill()
     mine = [c for c in d.failures if c["id"].startswith("MLflow")]
     assert not mine, "\n".join(f"{c['id']}: {c['seen']}" for c in mine)
 
