@@ -69,7 +69,7 @@ QUICK = {
 
 def measure(name: str, plan: dict[str, Any]) -> dict[str, Any]:
     base = SETUPS[name]
-    start = {"head_init": plan["head_init"]} if "head_init" in plan else {}
+    start = {"head_init": plan.get("head_init", "probe")}  # as ablation reads it
     timed = {**base["setup"], **start, "warmup": plan["warmup"], "steps": plan["steps"]}
     per_step: dict[str, list[float]] = {c: [] for c in CONTENDERS}
     for r in range(plan["rounds"]):
